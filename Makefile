@@ -1,0 +1,31 @@
+# llmload: `make demo` runs the main job on the embedded simulator, `make test` runs the suite.
+# Everything the tests need is installed here, so both commands work on a fresh machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/llmload
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,grafana]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/llmload demo --results results/demo.json
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) results test-artifacts .pytest_cache
