@@ -1,0 +1,257 @@
+"""Mergeable token metrics: per-group HdrHistograms and counters.
+
+A ``MetricsStore`` holds one ``GroupMetrics`` per (backend, model, user class).
+Every distribution is an HdrHistogram with 3 significant digits (relative
+error <= 0.1%) plus exact count, sum, min and max, so means are exact and
+percentiles carry the histogram's stated precision. ``to_wire`` turns a store
+into a small msgpack-safe dict (histograms as compressed bytes) and
+``merge_wire`` adds one into another: merging is exact, so percentiles
+computed on a Locust master equal those a single process would compute from
+the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from llmload.record import RequestRecord
+
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (10.0, 50.0, 90.0, 99.0)
+# Latencies are stored in microseconds up to one hour; rates in milli-tokens/s up to 1M tok/s.
+LATENCY_SCALE = 1e6
+LATENCY_HIGHEST = 3_600_000_000
+RATE_SCALE = 1e3
+RATE_HIGHEST = 1_000_000_000
+
+# name -> (scale, highest trackable value)
+DISTRIBUTIONS: dict[str, tuple[float, int]] = {
+    "ttft_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "itl_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "tpot_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "e2e_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "stream_rate_tps": (RATE_SCALE, RATE_HIGHEST),
+    "decode_rate_tps": (RATE_SCALE, RATE_HIGHEST),
+    "dispatch_lag_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+}
+
+
+class Distribution:
+    """One metric's samples: an HdrHistogram plus exact count, sum, min and max."""
+
+    __slots__ = ("_hist", "_scale", "_highest", "count", "total", "min", "max")
+
+    def __init__(self, *, scale: float, highest: int) -> None:
+        self._hist = HdrHistogram(1, highest, SIGNIFICANT_DIGITS)
+        self._scale = scale
+        self._highest = highest
+        self.count = 0
+        self.total = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+    def record(self, value: float) -> None:
+        """Add one sample, in the metric's base unit (seconds or tokens/s)."""
+        self.count += 1
+        self.total += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        scaled = int(round(value * self._scale))
+        self._hist.record_value(min(max(scaled, 1), self._highest))
+
+    def record_many(self, values: Iterable[float]) -> None:
+        """Add several samples."""
+        for value in values:
+            self.record(value)
+
+    def percentile(self, q: float) -> float | None:
+        """Return the value at percentile ``q`` (0-100), or None without samples."""
+        if not self.count:
+            return None
+        return self._hist.get_value_at_percentile(q) / self._scale
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+    def summary(self) -> dict[str, float | int | None]:
+        """Return count, mean, min, p10, p50, p90, p99 and max, as the results JSON shows them."""
+        out: dict[str, float | int | None] = {"count": self.count, "mean": self.mean, "min": self.min if self.count else None}
+        for q in PERCENTILES:
+            out[f"p{q:g}"] = self.percentile(q)
+        out["max"] = self.max if self.count else None
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "h": self._hist.encode() if self.count else b"",
+            "n": self.count,
+            "s": self.total,
+            "lo": self.min if self.count else None,
+            "hi": self.max if self.count else None,
+        }
+
+    def merge_wire(self, wire: dict[str, Any]) -> None:
+        """Add a distribution serialized by ``to_wire``."""
+        if not wire["n"]:
+            return
+        self._hist.decode_and_add(wire["h"])
+        self.count += wire["n"]
+        self.total += wire["s"]
+        self.min = min(self.min, wire["lo"])
+        self.max = max(self.max, wire["hi"])
+
+    def merge(self, other: Distribution) -> None:
+        """Add another distribution of the same metric."""
+        if other.count:
+            self._hist.add(other._hist)
+            self.count += other.count
+            self.total += other.total
+            self.min = min(self.min, other.min)
+            self.max = max(self.max, other.max)
+
+
+def _new_distributions() -> dict[str, Distribution]:
+    return {name: Distribution(scale=scale, highest=highest) for name, (scale, highest) in DISTRIBUTIONS.items()}
+
+
+_COUNTERS = ("ok", "failed", "prompt_tokens", "output_tokens", "estimated_requests", "slo_met")
+
+
+class GroupMetrics:
+    """Token metrics of one (backend, model, user class) group."""
+
+    def __init__(self, backend: str, model: str, user_class: str) -> None:
+        self.backend = backend
+        self.model = model
+        self.user_class = user_class
+        self.dists = _new_distributions()
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.errors: dict[str, int] = {}
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.backend, self.model, self.user_class)
+
+    def record(self, record: RequestRecord, *, slo_ttft_s: float | None, slo_stream_rate_tps: float | None) -> None:
+        """Fold one finished request into the group."""
+        counters = self.counters
+        end_wall = record.start_wall + ((record.t_end or record.t_send) - record.t_send)
+        if self.first_start is None or record.start_wall < self.first_start:
+            self.first_start = record.start_wall
+        if self.last_end is None or end_wall > self.last_end:
+            self.last_end = end_wall
+        counters["prompt_tokens"] += record.prompt_tokens or 0
+        counters["output_tokens"] += record.output_tokens
+        if record.output_estimated:
+            counters["estimated_requests"] += 1
+        lag = record.dispatch_lag_s
+        if lag is not None:
+            self.dists["dispatch_lag_s"].record(max(lag, 0.0))
+        if not record.ok:
+            counters["failed"] += 1
+            self.errors[record.error_kind] = self.errors.get(record.error_kind, 0) + 1
+            return
+        counters["ok"] += 1
+        if not record.token_times:
+            return
+        dists = self.dists
+        dists["ttft_s"].record(record.ttft_s)
+        dists["e2e_s"].record(record.e2e_s)
+        dists["itl_s"].record_many(record.itl_s)
+        for name in ("tpot_s", "stream_rate_tps", "decode_rate_tps"):
+            value = getattr(record, name)
+            if value is not None:
+                dists[name].record(value)
+        if record.meets_slo(ttft_s=slo_ttft_s, stream_rate_tps=slo_stream_rate_tps):
+            counters["slo_met"] += 1
+
+    def merge(self, other: GroupMetrics) -> None:
+        """Add another group's metrics into this one."""
+        for name, dist in other.dists.items():
+            self.dists[name].merge(dist)
+        self._merge_plain(other.counters, other.errors, other.first_start, other.last_end)
+
+    def _merge_plain(self, counters, errors, first_start, last_end) -> None:
+        for name, value in counters.items():
+            self.counters[name] += value
+        for kind, n in errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        if first_start is not None and (self.first_start is None or first_start < self.first_start):
+            self.first_start = first_start
+        if last_end is not None and (self.last_end is None or last_end > self.last_end):
+            self.last_end = last_end
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "key": list(self.key),
+            "dists": {name: dist.to_wire() for name, dist in self.dists.items() if dist.count},
+            "counters": dict(self.counters),
+            "errors": dict(self.errors),
+            "first_start": self.first_start,
+            "last_end": self.last_end,
+        }
+
+    def merge_wire(self, wire: dict[str, Any]) -> None:
+        """Add a group serialized by ``to_wire``."""
+        for name, dist_wire in wire["dists"].items():
+            self.dists[name].merge_wire(dist_wire)
+        self._merge_plain(wire["counters"], wire["errors"], wire["first_start"], wire["last_end"])
+
+    @property
+    def window_s(self) -> float:
+        """Seconds from the first request sent to the last one finished in this group."""
+        if self.first_start is None or self.last_end is None:
+            return 0.0
+        return max(self.last_end - self.first_start, 0.0)
+
+
+class MetricsStore:
+    """All groups of one process (a worker's delta, or the merged view on the master)."""
+
+    def __init__(self, *, slo_ttft_s: float | None = None, slo_stream_rate_tps: float | None = None) -> None:
+        self.slo_ttft_s = slo_ttft_s
+        self.slo_stream_rate_tps = slo_stream_rate_tps
+        self.groups: dict[tuple[str, str, str], GroupMetrics] = {}
+
+    def group(self, backend: str, model: str, user_class: str) -> GroupMetrics:
+        key = (backend, model, user_class)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = GroupMetrics(backend, model, user_class)
+        return group
+
+    def record(self, record: RequestRecord) -> None:
+        """Fold one finished request into its group."""
+        self.group(record.backend, record.model, record.user_class).record(
+            record, slo_ttft_s=self.slo_ttft_s, slo_stream_rate_tps=self.slo_stream_rate_tps
+        )
+
+    def total(self) -> GroupMetrics:
+        """Return all groups merged into one."""
+        total = GroupMetrics("*", "*", "*")
+        for group in self.groups.values():
+            total.merge(group)
+        return total
+
+    def reset(self) -> None:
+        self.groups.clear()
+
+    def is_empty(self) -> bool:
+        return not self.groups
+
+    def to_wire(self) -> list[dict[str, Any]]:
+        """Serialize every group to msgpack-safe data."""
+        return [group.to_wire() for group in self.groups.values()]
+
+    def merge_wire(self, wire: list[dict[str, Any]]) -> None:
+        """Add groups serialized by ``to_wire`` (a worker's delta)."""
+        for group_wire in wire:
+            self.group(*group_wire["key"]).merge_wire(group_wire)

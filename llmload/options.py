@@ -1,0 +1,168 @@
+"""llmload's Locust command-line options and their validated form.
+
+Options are Locust custom arguments, so they work on the command line, in
+``locust.conf`` / ``--config``, in ``[tool.locust]``, as ``LOCUST_LLM_*``
+environment variables and in the web UI's start form. The web form hands
+values back as strings, so every value is parsed here, once, by
+``LLMOptions.from_parsed``; a bad value raises ``ConfigError`` naming the
+option and the accepted form.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from llmload.errors import ConfigError
+
+API_KEY_ENV = "LLMLOAD_API_KEY"
+ENDPOINTS = ("chat", "completions")
+DEFAULT_SLO_STREAM_RATE_TPS = 10.0
+DEFAULT_STREAM_TIMEOUT_S = 60.0
+
+
+def add_arguments(parser: Any) -> None:
+    """Register the ``--llm-*`` options on Locust's argument parser (also as ``LOCUST_LLM_*`` env vars)."""
+
+    def add(flag: str, **kwargs: Any) -> None:
+        env_var = "LOCUST_" + flag.lstrip("-").upper().replace("-", "_")
+        parser.add_argument(flag, env_var=env_var, **kwargs)
+
+    add("--llm-model", default="", help="Model name to request (default: the first model of GET /v1/models)")
+    add("--llm-endpoint", default="", help="chat = /v1/chat/completions, completions = /v1/completions (default: the user class's)")
+    add("--llm-max-tokens", default="", help="max_tokens per request, N or A-B (default: the user class's)")
+    add("--llm-prompt-tokens", default="", help="Approximate prompt length in tokens, N or A-B (default: the user class's)")
+    add("--llm-ignore-eos", default=False, action="store_true", help="Send ignore_eos=true so answers run to max_tokens (vLLM)")
+    add("--llm-think-time", default="", help="Seconds between a user's requests, N or A-B; 0 = closed loop (default: the user class's)")
+    add(
+        "--llm-api-key",
+        default="",
+        is_secret=True,
+        help=f"API key sent as a Bearer token (default: ${API_KEY_ENV}); never logged or reported",
+    )
+    add("--llm-slo-ttft", default="", help="SLO: time to first token in seconds (default: none)")
+    add("--llm-slo-stream-rate", default=str(DEFAULT_SLO_STREAM_RATE_TPS), help="SLO: per-request stream rate in tokens/s")
+    add(
+        "--llm-stream-timeout",
+        default=str(DEFAULT_STREAM_TIMEOUT_S),
+        help="Seconds of silence (connect, first byte, between events) before a request fails as timeout",
+    )
+    add("--llm-results", default="", help="Write the results JSON to this path at the end of the run")
+    add("--llm-seed", default="0", help="Seed of the synthetic prompt generator")
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A number or an inclusive range ``A-B`` drawn uniformly."""
+
+    low: float
+    high: float
+
+    def draw(self, rng: Any) -> float:
+        return self.low if self.low == self.high else rng.uniform(self.low, self.high)
+
+    def draw_int(self, rng: Any) -> int:
+        return int(self.low) if self.low == self.high else rng.randint(int(self.low), int(self.high))
+
+
+def parse_range(value: Any, *, option: str, minimum: float = 0.0, integer: bool = False) -> Range | None:
+    """Parse ``N`` or ``A-B`` (or a number); empty means not set."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low = high = float(value)
+    else:
+        text = str(value).strip()
+        low_text, sep, high_text = text.partition("-") if not text.startswith("-") else (text, "", "")
+        try:
+            low = float(low_text)
+            high = float(high_text) if sep else low
+        except ValueError:
+            raise ConfigError(f"--{option}: expected a number or a range A-B, got {value!r}") from None
+    if integer and (low != int(low) or high != int(high)):
+        raise ConfigError(f"--{option}: expected whole numbers, got {value!r}")
+    if low < minimum or high < low:
+        raise ConfigError(f"--{option}: expected {minimum:g} <= A <= B, got {value!r}")
+    return Range(low, high)
+
+
+def parse_float(value: Any, *, option: str, minimum: float = 0.0, exclusive: bool = False) -> float | None:
+    """Parse a number; empty means not set."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{option}: expected a number, got {value!r}") from None
+    if number < minimum or (exclusive and number == minimum):
+        raise ConfigError(f"--{option}: expected a number {'>' if exclusive else '>='} {minimum:g}, got {value!r}")
+    return number
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@dataclass(frozen=True, slots=True)
+class LLMOptions:
+    """The validated ``--llm-*`` options of a run."""
+
+    model: str = ""
+    endpoint: str = ""
+    max_tokens: Range | None = None
+    prompt_tokens: Range | None = None
+    ignore_eos: bool = False
+    think_time: Range | None = None
+    api_key: str = ""
+    slo_ttft_s: float | None = None
+    slo_stream_rate_tps: float | None = DEFAULT_SLO_STREAM_RATE_TPS
+    stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S
+    results_path: str = ""
+    seed: int = 0
+
+    def __repr__(self) -> str:
+        return f"LLMOptions({', '.join(f'{k}={v!r}' for k, v in self.public_dict().items())})"
+
+    @classmethod
+    def from_parsed(cls, parsed: Any) -> LLMOptions:
+        """Validate Locust's parsed options (or any object with ``llm_*`` attributes)."""
+        get = lambda name, default="": getattr(parsed, name, default)  # noqa: E731
+        endpoint = str(get("llm_endpoint") or "")
+        if endpoint and endpoint not in ENDPOINTS:
+            raise ConfigError(f"--llm-endpoint: expected one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+        seed_text = str(get("llm_seed", "0") or "0")
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise ConfigError(f"--llm-seed: expected an integer, got {seed_text!r}") from None
+        return cls(
+            model=str(get("llm_model") or ""),
+            endpoint=endpoint,
+            max_tokens=parse_range(get("llm_max_tokens"), option="llm-max-tokens", minimum=1, integer=True),
+            prompt_tokens=parse_range(get("llm_prompt_tokens"), option="llm-prompt-tokens", minimum=1, integer=True),
+            ignore_eos=_parse_bool(get("llm_ignore_eos", False)),
+            think_time=parse_range(get("llm_think_time"), option="llm-think-time"),
+            api_key=str(get("llm_api_key") or os.environ.get(API_KEY_ENV, "")),
+            slo_ttft_s=parse_float(get("llm_slo_ttft"), option="llm-slo-ttft", exclusive=True),
+            slo_stream_rate_tps=parse_float(get("llm_slo_stream_rate"), option="llm-slo-stream-rate"),
+            stream_timeout_s=parse_float(get("llm_stream_timeout"), option="llm-stream-timeout", exclusive=True)
+            or DEFAULT_STREAM_TIMEOUT_S,
+            results_path=str(get("llm_results") or ""),
+            seed=seed,
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """The options as reported in results and logs: the API key is never included."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name == "api_key":
+                out["api_key_set"] = bool(self.api_key)
+                continue
+            value = getattr(self, name)
+            if isinstance(value, Range):
+                value = value.low if value.low == value.high else [value.low, value.high]
+            out[name] = value
+        return out

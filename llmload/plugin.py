@@ -1,0 +1,199 @@
+"""llmload's Locust plugin: options, the token metrics store, and the run's lifecycle.
+
+``LLMLoadPlugin.register(environment)`` attaches one plugin to a Locust
+environment (``llmload.hooks`` does it on Locust's ``init`` event). Data flows
+one way: the users' client hands each finished ``RequestRecord`` to
+``record``; a local run folds it into ``store``; a worker folds it into its
+store, which is its delta: ``report_to_master`` ships and resets it every
+report and once more at quit; the master merges every delta in
+``worker_report``. At ``quit`` (after the master's last worker reports), the
+master or local process prints the token table and writes the results JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any
+
+import gevent
+
+from llmload import results, summary
+from llmload.client import HostCapabilities
+from llmload.errors import ConfigError
+from llmload.metrics import MetricsStore
+from llmload.options import LLMOptions
+from llmload.record import RequestRecord
+
+logger = logging.getLogger("llmload")
+
+WIRE_KEY = "llmload"
+SAMPLE_INTERVAL_S = 1.0
+
+
+def get_plugin(environment: Any) -> LLMLoadPlugin:
+    """Return the plugin registered on ``environment``."""
+    plugin = getattr(environment, "llmload", None)
+    if plugin is None:
+        raise ConfigError("llmload is not registered on this Locust environment: import llmload in the locustfile")
+    return plugin
+
+
+class LLMLoadPlugin:
+    """Token metrics and run bookkeeping for one Locust process."""
+
+    def __init__(self) -> None:
+        self.environment: Any = None
+        self.options = LLMOptions()
+        self.store = MetricsStore(slo_ttft_s=self.options.slo_ttft_s, slo_stream_rate_tps=self.options.slo_stream_rate_tps)
+        self._capabilities: dict[str, HostCapabilities] = {}
+        self._user_seq = 0
+        self._sampler: gevent.Greenlet | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.peak_users = 0
+        self.peak_workers = 0
+        self.missing_workers: dict[str, float] = {}
+        self.finished = False
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def register(self, environment: Any) -> LLMLoadPlugin:
+        """Attach to ``environment`` and listen to its events."""
+        self.environment = environment
+        environment.llmload = self
+        events = environment.events
+        events.test_start.add_listener(self._on_test_start)
+        events.test_stop.add_listener(self._on_test_stop)
+        events.report_to_master.add_listener(self._on_report_to_master)
+        events.worker_report.add_listener(self._on_worker_report)
+        events.quit.add_listener(self._on_quit)
+        if environment.parsed_options is not None and not self.is_worker:
+            self.load_options(exit_on_error=True)
+        return self
+
+    @property
+    def is_worker(self) -> bool:
+        options = self.environment.parsed_options
+        return bool(getattr(options, "worker", False)) or type(self.environment.runner).__name__ == "WorkerRunner"
+
+    @property
+    def is_master(self) -> bool:
+        return type(self.environment.runner).__name__ == "MasterRunner"
+
+    def load_options(self, *, exit_on_error: bool = False) -> None:
+        """Validate the ``--llm-*`` options; a bad one is one error line and exit code 2 at start-up."""
+        try:
+            options = LLMOptions.from_parsed(self.environment.parsed_options)
+            if options.results_path:
+                results.check_writable(options.results_path)
+        except ConfigError as exc:
+            if not exit_on_error:
+                raise
+            print(f"llmload: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        self.options = options
+        self.store.slo_ttft_s = options.slo_ttft_s
+        self.store.slo_stream_rate_tps = options.slo_stream_rate_tps
+
+    def capabilities(self, host: str) -> HostCapabilities:
+        """Return what is known of ``host``, shared by every user of this process."""
+        caps = self._capabilities.get(host)
+        if caps is None:
+            caps = self._capabilities[host] = HostCapabilities()
+        return caps
+
+    def next_user_seed(self) -> int:
+        """Return a distinct, reproducible seed for the next user of this process."""
+        self._user_seq += 1
+        worker_index = getattr(self.environment.runner, "worker_index", 0) or 0
+        return random.Random(f"{self.options.seed}:{worker_index}:{self._user_seq}").getrandbits(63)
+
+    def record(self, record: RequestRecord) -> None:
+        """Fold one finished request into this process's store."""
+        self.store.record(record)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_test_start(self, environment: Any, **_kwargs: Any) -> None:
+        try:
+            self.load_options()
+        except ConfigError as exc:
+            logger.error("llmload: %s", exc)
+            environment.process_exit_code = 2
+            if environment.runner is not None:
+                gevent.spawn(environment.runner.quit)
+            return
+        if self.is_worker:
+            return
+        self.store.reset()
+        self.started_at = time.time()
+        self.ended_at = None
+        self.peak_users = 0
+        self.missing_workers = {}
+        self.finished = False
+        if self._sampler is None:
+            self._sampler = gevent.spawn(self._sample_forever)
+
+    def _on_test_stop(self, environment: Any, **_kwargs: Any) -> None:
+        if not self.is_worker:
+            self.ended_at = time.time()
+            self._sample()
+
+    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
+        if self.store.is_empty():
+            return
+        data[WIRE_KEY] = {"groups": self.store.to_wire()}
+        self.store.reset()
+
+    def _on_worker_report(self, client_id: str, data: dict, **_kwargs: Any) -> None:
+        payload = data.get(WIRE_KEY)
+        if payload is None:
+            return
+        try:
+            self.store.merge_wire(payload["groups"])
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("llmload: ignored a malformed token-metrics report from worker %s (%s)", client_id, exc)
+
+    def _on_quit(self, exit_code: int = 0, **_kwargs: Any) -> None:
+        if self.is_worker or self.started_at is None or self.finished:
+            return
+        self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Print the token table and write the results JSON; return the results."""
+        self.finished = True
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
+            self._sampler = None
+        if self.ended_at is None:
+            self.ended_at = time.time()
+        doc = results.build(self)
+        print(summary.format_table(doc), flush=True)
+        if self.options.results_path:
+            results.write(doc, self.options.results_path)
+            print(f"llmload: results written to {os.path.abspath(self.options.results_path)}", flush=True)
+        return doc
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def _sample_forever(self) -> None:
+        while True:
+            self._sample()
+            gevent.sleep(SAMPLE_INTERVAL_S)
+
+    def _sample(self) -> None:
+        runner = self.environment.runner
+        if runner is None:
+            return
+        self.peak_users = max(self.peak_users, runner.user_count)
+        if self.is_master:
+            self.peak_workers = max(self.peak_workers, runner.worker_count)
+            for client in runner.clients.values():
+                if client.state == "missing" and client.id not in self.missing_workers:
+                    self.missing_workers[client.id] = time.time()
+        else:
+            self.peak_workers = max(self.peak_workers, 1)
