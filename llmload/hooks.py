@@ -10,6 +10,7 @@ from typing import Any
 
 from locust import events
 
+from llmload import exporter
 from llmload.options import add_arguments
 from llmload.plugin import LLMLoadPlugin
 
@@ -17,9 +18,11 @@ from llmload.plugin import LLMLoadPlugin
 @events.init_command_line_parser.add_listener
 def _on_init_command_line_parser(parser: Any, **_kwargs: Any) -> None:
     add_arguments(parser)
+    exporter.add_arguments(parser)
 
 
 @events.init.add_listener
 def _on_init(environment: Any, **_kwargs: Any) -> None:
     if getattr(environment, "llmload", None) is None:
-        LLMLoadPlugin().register(environment)
+        plugin = LLMLoadPlugin().register(environment)
+        exporter.register(environment, plugin)

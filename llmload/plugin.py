@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import gevent
+import psutil
 
 from llmload import results, summary
 from llmload.client import HostCapabilities
@@ -58,6 +59,11 @@ class LLMLoadPlugin:
         self.peak_workers = 0
         self.missing_workers: dict[str, float] = {}
         self.finished = False
+        self.in_flight = 0
+        # Latest gauges of each load-generator process: {"in_flight", "cpu_percent", "users"} by worker id.
+        self.generator_gauges: dict[str, dict[str, float]] = {}
+        self._process = psutil.Process()
+        self._process.cpu_percent()
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -143,10 +149,12 @@ class LLMLoadPlugin:
             self.ended_at = time.time()
             self._sample()
 
+    def local_gauges(self) -> dict[str, float]:
+        """This process's load-generator gauges: in-flight requests, CPU percent of one core."""
+        return {"in_flight": self.in_flight, "cpu_percent": self._process.cpu_percent()}
+
     def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        if self.store.is_empty():
-            return
-        data[WIRE_KEY] = {"groups": self.store.to_wire()}
+        data[WIRE_KEY] = {"groups": self.store.to_wire(), "gauges": self.local_gauges()}
         self.store.reset()
 
     def _on_worker_report(self, client_id: str, data: dict, **_kwargs: Any) -> None:
@@ -155,7 +163,8 @@ class LLMLoadPlugin:
             return
         try:
             self.store.merge_wire(payload["groups"])
-        except (KeyError, TypeError, ValueError) as exc:
+            self.generator_gauges[client_id] = {k: float(v) for k, v in payload.get("gauges", {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("llmload: ignored a malformed token-metrics report from worker %s (%s)", client_id, exc)
 
     def _on_quit(self, exit_code: int = 0, **_kwargs: Any) -> None:
@@ -197,3 +206,4 @@ class LLMLoadPlugin:
                     self.missing_workers[client.id] = time.time()
         else:
             self.peak_workers = max(self.peak_workers, 1)
+            self.generator_gauges["local"] = self.local_gauges()

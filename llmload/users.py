@@ -121,10 +121,14 @@ class LLMUser(FastHttpUser):
             name=self.request_name,
             keep_text=keep_text,
         )
-        if self._endpoint == "completions":
-            return self.llm.complete(prompt, **kwargs)
-        messages = [*(history or ()), {"role": "user", "content": prompt}]
-        return self.llm.chat(messages, **kwargs)
+        self._plugin.in_flight += 1
+        try:
+            if self._endpoint == "completions":
+                return self.llm.complete(prompt, **kwargs)
+            messages = [*(history or ()), {"role": "user", "content": prompt}]
+            return self.llm.chat(messages, **kwargs)
+        finally:
+            self._plugin.in_flight -= 1
 
     @task
     def generate(self) -> None:
