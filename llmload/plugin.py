@@ -135,6 +135,12 @@ class LLMLoadPlugin:
             return
         if self.is_worker:
             return
+        if getattr(environment.parsed_options, "headless", False) and not self._host_reachable(environment.host):
+            environment.process_exit_code = 1
+            self.finished = True
+            if environment.runner is not None:
+                gevent.spawn(environment.runner.quit)
+            return
         self.store.reset()
         self.started_at = time.time()
         self.ended_at = None
@@ -143,6 +149,26 @@ class LLMLoadPlugin:
         self.finished = False
         if self._sampler is None:
             self._sampler = gevent.spawn(self._sample_forever)
+
+    @staticmethod
+    def _host_reachable(host: str | None) -> bool:
+        """Check once, before users start, that the target host accepts connections."""
+        if not host:
+            return True
+        from geventhttpclient import HTTPClient
+        from geventhttpclient.url import URL
+
+        try:
+            client = HTTPClient.from_url(URL(host), connection_timeout=5, network_timeout=5)
+            try:
+                client.get(URL(host).request_uri or "/").read()
+            finally:
+                client.close()
+        except Exception as exc:
+            reason = str(exc).split("\n", 1)[0] or type(exc).__name__
+            logger.error("llmload: cannot reach %s: %s", host, reason)
+            return False
+        return True
 
     def _on_test_stop(self, environment: Any, **_kwargs: Any) -> None:
         if not self.is_worker:
