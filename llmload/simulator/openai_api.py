@@ -1,0 +1,195 @@
+"""OpenAI request validation and vLLM's exact response and SSE chunk layouts.
+
+Streaming chunks are built from byte templates pre-encoded once per request,
+so a token costs a few byte concatenations: ``prefix + word_json + suffix``.
+Field order and null fields follow vLLM's pydantic serialisation (chat chunks
+``exclude_unset``, completions chunks ``exclude_unset=False``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llmload.simulator.tokens import ApiInputError, Vocabulary, count_chat_tokens, count_prompt_tokens
+
+DONE_EVENT = b"data: [DONE]\n\n"
+MALFORMED_EVENT = b"data: {not json\n\n"
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status and vLLM's ``{"error": {...}}`` body."""
+
+    def __init__(self, status: int, message: str, *, err_type: str = "BadRequestError", param: str | None = None,
+                 code: int | str | None = -1, headers: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.err_type = err_type
+        self.param = param
+        self.code = status if code == -1 else code
+        self.headers = headers
+
+    def body(self) -> bytes:
+        """Return the JSON error body."""
+        error = {"message": self.message, "type": self.err_type, "param": self.param, "code": self.code}
+        return orjson.dumps({"error": error})
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """A validated generation request."""
+
+    chat: bool
+    stream: bool
+    prompt_tokens: int
+    max_tokens: int
+    ignore_eos: bool
+    include_usage: bool
+    continuous_usage: bool
+
+
+def parse_request(*, chat: bool, body: bytes, served_model: str, max_model_len: int, default_max_tokens: int,
+                  reject_stream_options: bool) -> GenRequest:  # fmt: skip
+    """Validate a chat or completions body; raise ApiError with vLLM's status and message."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"Invalid JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The request body must be a JSON object")
+    if reject_stream_options and "stream_options" in data:
+        raise ApiError(400, "Unrecognized request argument supplied: stream_options",
+                       err_type="invalid_request_error", code=None)  # fmt: skip
+    model = data.get("model")
+    if model is not None and model != served_model:
+        raise ApiError(404, f"The model `{model}` does not exist.", err_type="NotFoundError", param="model")
+    try:
+        prompt_tokens = count_chat_tokens(data.get("messages")) if chat else count_prompt_tokens(data.get("prompt"))
+    except ApiInputError as exc:
+        raise ApiError(400, str(exc)) from None
+    stream = data.get("stream") is True
+    options = data.get("stream_options")
+    if options is not None and not stream:
+        raise ApiError(400, "Stream options can only be defined when `stream=True`.")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(400, "'stream_options' must be an object")
+    include_usage = bool(options and options.get("include_usage"))
+    continuous = include_usage and bool(options and options.get("continuous_usage_stats"))
+    n = data.get("n")
+    if n not in (None, 1):
+        raise ApiError(400, "llmload sim supports n=1 only")
+    max_tokens = (data.get("max_completion_tokens") if chat else None) or data.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = max(1, min(default_max_tokens, max_model_len - prompt_tokens))
+    elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ApiError(400, f"max_tokens must be at least 1, got {max_tokens}.", param="max_tokens")
+    if prompt_tokens + max_tokens > max_model_len:
+        where = "messages" if chat else "prompt"
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, {max_tokens} in the "
+            f"completion). Please reduce the length of the {where} or completion.",
+        )
+    return GenRequest(chat=chat, stream=stream, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
+                      ignore_eos=data.get("ignore_eos") is True, include_usage=include_usage,
+                      continuous_usage=continuous)  # fmt: skip
+
+
+def _usage(prompt: int, completion: int, *, details: bool = False) -> bytes:
+    tail = b',"prompt_tokens_details":null}' if details else b"}"
+    return b'{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d' % (
+        prompt, prompt + completion, completion) + tail  # fmt: skip
+
+
+class StreamFormat:
+    """Byte templates of one streamed answer."""
+
+    __slots__ = ("chat", "head_prefix", "prefix", "mid", "final", "prompt_tokens", "continuous",
+                 "include_usage", "vocab", "offset")  # fmt: skip
+
+    def __init__(self, *, req: GenRequest, rid: str, created: int, model: str, vocab: Vocabulary, offset: int) -> None:
+        self.chat = req.chat
+        self.prompt_tokens = req.prompt_tokens
+        self.continuous = req.continuous_usage
+        self.include_usage = req.include_usage
+        self.vocab = vocab
+        self.offset = offset
+        obj = b"chat.completion.chunk" if req.chat else b"text_completion"
+        self.head_prefix = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":' % (
+            rid.encode(), obj, created, orjson.dumps(model))  # fmt: skip
+        if req.chat:
+            self.prefix = self.head_prefix + b'[{"index":0,"delta":{"content":'
+            self.mid = b'},"logprobs":null,"finish_reason":null}]'
+            self.final = b'},"logprobs":null,"finish_reason":"%s","stop_reason":null}]'
+        else:
+            self.prefix = self.head_prefix + b'[{"index":0,"text":'
+            self.mid = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]'
+            self.final = b',"logprobs":null,"finish_reason":"%s","stop_reason":null}]'
+
+    def head(self) -> bytes:
+        """Return the role chunk that opens a chat stream (empty for completions)."""
+        if not self.chat:
+            return b""
+        usage = b',"usage":' + _usage(self.prompt_tokens, 0) if self.continuous else b""
+        return (self.head_prefix + b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,'
+                b'"finish_reason":null}]' + usage + b"}\n\n")  # fmt: skip
+
+    def tokens(self, first: int, count: int, finish_reason: str | None) -> bytes:
+        """Return events for tokens ``first .. first+count-1``; the last carries ``finish_reason`` if given."""
+        frags = self.vocab.fragments(self.offset, first, count)
+        prefix, mid = self.prefix, self.mid
+        if self.continuous:
+            p, details = self.prompt_tokens, not self.chat
+            parts = [prefix + f + mid + b',"usage":' + _usage(p, first + i + 1, details=details) + b"}\n\n"
+                     for i, f in enumerate(frags)]  # fmt: skip
+        else:
+            close = mid + (b"}\n\n" if self.chat else b',"usage":null}\n\n')
+            parts = [prefix + f + close for f in frags]
+        if finish_reason is not None:
+            last = self.final % finish_reason.encode()
+            if self.continuous:
+                last += b',"usage":' + _usage(self.prompt_tokens, first + count, details=not self.chat)
+            elif not self.chat:
+                last += b',"usage":null'
+            parts[-1] = prefix + frags[-1] + last + b"}\n\n"
+        return b"".join(parts)
+
+    def tail(self, completion_tokens: int) -> bytes:
+        """Return the usage-only chunk (when asked for) and ``[DONE]``."""
+        if not self.include_usage:
+            return DONE_EVENT
+        usage = _usage(self.prompt_tokens, completion_tokens)
+        return self.head_prefix + b'[],"usage":' + usage + b"}\n\n" + DONE_EVENT
+
+
+def full_response(*, req: GenRequest, rid: str, created: int, model: str, text: str, completion_tokens: int,
+                  finish_reason: str) -> bytes:  # fmt: skip
+    """Return the non-streaming chat or completions response body."""
+    usage = {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens + completion_tokens,
+             "completion_tokens": completion_tokens, "prompt_tokens_details": None}  # fmt: skip
+    if req.chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
+                                  "logprobs": None, "finish_reason": finish_reason, "stop_reason": None}  # fmt: skip
+        return orjson.dumps({"id": rid, "object": "chat.completion", "created": created, "model": model,
+                             "choices": [choice], "usage": usage, "prompt_logprobs": None})  # fmt: skip
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None,
+              "prompt_logprobs": None}  # fmt: skip
+    return orjson.dumps({"id": rid, "object": "text_completion", "created": created, "model": model,
+                         "choices": [choice], "usage": usage})  # fmt: skip
+
+
+def models_response(*, model: str, max_model_len: int, created: int | None = None) -> bytes:
+    """Return the ``/v1/models`` body listing the served model."""
+    created = int(time.time()) if created is None else created
+    permission = {"id": f"modelperm-{created:x}", "object": "model_permission", "created": created,
+                  "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                  "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                  "organization": "*", "group": None, "is_blocking": False}  # fmt: skip
+    card = {"id": model, "object": "model", "created": created, "owned_by": "vllm", "root": model,
+            "parent": None, "max_model_len": max_model_len, "permission": [permission]}  # fmt: skip
+    return orjson.dumps({"object": "list", "data": [card]})

@@ -1,0 +1,127 @@
+"""The simulator's own tokenizer and its seeded output vocabulary.
+
+Counting rule (also in docs/simulator.md):
+
+* a text has ``len(re.findall(r"\\w+|[^\\w\\s]", text))`` tokens: each run of
+  word characters is one token and so is each other non-space character;
+* a chat request adds ``CHAT_REQUEST_OVERHEAD`` (26) tokens for the template
+  around the conversation (BOS, default system header, assistant prompt) and
+  ``CHAT_MESSAGE_OVERHEAD`` (5) per message (role header and end-of-turn),
+  roughly what Llama 3.1's template adds;
+* a completions prompt adds ``COMPLETION_OVERHEAD`` (1, the BOS token); a
+  prompt given as token ids counts one token per id.
+
+Output tokens are single words drawn from a seeded vocabulary, one word per
+token: " word" (with a leading space) except the first token of an answer. So
+the answer text re-tokenized by the same rule gives back exactly the number of
+tokens sent.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+import orjson
+
+TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+CHAT_REQUEST_OVERHEAD = 26
+CHAT_MESSAGE_OVERHEAD = 5
+COMPLETION_OVERHEAD = 1
+
+_WORDS = (
+    "the of and to in is that for it as was with be by on not he this are or his from at which but have "
+    "an they you were their one all we can her has there been if more when will would who so no she "
+    "other its may these about some into them out time only could new than first two like then any "
+    "also our made over most such after way where many through well years before must between same "
+    "much those each under high both used three very long system often state number world still part "
+    "given large small model token stream batch server request latency memory cache layer value point "
+    "order field light water energy signal result method process engine queue answer question reason "
+    "example simple second third always never again around below above along across within without "
+    "during against among every several general common public early later local power class level "
+    "place group line area form case fact idea house river city country market story music paper"
+).split()
+
+#: Length of the seeded word sequence answers are cut from.
+SEQUENCE_LEN = 4096
+
+
+class ApiInputError(ValueError):
+    """A request body the simulator cannot count (mapped to HTTP 400)."""
+
+
+def count_text_tokens(text: str) -> int:
+    """Return the number of tokens in ``text``."""
+    return len(TOKEN_RE.findall(text))
+
+
+def _content_tokens(content: Any) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return count_text_tokens(content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                total += count_text_tokens(part["text"])
+        return total
+    raise ApiInputError("message content must be a string, a list of content parts, or null")
+
+
+def count_chat_tokens(messages: Any) -> int:
+    """Return the prompt tokens of a chat ``messages`` list, template overhead included."""
+    if not isinstance(messages, list) or not messages:
+        raise ApiInputError("'messages' must be a non-empty list")
+    total = CHAT_REQUEST_OVERHEAD
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ApiInputError("each message must be an object with a string 'role'")
+        total += CHAT_MESSAGE_OVERHEAD + _content_tokens(message.get("content"))
+    return total
+
+
+def count_prompt_tokens(prompt: Any) -> int:
+    """Return the tokens of a completions ``prompt`` (text, token ids, or a list of one of them)."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return COMPLETION_OVERHEAD + count_text_tokens(prompt)
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return len(prompt)
+    if isinstance(prompt, list) and len(prompt) > 1:
+        raise ApiInputError("llmload sim serves one prompt per request")
+    raise ApiInputError("'prompt' must be a non-empty string or list of token ids")
+
+
+class Vocabulary:
+    """Seeded output words, pre-encoded as JSON string fragments."""
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        rng = random.Random(0 if seed is None else seed)
+        self.words = tuple(_WORDS)
+        self.sequence = [rng.randrange(len(self.words)) for _ in range(SEQUENCE_LEN)]
+        self.first_json = [orjson.dumps(w) for w in self.words]
+        self.spaced_json = [orjson.dumps(" " + w) for w in self.words]
+        self._rng = rng
+
+    def start_offset(self) -> int:
+        """Return where the next answer starts in the word sequence (seeded, in request order)."""
+        return self._rng.randrange(SEQUENCE_LEN)
+
+    def fragments(self, offset: int, first: int, count: int) -> list[bytes]:
+        """JSON string fragments for tokens ``first .. first+count-1`` of the answer at ``offset``."""
+        seq, spaced = self.sequence, self.spaced_json
+        if count == 1 and first > 0:
+            return [spaced[seq[(offset + first) % SEQUENCE_LEN]]]
+        out = []
+        for k in range(first, first + count):
+            idx = seq[(offset + k) % SEQUENCE_LEN]
+            out.append(self.first_json[idx] if k == 0 else spaced[idx])
+        return out
+
+    def text(self, offset: int, count: int) -> str:
+        """Return the answer text of ``count`` tokens at ``offset``."""
+        seq, words = self.sequence, self.words
+        return " ".join(words[seq[(offset + k) % SEQUENCE_LEN]] for k in range(count))
