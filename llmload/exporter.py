@@ -1,13 +1,346 @@
-"""Prometheus exporter (being built in issue 3): options and registration entry points."""
+"""Prometheus exporter: the merged token metrics of a run, served at ``/metrics``.
+
+``--llm-prometheus-port PORT`` starts an HTTP server on the master (or a local
+run; never on a worker) at Locust's ``init``. It serves its own
+``CollectorRegistry``, never the global one, with one custom collector,
+``LLMLoadCollector``, that builds fresh metric families from
+``plugin.store`` on every scrape: the store already holds the whole run
+merged across workers, so nothing is double counted and no state is kept
+here. HdrHistograms become Prometheus histograms with explicit buckets sized
+for LLM latencies; ``_sum`` and ``_count`` are exact. At Locust's ``quit`` the
+server stays up for ``--llm-prometheus-grace`` seconds so the last scrape sees
+the final values, then stops.
+
+Metric names and labels are listed in docs/prometheus-grafana.md.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import gevent
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from llmload import server_metrics
+from llmload._version import __version__
+from llmload.errors import ERROR_KINDS, ConfigError
+from llmload.metrics import Distribution
+
+logger = logging.getLogger("llmload")
+
+RECOMMENDED_PORT = 9646
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_GRACE_S = 10.0
+# Groups are (backend, model, user class): bounded in practice, but a label per group must stay bounded.
+MAX_GROUPS = 200
+GROUP_LABELS = ("backend", "model", "user_class")
+
+# Upper bounds in seconds (tokens/s for rates). TTFT spans 5 ms to minutes; ITL and TPOT start at 0.5 ms.
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+                7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)  # fmt: skip
+ITL_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+               0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0,
+               120.0, 180.0, 300.0, 600.0)  # fmt: skip
+STREAM_RATE_BUCKETS = (1.0, 2.0, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 75.0, 100.0,
+                       150.0, 200.0, 300.0, 500.0, 1000.0)  # fmt: skip
+
+# metric name -> (distribution in the store, help, buckets)
+HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    "llmload_ttft_seconds": ("ttft_s", "Time to first token: first token-carrying event minus send time.",
+                             TTFT_BUCKETS),
+    "llmload_itl_seconds": ("itl_s", "Inter-token latency: gap between consecutive token-carrying events.",
+                            ITL_BUCKETS),
+    "llmload_tpot_seconds": ("tpot_s", "Time per output token after the first: (E2E - TTFT) / (n - 1).",
+                             ITL_BUCKETS),
+    "llmload_e2e_seconds": ("e2e_s", "End-to-end latency: last token-carrying event minus send time.",
+                            E2E_BUCKETS),
+    "llmload_stream_rate_tokens_per_second": ("stream_rate_tps", "Per-request stream rate: output tokens / E2E.",
+                                              STREAM_RATE_BUCKETS),
+}  # fmt: skip
+
+
+def cumulative_buckets(dist: Distribution, bounds: Sequence[float]) -> list[tuple[str, float]]:
+    """Return Prometheus ``(le, cumulative count)`` pairs of ``dist``, ending with ``+Inf``.
+
+    A bound falls inside one HdrHistogram cell (3 significant digits); the
+    whole cell counts as below the bound, so a bucket may include values up to
+    0.1% above its bound. ``+Inf`` is the exact sample count.
+    """
+    # Distribution keeps its HdrHistogram private; reading its counts array is the only
+    # way to bucket it without walking every cell in Python.
+    hist = dist._hist
+    scale = dist._scale
+    counts = hist.counts
+    last_index = hist.counts_len - 1
+    out: list[tuple[str, float]] = []
+    running = 0
+    start = 0
+    for bound in bounds:
+        if dist.count and running < dist.count:
+            scaled = int(round(bound * scale))
+            index = min(hist.get_counts_array_index(scaled), last_index) if scaled >= 0 else -1
+            if index >= start:
+                running += sum(counts[start : index + 1])
+                start = index + 1
+        out.append((floatToGoString(bound), float(min(running, dist.count))))
+    out.append(("+Inf", float(dist.count)))
+    return out
+
+
+def redact_url(value: str) -> str:
+    """Drop any ``user:password@`` from a URL-like label value."""
+    if "@" not in value or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class LLMLoadCollector(Collector):
+    """Build llmload's metric families from a plugin's merged store on every scrape."""
+
+    def __init__(self, plugin: Any, *, max_groups: int = MAX_GROUPS) -> None:
+        self.plugin = plugin
+        self.max_groups = max_groups
+        self._warned_cap = False
+
+    def describe(self) -> list:
+        """Return nothing: names are fixed and collecting at registration would read an empty store."""
+        return []
+
+    def _groups(self) -> list[Any]:
+        groups = sorted(self.plugin.store.groups.values(), key=lambda g: g.key)
+        if len(groups) > self.max_groups:
+            if not self._warned_cap:
+                self._warned_cap = True
+                logger.warning(
+                    "llmload: %d (backend, model, user class) groups; Prometheus gets the first %d",
+                    len(groups), self.max_groups,
+                )  # fmt: skip
+            groups = groups[: self.max_groups]
+        return groups
+
+    def collect(self) -> Iterator[Any]:
+        """Yield fresh metric families (prometheus_client's collector protocol)."""
+        plugin = self.plugin
+        groups = self._groups()
+        labelled = [(group, [redact_url(group.backend), group.model, group.user_class]) for group in groups]
+
+        for name, (dist_name, doc, bounds) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(name, doc, labels=GROUP_LABELS)
+            for group, labels in labelled:
+                dist = group.dists[dist_name]
+                family.add_metric(labels, cumulative_buckets(dist, bounds), dist.total)
+            yield family
+
+        requests = CounterMetricFamily(
+            "llmload_requests", "Finished LLM requests by outcome (ok, failed) and error kind.",
+            labels=[*GROUP_LABELS, "outcome", "error"],
+        )  # fmt: skip
+        output = CounterMetricFamily("llmload_output_tokens", "Output tokens received.", labels=GROUP_LABELS)
+        prompt = CounterMetricFamily("llmload_prompt_tokens", "Prompt tokens sent (server usage).", labels=GROUP_LABELS)
+        slo_met = CounterMetricFamily(
+            "llmload_slo_met_requests", "Successful requests that met every SLO.", labels=GROUP_LABELS
+        )
+        for group, labels in labelled:
+            counters = group.counters
+            requests.add_metric([*labels, "ok", ""], counters["ok"])
+            # Every known kind is exported, zero included, so error panels and rates have a series to show.
+            for kind in (*ERROR_KINDS, *sorted(set(group.errors) - set(ERROR_KINDS))):
+                requests.add_metric([*labels, "failed", kind], group.errors.get(kind, 0))
+            output.add_metric(labels, counters["output_tokens"])
+            prompt.add_metric(labels, counters["prompt_tokens"])
+            slo_met.add_metric(labels, counters["slo_met"])
+        yield requests
+        yield output
+        yield prompt
+        yield slo_met
+
+        runner = plugin.environment.runner if plugin.environment is not None else None
+        is_master = type(runner).__name__ == "MasterRunner"
+        yield GaugeMetricFamily("llmload_users", "Running Locust users.", value=runner.user_count if runner else 0)
+        workers = runner.worker_count if is_master else (1 if runner is not None else 0)
+        yield GaugeMetricFamily(
+            "llmload_workers", "Load-generating processes: connected workers, or 1 in a local run.", value=workers
+        )
+        in_flight = GaugeMetricFamily("llmload_in_flight_requests", "Requests in flight per load generator.",
+                                      labels=["worker"])  # fmt: skip
+        cpu = GaugeMetricFamily("llmload_generator_cpu_percent", "CPU use of each load-generator process, percent of one core.",
+                                labels=["worker"])  # fmt: skip
+        connected = set(runner.clients.keys()) if is_master else None
+        for worker, gauges in sorted(plugin.generator_gauges.items()):
+            if connected is not None and worker not in connected:
+                continue
+            in_flight.add_metric([worker], gauges.get("in_flight", 0.0))
+            cpu.add_metric([worker], gauges.get("cpu_percent", 0.0))
+        yield in_flight
+        yield cpu
+
+        options = plugin.options
+        if options.slo_stream_rate_tps is not None:
+            yield GaugeMetricFamily("llmload_slo_stream_rate_tokens_per_second",
+                                    "Configured SLO: minimum per-request stream rate.", value=options.slo_stream_rate_tps)  # fmt: skip
+        if options.slo_ttft_s is not None:
+            yield GaugeMetricFamily("llmload_slo_ttft_seconds", "Configured SLO: maximum time to first token.",
+                                    value=options.slo_ttft_s)  # fmt: skip
+        yield InfoMetricFamily("llmload", "llmload version.", value={"version": __version__})
+
+
+# -- the HTTP server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ExporterHandle:
+    """A running ``/metrics`` server: ``url`` to scrape, ``stop()`` to shut it down."""
+
+    host: str
+    port: int
+    registry: CollectorRegistry
+    _server: Any
+    _thread: Any
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (idempotent)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def start_exporter(plugin: Any, *, port: int, host: str = DEFAULT_HOST, max_groups: int = MAX_GROUPS) -> ExporterHandle:
+    """Serve ``plugin``'s metrics on ``host:port`` (0 = a free port) from a registry of its own."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LLMLoadCollector(plugin, max_groups=max_groups))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    bound_port = server.server_address[1]
+    return ExporterHandle(host=host, port=bound_port, registry=registry, _server=server, _thread=thread)
+
+
+# -- options and Locust wiring -----------------------------------------------------------------------
 
 
 def add_arguments(parser: Any) -> None:
-    """Register the exporter's options."""
+    """Register the exporter's options (and the server-metrics flag) on Locust's parser."""
+    parser.add_argument(
+        "--llm-prometheus-port",
+        env_var="LOCUST_LLM_PROMETHEUS_PORT",
+        default="",
+        help=f"Serve token metrics for Prometheus on this port of the master (recommended {RECOMMENDED_PORT}; "
+        "0 = a free port, logged; default: off)",
+    )
+    parser.add_argument(
+        "--llm-prometheus-host",
+        env_var="LOCUST_LLM_PROMETHEUS_HOST",
+        default=DEFAULT_HOST,
+        help=f"Address the Prometheus exporter binds (default {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--llm-prometheus-grace",
+        env_var="LOCUST_LLM_PROMETHEUS_GRACE",
+        default=str(DEFAULT_GRACE_S),
+        help="Seconds /metrics stays up after the test so the last scrape sees final values (default 10)",
+    )
+    server_metrics.add_arguments(parser)
+
+
+@dataclass(frozen=True)
+class ExporterOptions:
+    """The validated exporter options; ``port`` is None when the exporter is off."""
+
+    port: int | None = None
+    host: str = DEFAULT_HOST
+    grace_s: float = DEFAULT_GRACE_S
+
+    @classmethod
+    def from_parsed(cls, parsed: Any) -> ExporterOptions:
+        """Validate Locust's parsed options; a bad value raises a one-line ``ConfigError``."""
+        port_text = str(getattr(parsed, "llm_prometheus_port", "") or "").strip()
+        port = None
+        if port_text:
+            try:
+                port = int(port_text)
+            except ValueError:
+                port = -1
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got {port_text!r}")
+        host = str(getattr(parsed, "llm_prometheus_host", "") or DEFAULT_HOST)
+        grace_text = getattr(parsed, "llm_prometheus_grace", DEFAULT_GRACE_S)
+        try:
+            grace = float(grace_text if grace_text not in (None, "") else DEFAULT_GRACE_S)
+        except (TypeError, ValueError):
+            grace = -1.0
+        if not 0 <= grace <= 3600:
+            raise ConfigError(f"--llm-prometheus-grace: expected seconds between 0 and 3600, got {grace_text!r}")
+        return cls(port=port, host=host, grace_s=grace)
+
+
+class Exporter:
+    """The exporter of one master or local Locust process: started at init, stopped after ``quit``."""
+
+    def __init__(self, plugin: Any, options: ExporterOptions) -> None:
+        self.plugin = plugin
+        self.options = options
+        self.handle: ExporterHandle | None = None
+
+    def start(self) -> ExporterHandle:
+        """Bind and serve; a port that cannot be bound is a one-line ``ConfigError``."""
+        assert self.options.port is not None
+        try:
+            self.handle = start_exporter(self.plugin, port=self.options.port, host=self.options.host)
+        except OSError as exc:
+            raise ConfigError(
+                f"--llm-prometheus-port: cannot listen on {self.options.host}:{self.options.port} ({exc.strerror or exc})"
+            ) from None
+        logger.info("llmload: Prometheus metrics at %s", self.handle.url)
+        return self.handle
+
+    def _on_quit(self, **_kwargs: Any) -> None:
+        if self.handle is None:
+            return
+        grace = self.options.grace_s
+        if grace > 0:
+            logger.info("llmload: keeping %s up %g s for a last scrape", self.handle.url, grace)
+            gevent.sleep(grace)
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server now."""
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
 
 
 def register(environment: Any, plugin: Any) -> None:
-    """Start the exporter on the master or local process when asked to."""
+    """Start the exporter and attach server metrics on the master or local process when asked to."""
+    parsed = environment.parsed_options
+    if parsed is None or plugin.is_worker:
+        return
+    try:
+        options = ExporterOptions.from_parsed(parsed)
+        if options.port is not None:
+            exporter = Exporter(plugin, options)
+            exporter.start()
+            plugin.exporter = exporter
+            environment.events.quit.add_listener(exporter._on_quit)
+    except ConfigError as exc:
+        print(f"llmload: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if getattr(parsed, "llm_server_metrics", False):
+        server_metrics.attach(plugin)

@@ -73,4 +73,25 @@ def format_table(doc: dict[str, Any]) -> str:
     estimated = doc["total"]["tokens"]["estimated_requests"]
     if estimated:
         out.append(f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage).")
+    out += format_server_ttft(doc)
     return "\n".join(out)
+
+
+def format_server_ttft(doc: dict[str, Any]) -> list[str]:
+    """Render client TTFT next to the server's own (from its /metrics), one line per group; [] without server data."""
+    server = doc.get("server") or {}
+    rows = []
+    for group in doc["groups"]:
+        body = server.get(group["backend"])
+        if not body or not body.get("ttft_s"):
+            continue
+        client, srv, queue = group["ttft_s"], body["ttft_s"], body.get("queue_time_s") or {}
+        label = f"{group['backend']} {group['model']} {group['user_class']}"
+        rows.append([label, _ms(client["mean"]), _ms(client["p50"]), _ms(srv["mean"]), _ms(srv["p50"]), _ms(queue.get("p50"))])
+    if not rows:
+        return []
+    header = ["group", "client mean", "p50", "server mean", "p50", "queue p50"]
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    fmt = lambda cells: "  ".join(f"{c:{'<' if i == 0 else '>'}{w}}" for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    title = "Client vs server TTFT (ms; server figures from the backend's /metrics over the run)"
+    return ["", title, fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]

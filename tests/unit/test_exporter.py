@@ -1,0 +1,244 @@
+"""Prometheus exporter: exact exposition of a known store, options, and the server's lifecycle."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+from locust.env import Environment
+from locust.event import Events
+from prometheus_client import CollectorRegistry, generate_latest
+
+from llmload import exporter
+from llmload.errors import ConfigError
+from llmload.metrics import Distribution
+from llmload.options import LLMOptions
+from llmload.plugin import LLMLoadPlugin
+from llmload.record import RequestRecord
+
+BACKEND = "http://user:hunter2@gpu-a:8000"
+LABELS = 'backend="http://gpu-a:8000",model="m",user_class="Chat"'
+
+
+def record(times=(), *, error=None, user_class="Chat", prompt=7):
+    r = RequestRecord(backend=BACKEND, model="m", user_class=user_class, endpoint="/v1/chat/completions",
+                      t_send=0.0, start_wall=100.0)  # fmt: skip
+    r.token_times = list(times)
+    r.t_end = times[-1] if times else 0.0
+    r.completion_tokens = len(times) if error is None else None
+    r.prompt_tokens = prompt
+    r.error_kind = error
+    return r
+
+
+@pytest.fixture
+def plugin():
+    environment = Environment(events=Events())
+    environment.create_local_runner()
+    plugin = LLMLoadPlugin().register(environment)
+    plugin.options = LLMOptions(api_key="sk-do-not-leak", slo_ttft_s=0.5, slo_stream_rate_tps=6.0)
+    plugin.store.slo_ttft_s, plugin.store.slo_stream_rate_tps = 0.5, 6.0
+    # Binary-exact times: TTFT 0.125 and 0.25 s; ITL 0.125 x2 and 0.25 x2; E2E 0.375 and 0.75 s; 8 and 4 tok/s.
+    plugin.store.record(record((0.125, 0.25, 0.375)))
+    plugin.store.record(record((0.25, 0.5, 0.75)))
+    plugin.store.record(record(error="http_429"))
+    plugin.generator_gauges["local"] = {"in_flight": 2.0, "cpu_percent": 12.5}
+    yield plugin
+    environment.runner.quit()
+
+
+def exposition(plugin, **kwargs) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.LLMLoadCollector(plugin, **kwargs))
+    return generate_latest(registry).decode()
+
+
+def lines_of(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def with_le(le: str) -> str:
+    return LABELS.replace(",model", f',le="{le}",model')
+
+
+def test_ttft_histogram_exact(plugin):
+    text = exposition(plugin)
+    # 0.125 s lands in le=0.15, 0.25 s in le=0.3.
+    counts = [0] * 6 + [1, 1] + [2] * 16
+    expected = [f"llmload_ttft_seconds_bucket{{{with_le(exporter.floatToGoString(le))}}} {float(n)}"
+                for le, n in zip(exporter.TTFT_BUCKETS, counts)]  # fmt: skip
+    expected += [
+        f"llmload_ttft_seconds_bucket{{{with_le('+Inf')}}} 2.0",
+        f"llmload_ttft_seconds_count{{{LABELS}}} 2.0",
+        f"llmload_ttft_seconds_sum{{{LABELS}}} 0.375",
+    ]
+    assert lines_of(text, "llmload_ttft_seconds_") == expected
+    assert expected[6] == 'llmload_ttft_seconds_bucket{backend="http://gpu-a:8000",le="0.15",model="m",user_class="Chat"} 1.0'
+    assert "# TYPE llmload_ttft_seconds histogram" in text
+
+
+def test_other_histograms_counts_and_sums(plugin):
+    text = exposition(plugin)
+
+    def sample(name: str, le: str | None = None) -> str:
+        labels = LABELS if le is None else with_le(le)
+        line = next(x for x in text.splitlines() if x.startswith(f"{name}{{{labels}}} "))
+        return line.rsplit(" ", 1)[1]
+
+    assert sample("llmload_itl_seconds_bucket", "0.1") == "0.0"
+    assert sample("llmload_itl_seconds_bucket", "0.15") == "2.0"
+    assert sample("llmload_itl_seconds_bucket", "0.3") == "4.0"
+    assert sample("llmload_itl_seconds_count") == "4.0" and sample("llmload_itl_seconds_sum") == "0.75"
+    assert sample("llmload_tpot_seconds_sum") == "0.375"
+    assert sample("llmload_e2e_seconds_bucket", "0.5") == "1.0" and sample("llmload_e2e_seconds_sum") == "1.125"
+    rate = "llmload_stream_rate_tokens_per_second"
+    assert [sample(f"{rate}_bucket", le) for le in ("2.0", "5.0", "7.5", "10.0")] == ["0.0", "1.0", "1.0", "2.0"]
+    assert sample(f"{rate}_sum") == "12.0"
+
+
+def test_counters_and_gauges_exact(plugin):
+    text = exposition(plugin)
+    kinds = ["http_429", "http_4xx", "http_5xx", "connect", "timeout", "disconnect", "malformed_event", "incomplete_stream"]
+    assert lines_of(text, "llmload_requests_total") == [
+        'llmload_requests_total{backend="http://gpu-a:8000",error="",model="m",outcome="ok",user_class="Chat"} 2.0',
+        *(f'llmload_requests_total{{backend="http://gpu-a:8000",error="{kind}",model="m",outcome="failed",'
+          f'user_class="Chat"}} {1.0 if kind == "http_429" else 0.0}' for kind in kinds),
+    ]  # fmt: skip
+    assert lines_of(text, "llmload_output_tokens_total") == [f"llmload_output_tokens_total{{{LABELS}}} 6.0"]
+    assert lines_of(text, "llmload_prompt_tokens_total") == [f"llmload_prompt_tokens_total{{{LABELS}}} 21.0"]
+    # 0.125 s TTFT and 8 tok/s meets (TTFT <= 0.5, rate >= 6); 4 tok/s does not.
+    assert lines_of(text, "llmload_slo_met_requests_total") == [f"llmload_slo_met_requests_total{{{LABELS}}} 1.0"]
+    assert lines_of(text, "llmload_users ") == ["llmload_users 0.0"]
+    assert lines_of(text, "llmload_workers ") == ["llmload_workers 1.0"]
+    assert lines_of(text, "llmload_in_flight_requests") == ['llmload_in_flight_requests{worker="local"} 2.0']
+    assert lines_of(text, "llmload_generator_cpu_percent") == ['llmload_generator_cpu_percent{worker="local"} 12.5']
+    assert lines_of(text, "llmload_slo_ttft_seconds") == ["llmload_slo_ttft_seconds 0.5"]
+    assert lines_of(text, "llmload_slo_stream_rate_tokens_per_second") == ["llmload_slo_stream_rate_tokens_per_second 6.0"]
+    assert lines_of(text, "llmload_info") == [f'llmload_info{{version="{exporter.__version__}"}} 1.0']
+
+
+def test_no_secret_in_the_exposition(plugin):
+    text = exposition(plugin)
+    assert "sk-do-not-leak" not in text and "hunter2" not in text and "user:" not in text
+
+
+def test_unset_slo_has_no_threshold_series(plugin):
+    plugin.options = LLMOptions(slo_ttft_s=None, slo_stream_rate_tps=None)
+    text = exposition(plugin)
+    assert "llmload_slo_ttft_seconds" not in text and "llmload_slo_stream_rate_tokens_per_second" not in text
+
+
+def test_group_cap(plugin, caplog):
+    for i in range(5):
+        plugin.store.record(record((0.125,), user_class=f"C{i}"))
+    text = exposition(plugin, max_groups=3)
+    classes = {line.split('user_class="')[1].split('"')[0] for line in lines_of(text, "llmload_output_tokens_total")}
+    assert classes == {"C0", "C1", "C2"}
+    assert "Prometheus gets the first 3" in caplog.text
+
+
+def test_empty_store_exposes_no_group_series(plugin):
+    plugin.store.reset()
+    text = exposition(plugin)
+    assert not lines_of(text, "llmload_ttft_seconds_bucket") and "# TYPE llmload_requests_total counter" in text
+
+
+def test_buckets_are_cumulative_and_end_at_the_exact_count():
+    dist = Distribution(scale=1e6, highest=3_600_000_000)
+    values = [0.0004, 0.0005, 0.001, 0.0011, 0.05, 0.2, 9.0, 99.0]
+    dist.record_many(values)
+    buckets = exporter.cumulative_buckets(dist, exporter.ITL_BUCKETS)
+    counts = [n for _, n in buckets]
+    assert counts == sorted(counts) and buckets[-1] == ("+Inf", 8.0)
+    for le, n in buckets[:-1]:
+        assert n == sum(v <= float(le) for v in values), le
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (make prometheus)")
+def test_promtool_finds_nothing_to_lint(plugin):
+    result = subprocess.run(["promtool", "check", "metrics"], input=exposition(plugin), capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# -- options and lifecycle ----------------------------------------------------------------------------
+
+
+def parsed(**kwargs):
+    base = {"llm_prometheus_port": "", "llm_prometheus_host": "127.0.0.1", "llm_prometheus_grace": "10",
+            "llm_server_metrics": False}  # fmt: skip
+    base.update(kwargs)
+    return SimpleNamespace(**base)
+
+
+def test_options_parse_and_one_line_errors():
+    assert exporter.ExporterOptions.from_parsed(parsed()).port is None
+    opts = exporter.ExporterOptions.from_parsed(parsed(llm_prometheus_port="9646", llm_prometheus_grace="2.5"))
+    assert (opts.port, opts.host, opts.grace_s) == (9646, "127.0.0.1", 2.5)
+    with pytest.raises(ConfigError) as info:
+        exporter.ExporterOptions.from_parsed(parsed(llm_prometheus_port="http"))
+    assert str(info.value) == "--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got 'http'"
+    with pytest.raises(ConfigError, match="--llm-prometheus-grace: expected seconds between 0 and 3600"):
+        exporter.ExporterOptions.from_parsed(parsed(llm_prometheus_grace="-1"))
+
+
+def test_start_serve_and_stop(plugin):
+    handle = exporter.start_exporter(plugin, port=0)
+    try:
+        assert handle.port > 0 and handle.url == f"http://127.0.0.1:{handle.port}/metrics"
+        with urllib.request.urlopen(handle.url, timeout=5) as response:
+            body = response.read().decode()
+        assert "llmload_ttft_seconds_bucket" in body and "python_gc_objects" not in body  # own registry only
+    finally:
+        handle.stop()
+    handle.stop()  # idempotent
+    with pytest.raises(OSError):
+        urllib.request.urlopen(handle.url, timeout=2)
+
+
+def test_register_starts_on_master_or_local_and_stops_after_quit_grace():
+    environment = Environment(events=Events(), parsed_options=parsed(llm_prometheus_port="0", llm_prometheus_grace="0"))
+    environment.create_local_runner()
+    plugin = LLMLoadPlugin()
+    plugin.environment = environment
+    exporter.register(environment, plugin)
+    url = plugin.exporter.handle.url
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+    environment.events.quit.fire(exit_code=0)
+    assert plugin.exporter.handle is None
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
+    environment.runner.quit()
+
+
+def test_register_does_nothing_on_a_worker_or_without_the_option():
+    for options in (parsed(llm_prometheus_port="0", worker=True), parsed()):
+        environment = Environment(events=Events(), parsed_options=options)
+        plugin = LLMLoadPlugin()
+        plugin.environment = environment
+        exporter.register(environment, plugin)
+        assert getattr(plugin, "exporter", None) is None and getattr(plugin, "server_metrics", None) is None
+
+
+def test_port_in_use_exits_with_one_line(capsys):
+    handle = exporter.start_exporter(SimpleNamespace(), port=0)
+    try:
+        environment = Environment(events=Events(), parsed_options=parsed(llm_prometheus_port=str(handle.port)))
+        plugin = LLMLoadPlugin()
+        plugin.environment = environment
+        with pytest.raises(SystemExit) as info:
+            exporter.register(environment, plugin)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"llmload: error: --llm-prometheus-port: cannot listen on 127.0.0.1:{handle.port} (")
+        assert err.count("\n") == 1
+    finally:
+        handle.stop()
+
+
+def test_redact_url():
+    assert exporter.redact_url("https://u:p@h:1/v1") == "https://h:1/v1"
+    assert exporter.redact_url("gpu-a") == "gpu-a"
