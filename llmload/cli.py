@@ -20,6 +20,7 @@ _SUBCOMMANDS = {
     "sim": "llmload.simulator.cli",
     "target": "llmload.target.cli",
     "demo": "llmload.demo",
+    "grafana": "llmload.grafana",
 }
 
 
