@@ -21,11 +21,18 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/llmload demo --results results/demo.json
 
-test: install
+test: install prometheus
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+# Prometheus and promtool for the exporter and dashboard tests (Debian's package; it starts no service).
+.PHONY: prometheus
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }; }
 
 clean:
 	rm -rf $(VENV) results test-artifacts .pytest_cache
