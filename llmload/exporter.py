@@ -17,6 +17,7 @@ Metric names and labels are listed in docs/prometheus-grafana.md.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import gevent
+import gevent.event
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
@@ -316,8 +318,14 @@ class Exporter:
             return
         grace = self.options.grace_s
         if grace > 0:
-            logger.info("llmload: keeping %s up %g s for a last scrape", self.handle.url, grace)
-            gevent.sleep(grace)
+            logger.info("llmload: keeping %s up %g s for a last scrape (Ctrl-C to skip)", self.handle.url, grace)
+            done = gevent.event.Event()
+            # Locust no longer reacts to SIGINT while it shuts down: let Ctrl-C end the wait.
+            watcher = gevent.signal_handler(signal.SIGINT, done.set)
+            try:
+                done.wait(timeout=grace)
+            finally:
+                watcher.cancel()
         self.stop()
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import urllib.request
 from types import SimpleNamespace
 
@@ -242,3 +243,17 @@ def test_port_in_use_exits_with_one_line(capsys):
 def test_redact_url():
     assert exporter.redact_url("https://u:p@h:1/v1") == "https://h:1/v1"
     assert exporter.redact_url("gpu-a") == "gpu-a"
+
+
+def test_quit_keeps_serving_for_the_grace_period(plugin):
+    import gevent
+
+    options = exporter.ExporterOptions(port=0, grace_s=0.5)
+    exp = exporter.Exporter(plugin, options)
+    url = exp.start().url
+    scraped = []
+    gevent.spawn_later(0.2, lambda: scraped.append(urllib.request.urlopen(url, timeout=2).status))
+    started = time.monotonic()
+    exp._on_quit(exit_code=0)
+    assert scraped == [200] and exp.handle is None
+    assert time.monotonic() - started >= 0.45
