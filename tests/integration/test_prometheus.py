@@ -1,0 +1,232 @@
+"""Prometheus end to end: a real Prometheus scrapes llmload's exporter and the simulator during real runs.
+
+For a local run and a distributed one (``--processes 2``): ``promtool check
+metrics`` finds nothing to lint on a live scrape; every PromQL expression of
+every dashboard panel (template variables replaced by match-all regexes) and
+every template-variable query returns data at a moment inside the run; the
+last value Prometheus kept equals the results JSON (the grace period works);
+and the results JSON carries the server-side section.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from llmload.simulator.process import SimulatorProcess
+from tests.support.processes import ProcessGroup, collect, free_port, locust_command
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("prometheus") is None or shutil.which("promtool") is None,
+                       reason="needs Debian's prometheus package (make prometheus)"),
+]  # fmt: skip
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+RUN_S = 14
+GRACE_S = 3
+RATE_INTERVAL = "15s"
+SUBSTITUTIONS = {"$__rate_interval": RATE_INTERVAL, "$price_per_hour": "2.5"}
+WORKLOAD = ["--headless", "-u", "8", "-r", "8", "-t", f"{RUN_S}s", "--llm-think-time", "0", "--llm-max-tokens", "40",
+            "--llm-slo-ttft", "2", "--llm-server-metrics", "--llm-prometheus-grace", str(GRACE_S),
+            "--exit-code-on-error", "0", "--stop-timeout", "5"]  # fmt: skip
+
+
+def get_json(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def fetch_text(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+class Prometheus:
+    """Query a running Prometheus over its HTTP API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, expr: str, at: float) -> list[dict]:
+        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        answer = get_json(f"{self.url}/api/v1/query?{params}")
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def label_values(self, label: str, selector: str, start: float, end: float) -> list[str]:
+        params = urllib.parse.urlencode({"match[]": selector, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+        return get_json(f"{self.url}/api/v1/label/{label}/values?{params}")["data"]
+
+    def value(self, expr: str, at: float) -> float:
+        result = self.query(expr, at)
+        assert len(result) == 1, (expr, result)
+        return float(result[0]["value"][1])
+
+
+@pytest.fixture(scope="module")
+def sim():
+    # A few 429s so error series carry real values, not only zeros.
+    with SimulatorProcess(profile="rtx3090", extra_args=["--fault", "http_429", "--fault-rate", "0.05", "--seed", "3"]) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def stack(sim, tmp_path_factory):
+    """Prometheus scraping the simulator and two exporter ports (local run, distributed run) every second."""
+    tmp = tmp_path_factory.mktemp("prometheus")
+    ports = {"local": free_port(), "distributed": free_port()}
+    sim_target = urllib.parse.urlsplit(sim.base_url).netloc
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {"job_name": "llmload", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports.values()]}]},
+            {"job_name": "vllm", "static_configs": [{"targets": [sim_target]}]},
+        ],
+    }
+    (tmp / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    prom_port = free_port()
+    with ProcessGroup() as group:
+        group.start(
+            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+            tmp, tmp / "prometheus.log",
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{prom_port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200:
+                    break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"Prometheus did not start: {(tmp / 'prometheus.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield Prometheus(url), ports
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, PromQL) of every target of every dashboard, variables substituted."""
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        doc = json.loads(path.read_text())
+        for panel in doc["panels"]:
+            for target in panel.get("targets", []):
+                out.append((path.name, panel["title"], substitute(target["expr"])))
+    return out
+
+
+def variable_queries() -> list[tuple[str, str, str, str]]:
+    """(dashboard, variable, label, selector) of every ``label_values`` template variable."""
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for var in json.loads(path.read_text())["templating"]["list"]:
+            if var["type"] == "query":
+                match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["definition"])
+                assert match, var["definition"]
+                out.append((path.name, var["name"], match.group(2), substitute(match.group(1))))
+    return out
+
+
+def substitute(expr: str) -> str:
+    """Replace Grafana variables as Grafana would with 'All' selected (regex .*) and fixed values."""
+    for name, value in SUBSTITUTIONS.items():
+        expr = expr.replace(name, value)
+    return re.sub(r"\$(\w+)", ".*", expr)
+
+
+def run_with_exporter(stack, sim, tmp_path: Path, mode: str, extra: list[str]) -> tuple[object, float, str]:
+    """Run Locust with the exporter on ``stack``'s port for ``mode``; lint a live scrape; return (run, mid, lint)."""
+    prom, ports = stack
+    port = ports[mode]
+    results, csv_prefix, log = tmp_path / "results.json", tmp_path / "stats", tmp_path / "locust.log"
+    cmd = locust_command("chatbot.py", sim.base_url, *WORKLOAD, "--llm-prometheus-port", str(port),
+                         "--llm-results", str(results), "--csv", str(csv_prefix), *extra)  # fmt: skip
+    exporter_url = f"http://127.0.0.1:{port}/metrics"
+    lint = None
+    with ProcessGroup() as group:
+        proc = group.start(cmd, tmp_path, log)
+        started = time.time()
+        # Wait for the first token metrics, then lint one live scrape.
+        while time.time() - started < RUN_S + 20 and proc.poll() is None:
+            try:
+                text = fetch_text(exporter_url)
+            except (urllib.error.URLError, OSError):
+                text = ""
+            if "llmload_ttft_seconds_bucket" in text:
+                checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+                lint = f"rc={checked.returncode} {checked.stdout}{checked.stderr}"
+                break
+            time.sleep(0.5)
+        proc.wait(timeout=RUN_S + 60)
+    run = collect(proc.returncode, log.read_text(), results, csv_prefix)
+    assert run.returncode == 0, run.output[-3000:]
+    # A moment inside the run with a full rate window of samples behind it.
+    run_started = datetime.datetime.fromisoformat(run.results["run"]["started_at"]).timestamp()
+    return run, run_started + RUN_S - 1.0, lint
+
+
+def check_dashboards(prom: Prometheus, at: float, port: int) -> None:
+    empty, not_finite = [], []
+    queries = dashboard_queries()
+    assert len(queries) > 50
+    for dashboard, title, expr in queries:
+        result = prom.query(expr, at)
+        if not result:
+            empty.append(f"{dashboard} / {title}: {expr}")
+        # With requests finishing all through the window, every quantile, ratio and cost is a number.
+        elif not all(math.isfinite(float(series["value"][1])) for series in result):
+            not_finite.append(f"{dashboard} / {title}: {expr} = {result}")
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+    assert not not_finite, "queries with NaN or Inf:\n" + "\n".join(not_finite)
+    for dashboard, name, label, selector in variable_queries():
+        assert prom.label_values(label, selector, at - 10, at), (dashboard, name, selector)
+
+
+def check_run(prom: Prometheus, run, at: float, port: int, lint: str | None, *, workers: int) -> None:
+    assert lint == "rc=0 ", f"promtool check metrics: {lint}"
+    instance = f'instance="127.0.0.1:{port}"'
+    assert prom.value(f"sum(llmload_workers{{{instance}}})", at) == workers
+    assert prom.value(f"sum(llmload_users{{{instance}}})", at) == 8
+    # The grace period let Prometheus see the final, fully merged values.
+    total = run.results["total"]
+    final = prom.value(f"sum(max_over_time(llmload_requests_total{{{instance}}}[2m]))", time.time())
+    assert final == total["requests"]["ok"] + total["requests"]["failed"]
+    tokens = prom.value(f"sum(max_over_time(llmload_output_tokens_total{{{instance}}}[2m]))", time.time())
+    assert tokens == total["tokens"]["output"]
+    server = run.results["server"]
+    assert list(server) == [run.results["run"]["host"]]
+    body = server[run.results["run"]["host"]]
+    assert body["engine"] == "vllm" and body["scrapes"] >= 3
+    # The server also counts tokens of requests cut off at stop, which the client never received in full.
+    assert body["generation_tokens"] >= total["tokens"]["output"] * 0.9
+    assert body["ttft_s"]["count"] >= total["requests"]["ok"] and 0 < body["ttft_s"]["mean"] < 5
+    assert body["peak_running"] >= 1 and body["peak_kv_cache_usage"] > 0
+    assert "Client vs server TTFT" in run.output
+
+
+def test_local_run(stack, sim, tmp_path):
+    prom, ports = stack
+    run, at, lint = run_with_exporter(stack, sim, tmp_path, "local", [])
+    check_run(prom, run, at, ports["local"], lint, workers=1)
+    check_dashboards(prom, at, ports["local"])
+
+
+def test_distributed_run(stack, sim, tmp_path):
+    prom, ports = stack
+    run, at, lint = run_with_exporter(stack, sim, tmp_path, "distributed", ["--processes", "2"])
+    assert run.results["run"]["workers"] == 2
+    check_run(prom, run, at, ports["distributed"], lint, workers=2)
+    check_dashboards(prom, at, ports["distributed"])
