@@ -11,9 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+from typing import TYPE_CHECKING
 
 from llmload.simulator.faults import FAULT_KINDS, FaultConfig
 from llmload.simulator.profiles import FIXED_PROFILE, GPU_PROFILES, MODEL_PROFILES
+
+if TYPE_CHECKING:
+    from llmload.simulator.server import SimConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def config_from_args(args: argparse.Namespace):  # noqa: ANN201 (SimConfig, imported lazily)
+def config_from_args(args: argparse.Namespace) -> SimConfig:
     """Build the simulator configuration from parsed options (validates them)."""
     from llmload.errors import ConfigError
     from llmload.simulator.profiles import get_gpu_profile, get_model_profile
@@ -98,12 +103,30 @@ def list_profiles() -> int:
     return 0
 
 
+def _prepare_process() -> None:
+    """Allow thousands of connections, and say so if gevent patched the sockets."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        print("llmload sim: warning: gevent has monkey-patched this process (Locust was imported); "
+              "the simulator runs slower. Set LOCUST_SKIP_MONKEY_PATCH=1 to avoid it.", file=sys.stderr)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulator until SIGINT or SIGTERM; return the exit code."""
     if args.list_profiles:
         return list_profiles()
     config = config_from_args(args)
     from llmload.simulator.server import serve
+
+    _prepare_process()
 
     try:
         import uvloop  # type: ignore[import-not-found]

@@ -36,7 +36,7 @@ class Calibration:
     """Fixed cost of every step: scheduling, kernel launches, sampling set-up."""
     bandwidth_efficiency: float = 0.85
     """Share of peak memory bandwidth a decode step achieves."""
-    decode_compute_efficiency: float = 0.25
+    decode_compute_efficiency: float = 0.26
     """Share of peak FP16 FLOPS per-sequence decode work achieves (skinny GEMMs, sampling)."""
     prefill_compute_efficiency: float = 0.60
     """Share of peak FP16 FLOPS prefill achieves (large GEMMs)."""
