@@ -40,11 +40,13 @@ def build_request(host: str, max_tokens: int) -> bytes:
     return head.encode() + body
 
 
-async def worker(host: str, port: int, payload: bytes, deadline: float, totals: list[int]) -> None:
+async def worker(host: str, port: int, payload: bytes, deadline: float, totals: list[int],
+                 e2e: list[float]) -> None:  # fmt: skip
     """Send requests on one connection until ``deadline``; add tokens and requests to ``totals``."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
+            t_send = time.perf_counter()
             writer.write(payload)
             buf = bytearray()
             while not buf.endswith(END_MARK):
@@ -52,23 +54,30 @@ async def worker(host: str, port: int, payload: bytes, deadline: float, totals: 
                 if not data:
                     raise ConnectionError("server closed the connection")
                 buf += data
+            e2e.append(time.perf_counter() - t_send)
             totals[0] += buf.count(TOKEN_MARK)
             totals[1] += 1
     finally:
         writer.close()
 
 
-async def measure(url: str, streams: int, seconds: float, max_tokens: int) -> dict[str, float]:
-    """Run ``streams`` workers for ``seconds`` and return the figures."""
+async def measure(url: str, streams: int, seconds: float, max_tokens: int, itl_s: float = 0.0) -> dict[str, float]:
+    """Run ``streams`` workers for ``seconds`` and return the figures.
+
+    ``e2e_late_ms``: how much later than the exact schedule ``(max_tokens - 1) * itl``
+    the last token arrived, median and p99 over requests (paced runs only).
+    """
     parts = urlsplit(url)
     payload = build_request(parts.netloc, max_tokens)
-    totals = [0, 0]
+    totals, e2e = [0, 0], []
     start = time.perf_counter()
-    await asyncio.gather(*(worker(parts.hostname, parts.port, payload, start + seconds, totals)
+    await asyncio.gather(*(worker(parts.hostname, parts.port, payload, start + seconds, totals, e2e)
                            for _ in range(streams)))  # fmt: skip
     elapsed = time.perf_counter() - start
+    late = sorted(1e3 * (e - (max_tokens - 1) * itl_s) for e in e2e)
     return {"streams": streams, "tokens_per_s": totals[0] / elapsed, "requests_per_s": totals[1] / elapsed,
-            "tokens": totals[0], "seconds": elapsed}  # fmt: skip
+            "tokens": totals[0], "seconds": elapsed, "late_p50_ms": late[len(late) // 2],
+            "late_p99_ms": late[int(0.99 * (len(late) - 1))]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     sim_args = ["--ttft-ms", "0", "--itl-ms", str(args.itl_ms)]
     with SimulatorProcess(profile="fixed", extra_args=sim_args) as sim:
         for streams in args.streams:
-            rows.append(asyncio.run(measure(sim.base_url, streams, args.seconds, args.max_tokens)))
+            rows.append(asyncio.run(measure(sim.base_url, streams, args.seconds, args.max_tokens, args.itl_ms / 1e3)))
     pace = f"itl {args.itl_ms:g} ms" if args.itl_ms else "itl 0 (full speed)"
     print(f"llmload sim, profile fixed, ttft 0, {pace}, max_tokens {args.max_tokens}, one process")
-    print(f"{'streams':>8} {'tokens/s':>10} {'requests/s':>11} {'tokens':>9} {'seconds':>8}")
+    print(f"{'streams':>8} {'tokens/s':>10} {'requests/s':>11} {'tokens':>10} {'seconds':>8} {'E2E late p50/p99':>17}")
     for r in rows:
         print(f"{r['streams']:>8} {r['tokens_per_s']:>10,.0f} {r['requests_per_s']:>11,.1f} "
-              f"{r['tokens']:>9,} {r['seconds']:>8.1f}")  # fmt: skip
+              f"{r['tokens']:>10,} {r['seconds']:>8.1f} {r['late_p50_ms']:>9.1f}/{r['late_p99_ms']:.1f} ms")  # fmt: skip
     return 0
 
 

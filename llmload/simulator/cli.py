@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
+        uvloop = None
+    runner = getattr(uvloop, "run", None) or asyncio.run  # uvloop.run exists from uvloop 0.18
+    runner(serve(config))
     return 0

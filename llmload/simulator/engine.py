@@ -170,35 +170,37 @@ class FixedEngine:
             self._timer = self.loop.call_at(self._timer_at, self._fire)
 
     def _emit(self, req: SimRequest, now: float) -> None:
-        if req.sink.paused:
+        sink = req.sink
+        if sink.paused:
             req.parked = True
             return
-        itl = self.itl_s
-        if itl > 0:
-            due_count = min(req.n_target, int((now - req.first_due) / itl + 1e-9) + 1)
-        else:
-            due_count = req.n_target
-        count = min(due_count - req.generated, FULL_SPEED_BATCH)
+        itl, n_target, generated = self.itl_s, req.n_target, req.generated
+        due_count = n_target if itl <= 0 else int((now - req.first_due) / itl + 1e-9) + 1
+        if due_count > n_target:
+            due_count = n_target
+        count = due_count - generated
+        if count > FULL_SPEED_BATCH:
+            count = FULL_SPEED_BATCH
         metrics = self.metrics
-        if req.generated == 0:
+        if generated == 0:
             req.first_token_at = now
             metrics.first_token(req)
         else:
-            metrics.itl(now - req.last_token_at)
+            metrics.itl_h.observe(now - req.last_token_at)
         if count > 1:
-            metrics.itl(0.0, count - 1)
-        req.generated += count
+            metrics.itl_h.observe(0.0, count - 1)
+        req.generated = generated = generated + count
         req.last_token_at = now
         metrics.generation_tokens += count
-        done = req.generated >= req.n_target
+        done = generated >= n_target
         if done:
             req.finished = True
             self._active -= 1
-        req.sink.on_tokens(count, done)
+        sink.on_tokens(count, done)
         if done:
             metrics.finished(req, req.finish_reason or "abort", now)
         elif itl > 0:
-            self._push(req.first_due + req.generated * itl, req)
+            self._push(req.first_due + generated * itl, req)
         else:
             self._push(now, req)
 

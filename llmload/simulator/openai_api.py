@@ -109,7 +109,7 @@ def _usage(prompt: int, completion: int, *, details: bool = False) -> bytes:
 class StreamFormat:
     """Byte templates of one streamed answer."""
 
-    __slots__ = ("chat", "head_prefix", "prefix", "mid", "final", "prompt_tokens", "continuous",
+    __slots__ = ("chat", "head_prefix", "prefix", "mid", "close", "final", "prompt_tokens", "continuous",
                  "include_usage", "vocab", "offset")  # fmt: skip
 
     def __init__(self, *, req: GenRequest, rid: str, created: int, model: str, vocab: Vocabulary, offset: int) -> None:
@@ -130,6 +130,7 @@ class StreamFormat:
             self.prefix = self.head_prefix + b'[{"index":0,"text":'
             self.mid = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]'
             self.final = b',"logprobs":null,"finish_reason":"%s","stop_reason":null}]'
+        self.close = self.mid + (b"}\n\n" if req.chat else b',"usage":null}\n\n')
 
     def head(self) -> bytes:
         """Return the role chunk that opens a chat stream (empty for completions)."""
@@ -138,6 +139,10 @@ class StreamFormat:
         usage = b',"usage":' + _usage(self.prompt_tokens, 0) if self.continuous else b""
         return (self.head_prefix + b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,'
                 b'"finish_reason":null}]' + usage + b"}\n\n")  # fmt: skip
+
+    def token(self, k: int) -> bytes:
+        """Return the event of token ``k`` when it is neither the last nor carries usage (the hot path)."""
+        return self.prefix + self.vocab.word_json(self.offset, k) + self.close
 
     def tokens(self, first: int, count: int, finish_reason: str | None) -> bytes:
         """Return events for tokens ``first .. first+count-1``; the last carries ``finish_reason`` if given."""
@@ -148,7 +153,7 @@ class StreamFormat:
             parts = [prefix + f + mid + b',"usage":' + _usage(p, first + i + 1, details=details) + b"}\n\n"
                      for i, f in enumerate(frags)]  # fmt: skip
         else:
-            close = mid + (b"}\n\n" if self.chat else b',"usage":null}\n\n')
+            close = self.close
             parts = [prefix + f + close for f in frags]
         if finish_reason is not None:
             last = self.final % finish_reason.encode()

@@ -86,10 +86,15 @@ class StreamSink:
 
     def on_tokens(self, count: int, done: bool) -> None:
         """Send ``count`` token events; after the last one, end the stream (or inject the fault)."""
+        fmt, conn = self.fmt, self.conn
+        if not done and count == 1 and not fmt.continuous:
+            data = fmt.token(self.sent)
+            self.sent += 1
+            conn.write(b"%x\r\n%s\r\n" % (len(data), data))
+            return
         reason = self.req.finish_reason if done else None
-        data = self.fmt.tokens(self.sent, count, reason) if count else b""
+        data = fmt.tokens(self.sent, count, reason) if count else b""
         self.sent += count
-        conn = self.conn
         if not done:
             conn.write_chunk(data)
         elif reason is not None:
@@ -155,7 +160,7 @@ class SimApp:
             if method != "POST":
                 return conn.send(405, NOT_ALLOWED)
             return self.generate(conn, request, chat=path == "/v1/chat/completions")
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             known = path in ("/health", "/v1/models", "/version", "/metrics")
             return conn.send(405 if known else 404, NOT_ALLOWED if known else NOT_FOUND)
         if path == "/health":
@@ -206,9 +211,14 @@ class SimApp:
         conn.on_lost = lambda: self._lost(req)
         conn.on_resume = lambda: engine.unpark(req)
         if n_target == 0:
-            self.loop.call_soon(req.sink.on_tokens, 0, True)
+            self.loop.call_soon(self._cut_before_first_token, req)
         else:
             engine.submit(req)
+
+    def _cut_before_first_token(self, req: SimRequest) -> None:
+        req.finished = True
+        self.metrics.finished(req, "abort", self.loop.time())
+        req.sink.on_tokens(0, True)
 
     def _lost(self, req: SimRequest) -> None:
         self.engine.abort(req)

@@ -110,6 +110,11 @@ class Vocabulary:
         """Return where the next answer starts in the word sequence (seeded, in request order)."""
         return self._rng.randrange(SEQUENCE_LEN)
 
+    def word_json(self, offset: int, k: int) -> bytes:
+        """JSON string fragment of token ``k`` of the answer at ``offset``."""
+        idx = self.sequence[(offset + k) % SEQUENCE_LEN]
+        return self.spaced_json[idx] if k else self.first_json[idx]
+
     def fragments(self, offset: int, first: int, count: int) -> list[bytes]:
         """JSON string fragments for tokens ``first .. first+count-1`` of the answer at ``offset``."""
         seq, spaced = self.sequence, self.spaced_json

@@ -382,3 +382,28 @@ def test_perf_profile_queues_beyond_max_num_seqs():
         assert metric(text, "vllm:generation_tokens_total") == 50
         assert metric(text, "vllm:request_queue_time_seconds_count") == 2
         c.close()
+
+
+def test_client_disconnect_aborts_the_request_and_sigint_exits_cleanly():
+    import os
+    import signal
+
+    with SimulatorProcess(profile="rtx3090") as s:
+        c = RawClient(s.base_url)
+        c.sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(json.dumps(chat(max_tokens=500))), json.dumps(chat(max_tokens=500)).encode()))  # fmt: skip
+        while c.buf.count(b'"delta":{"content":"') < 4:
+            c._fill()
+        c.close()
+        probe = RawClient(s.base_url)
+        for _ in range(50):
+            text = probe.request("GET", "/metrics").body.decode()
+            if metric(text, "vllm:request_success_total", finished_reason="abort") == 1:
+                break
+            time.sleep(0.02)
+        assert metric(text, "vllm:request_success_total", finished_reason="abort") == 1
+        assert metric(text, "vllm:num_requests_running") == 0 and metric(text, "vllm:kv_cache_usage_perc") == 0
+        assert 3 <= metric(text, "vllm:generation_tokens_total") < 10
+        probe.close()
+        os.kill(s.pid, signal.SIGINT)
+        assert s._proc.wait(timeout=5) == 0
