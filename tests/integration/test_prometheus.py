@@ -21,11 +21,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from llmload.simulator.process import SimulatorProcess
-from tests.support.processes import ProcessGroup, collect, free_port, locust_command
+from tests.support.processes import ProcessGroup, free_port, locust_command
 
 pytestmark = [
     pytest.mark.integration,
@@ -147,13 +148,13 @@ def substitute(expr: str) -> str:
     return re.sub(r"\$(\w+)", ".*", expr)
 
 
-def run_with_exporter(stack, sim, tmp_path: Path, mode: str, extra: list[str]) -> tuple[object, float, str]:
+def run_with_exporter(stack, sim, tmp_path: Path, mode: str, extra: list[str]) -> tuple[SimpleNamespace, float, str | None]:
     """Run Locust with the exporter on ``stack``'s port for ``mode``; lint a live scrape; return (run, mid, lint)."""
     prom, ports = stack
     port = ports[mode]
-    results, csv_prefix, log = tmp_path / "results.json", tmp_path / "stats", tmp_path / "locust.log"
+    results, log = tmp_path / "results.json", tmp_path / "locust.log"
     cmd = locust_command("chatbot.py", sim.base_url, *WORKLOAD, "--llm-prometheus-port", str(port),
-                         "--llm-results", str(results), "--csv", str(csv_prefix), *extra)  # fmt: skip
+                         "--llm-results", str(results), *extra)  # fmt: skip
     exporter_url = f"http://127.0.0.1:{port}/metrics"
     lint = None
     with ProcessGroup() as group:
@@ -171,8 +172,9 @@ def run_with_exporter(stack, sim, tmp_path: Path, mode: str, extra: list[str]) -
                 break
             time.sleep(0.5)
         proc.wait(timeout=RUN_S + 60)
-    run = collect(proc.returncode, log.read_text(), results, csv_prefix)
-    assert run.returncode == 0, run.output[-3000:]
+    run = SimpleNamespace(returncode=proc.returncode, output=log.read_text(),
+                          results=json.loads(results.read_text()) if results.exists() else None)  # fmt: skip
+    assert run.returncode == 0 and run.results, run.output[-3000:]
     # A moment inside the run with a full rate window of samples behind it.
     run_started = datetime.datetime.fromisoformat(run.results["run"]["started_at"]).timestamp()
     return run, run_started + RUN_S - 1.0, lint
@@ -226,7 +228,12 @@ def test_local_run(stack, sim, tmp_path):
 
 def test_distributed_run(stack, sim, tmp_path):
     prom, ports = stack
-    run, at, lint = run_with_exporter(stack, sim, tmp_path, "distributed", ["--processes", "2"])
+    master_port = str(free_port())  # not Locust's default 5557, which other runs on this machine may use
+    run, at, lint = run_with_exporter(
+        stack, sim, tmp_path, "distributed",
+        ["--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", master_port,
+         "--master-host", "127.0.0.1", "--master-port", master_port],
+    )  # fmt: skip
     assert run.results["run"]["workers"] == 2
     check_run(prom, run, at, ports["distributed"], lint, workers=2)
     check_dashboards(prom, at, ports["distributed"])
