@@ -178,7 +178,7 @@ class LLMLoadCollector(Collector):
                                       labels=["worker"])  # fmt: skip
         cpu = GaugeMetricFamily("llmload_generator_cpu_percent", "CPU use of each load-generator process, percent of one core.",
                                 labels=["worker"])  # fmt: skip
-        connected = set(runner.clients.keys()) if is_master else None
+        connected = set(runner.clients) if is_master else None
         for worker, gauges in sorted(plugin.generator_gauges.items()):
             if connected is not None and worker not in connected:
                 continue

@@ -21,10 +21,10 @@ line for the run, never an error.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import math
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,7 +303,7 @@ class ServerMetrics:
             snap = parse(text, at=started)
             if snap.empty:
                 raise ValueError("no vLLM or llama.cpp metrics there")
-        except (OSError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
             if not series.warned:
                 series.warned = True
                 reason = getattr(exc, "reason", None) or exc
