@@ -7,36 +7,58 @@ Import it in a locustfile and subclass a user class::
     class Chat(ChatbotUser):
         pass
 
-Importing llmload registers its ``--llm-*`` options and its plugin with
-Locust's events; nothing else happens at import time.
+Names are loaded on first use (PEP 562), so tools that need no Locust, such
+as ``llmload sim``, never import it (Locust monkey-patches the process with
+gevent on import). Importing a user class registers llmload's ``--llm-*``
+options and plugin with Locust's events; nothing else happens at import time.
 """
 
-from llmload import hooks as _hooks  # noqa: F401  (registers Locust event listeners)
-from llmload._version import __version__
-from llmload.client import HostCapabilities, LLMClient
-from llmload.errors import ConfigError, LLMLoadError, LLMRequestError, TargetError
-from llmload.metrics import Distribution, GroupMetrics, MetricsStore
-from llmload.options import LLMOptions
-from llmload.plugin import LLMLoadPlugin, get_plugin
-from llmload.record import RequestRecord
-from llmload.users import ChatbotUser, LLMUser, SummarizationUser
+from __future__ import annotations
 
-__all__ = [
-    "ChatbotUser",
-    "ConfigError",
-    "Distribution",
-    "GroupMetrics",
-    "HostCapabilities",
-    "LLMClient",
-    "LLMLoadError",
-    "LLMLoadPlugin",
-    "LLMOptions",
-    "LLMRequestError",
-    "LLMUser",
-    "MetricsStore",
-    "RequestRecord",
-    "SummarizationUser",
-    "TargetError",
-    "__version__",
-    "get_plugin",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from llmload._version import __version__
+
+_EXPORTS = {
+    "ChatbotUser": "llmload.users",
+    "ConfigError": "llmload.errors",
+    "Distribution": "llmload.metrics",
+    "GroupMetrics": "llmload.metrics",
+    "HostCapabilities": "llmload.client",
+    "LLMClient": "llmload.client",
+    "LLMLoadError": "llmload.errors",
+    "LLMLoadPlugin": "llmload.plugin",
+    "LLMOptions": "llmload.options",
+    "LLMRequestError": "llmload.errors",
+    "LLMUser": "llmload.users",
+    "MetricsStore": "llmload.metrics",
+    "RequestRecord": "llmload.record",
+    "SummarizationUser": "llmload.users",
+    "TargetError": "llmload.errors",
+    "get_plugin": "llmload.plugin",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:
+    from llmload.client import HostCapabilities, LLMClient
+    from llmload.errors import ConfigError, LLMLoadError, LLMRequestError, TargetError
+    from llmload.metrics import Distribution, GroupMetrics, MetricsStore
+    from llmload.options import LLMOptions
+    from llmload.plugin import LLMLoadPlugin, get_plugin
+    from llmload.record import RequestRecord
+    from llmload.users import ChatbotUser, LLMUser, SummarizationUser
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmload' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -48,15 +48,15 @@ class LLMLoadPlugin:
 
     def __init__(self) -> None:
         self.environment: Any = None
-        self.options = LLMOptions()
-        self.store = MetricsStore(slo_ttft_s=self.options.slo_ttft_s, slo_stream_rate_tps=self.options.slo_stream_rate_tps)
+        self._options: LLMOptions | None = None
+        self.store = MetricsStore()
         self._capabilities: dict[str, HostCapabilities] = {}
         self._user_seq = 0
         self._sampler: gevent.Greenlet | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.peak_users = 0
-        self.peak_workers = 0
+        self.seen_workers: set[str] = set()
         self.missing_workers: dict[str, float] = {}
         self.finished = False
         self.in_flight = 0
@@ -90,6 +90,23 @@ class LLMLoadPlugin:
     def is_master(self) -> bool:
         return type(self.environment.runner).__name__ == "MasterRunner"
 
+    @property
+    def options(self) -> LLMOptions:
+        """The run's validated options, loaded on first use when ``test_start`` was missed.
+
+        A worker that joins a running test can receive the master's spawn message, and so
+        Locust's ``test_start``, before its own ``init`` event registered this plugin.
+        """
+        if self._options is None:
+            self.load_options()
+        return self._options
+
+    @options.setter
+    def options(self, options: LLMOptions) -> None:
+        self._options = options
+        self.store.slo_ttft_s = options.slo_ttft_s
+        self.store.slo_stream_rate_tps = options.slo_stream_rate_tps
+
     def load_options(self, *, exit_on_error: bool = False) -> None:
         """Validate the ``--llm-*`` options; a bad one is one error line and exit code 2 at start-up."""
         try:
@@ -102,8 +119,6 @@ class LLMLoadPlugin:
             print(f"llmload: error: {exc}", file=sys.stderr)
             sys.exit(2)
         self.options = options
-        self.store.slo_ttft_s = options.slo_ttft_s
-        self.store.slo_stream_rate_tps = options.slo_stream_rate_tps
 
     def capabilities(self, host: str) -> HostCapabilities:
         """Return what is known of ``host``, shared by every user of this process."""
@@ -145,6 +160,7 @@ class LLMLoadPlugin:
         self.started_at = time.time()
         self.ended_at = None
         self.peak_users = 0
+        self.seen_workers = set()
         self.missing_workers = {}
         self.finished = False
         if self._sampler is None:
@@ -187,6 +203,8 @@ class LLMLoadPlugin:
         payload = data.get(WIRE_KEY)
         if payload is None:
             return
+        if payload["groups"]:
+            self.seen_workers.add(client_id)
         try:
             self.store.merge_wire(payload["groups"])
             self.generator_gauges[client_id] = {k: float(v) for k, v in payload.get("gauges", {}).items()}
@@ -226,10 +244,11 @@ class LLMLoadPlugin:
             return
         self.peak_users = max(self.peak_users, runner.user_count)
         if self.is_master:
-            self.peak_workers = max(self.peak_workers, runner.worker_count)
             for client in runner.clients.values():
-                if client.state == "missing" and client.id not in self.missing_workers:
-                    self.missing_workers[client.id] = time.time()
+                if client.state == "missing":
+                    self.missing_workers.setdefault(client.id, time.time())
+                elif client.state in ("spawning", "running"):
+                    self.seen_workers.add(client.id)
         else:
-            self.peak_workers = max(self.peak_workers, 1)
+            self.seen_workers.add("local")
             self.generator_gauges["local"] = self.local_gauges()

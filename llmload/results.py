@@ -88,7 +88,7 @@ def build(plugin: Any) -> dict[str, Any]:
             "duration_s": (ended - started) if started and ended else None,
             "llmload_version": __version__,
             "locust_version": locust.__version__,
-            "workers": plugin.peak_workers,
+            "workers": len(plugin.seen_workers),
             "peak_users": plugin.peak_users,
             "missing_workers": [{"id": wid, "at": _iso(at)} for wid, at in sorted(plugin.missing_workers.items())],
             "host": getattr(parsed, "host", None),

@@ -13,6 +13,7 @@ from typing import Any
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 
+from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload import prompts
 from llmload.client import LLMClient
 from llmload.errors import LLMRequestError

@@ -44,10 +44,10 @@ class LocustRun:
     returncode: int
     output: str
     results: dict | None
-    stats_csv: list[dict] | None
+    stats: list[dict] | None  # Locust's own final request statistics (--json-file)
 
     def row(self, name: str) -> dict:
-        return next(r for r in self.stats_csv if r["Name"] == name)
+        return next(r for r in self.stats if r["name"] == name)
 
 
 def locust_command(locustfile: str, host: str, *args: str) -> list[str]:
@@ -64,21 +64,17 @@ def env() -> dict[str, str]:
 def run_locust(tmp_path: Path, locustfile: str, host: str, *args: str, timeout: float = 120) -> LocustRun:
     """Run one headless local Locust process to completion and collect its outputs."""
     results = tmp_path / "results.json"
-    csv_prefix = tmp_path / "stats"
-    cmd = locust_command(locustfile, host, "--headless", "--llm-results", str(results), "--csv", str(csv_prefix), *args)
+    stats_prefix = tmp_path / "stats"
+    cmd = locust_command(locustfile, host, "--headless", "--llm-results", str(results), "--json-file", str(stats_prefix), *args)
     completed = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env())
-    return collect(completed.returncode, completed.stdout + completed.stderr, results, csv_prefix)
+    return collect(completed.returncode, completed.stdout + completed.stderr, results, stats_prefix)
 
 
-def collect(returncode: int, output: str, results: Path, csv_prefix: Path) -> LocustRun:
+def collect(returncode: int, output: str, results: Path, stats_prefix: Path) -> LocustRun:
+    """Read a finished run's results JSON and Locust's final statistics (written at shutdown)."""
     doc = json.loads(results.read_text()) if results.exists() else None
-    stats = None
-    stats_file = Path(f"{csv_prefix}_stats.csv")
-    if stats_file.exists():
-        import csv
-
-        with open(stats_file) as handle:
-            stats = list(csv.DictReader(handle))
+    stats_file = Path(f"{stats_prefix}.json")
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else None
     return LocustRun(returncode, output, doc, stats)
 
 
