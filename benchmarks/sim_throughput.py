@@ -14,8 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
+import resource
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -80,6 +84,37 @@ async def measure(url: str, streams: int, seconds: float, max_tokens: int, itl_s
             "late_p99_ms": late[int(0.99 * (len(late) - 1))]}  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds used so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lateness_buckets(url: str) -> list[tuple[float, float]]:
+    """Cumulative ``(le, count)`` of the simulator's token-lateness histogram."""
+    text = urllib.request.urlopen(url + "/metrics").read().decode()
+    pattern = r'^llmload_sim_token_lateness_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$'
+    return [(float(le), float(v)) for le, v in re.findall(pattern, text, re.M)]
+
+
+def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
+    """Upper bucket bound holding quantile ``q`` of the observations between two scrapes."""
+    deltas = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+    total = deltas[-1][1]
+    return next(le for le, c in deltas if c >= q * total) if total else 0.0
+
+
+def run_level(sim: SimulatorProcess, streams: int, args: argparse.Namespace) -> dict[str, float]:
+    """Measure one concurrency level, with the simulator's CPU use and its own lateness figures."""
+    before, cpu0, own0 = lateness_buckets(sim.base_url), cpu_seconds(sim.pid), resource.getrusage(resource.RUSAGE_SELF)
+    row = asyncio.run(measure(sim.base_url, streams, args.seconds, args.max_tokens, args.itl_ms / 1e3))
+    after, own1 = lateness_buckets(sim.base_url), resource.getrusage(resource.RUSAGE_SELF)
+    row["sim_cpu"] = (cpu_seconds(sim.pid) - cpu0) / row["seconds"]
+    row["client_cpu"] = (own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime) / row["seconds"]
+    row["sim_late_p50_ms"], row["sim_late_p99_ms"] = (1e3 * quantile(before, after, q) for q in (0.5, 0.99))
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure and print the throughput table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -92,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     sim_args = ["--ttft-ms", "0", "--itl-ms", str(args.itl_ms)]
     with SimulatorProcess(profile="fixed", extra_args=sim_args) as sim:
         for streams in args.streams:
-            rows.append(asyncio.run(measure(sim.base_url, streams, args.seconds, args.max_tokens, args.itl_ms / 1e3)))
+            rows.append(run_level(sim, streams, args))
     pace = f"itl {args.itl_ms:g} ms" if args.itl_ms else "itl 0 (full speed)"
     print(f"llmload sim, profile fixed, ttft 0, {pace}, max_tokens {args.max_tokens}, one process")
-    print(f"{'streams':>8} {'tokens/s':>10} {'requests/s':>11} {'tokens':>10} {'seconds':>8} {'E2E late p50/p99':>17}")
+    print(f"{'streams':>8} {'tokens/s':>10} {'requests/s':>11} {'sim CPU':>8} {'client CPU':>10} "
+          f"{'sim late p50/p99 (le)':>22} {'client E2E late p50/p99':>24}")  # fmt: skip
     for r in rows:
-        print(f"{r['streams']:>8} {r['tokens_per_s']:>10,.0f} {r['requests_per_s']:>11,.1f} "
-              f"{r['tokens']:>10,} {r['seconds']:>8.1f} {r['late_p50_ms']:>9.1f}/{r['late_p99_ms']:.1f} ms")  # fmt: skip
+        print(f"{r['streams']:>8} {r['tokens_per_s']:>10,.0f} {r['requests_per_s']:>11,.1f} {r['sim_cpu']:>8.0%} "
+              f"{r['client_cpu']:>10.0%} {r['sim_late_p50_ms']:>14g}/{r['sim_late_p99_ms']:g} ms "
+              f"{r['late_p50_ms']:>15.1f}/{r['late_p99_ms']:.1f} ms")  # fmt: skip
     return 0
 
 

@@ -55,7 +55,7 @@ class StepEngine:
     def _enqueue(self, req: SimRequest) -> None:
         if req.aborted:
             return
-        req.queued_at = self.loop.time()
+        req.queued_at = req.arrival + self.frontend_s  # model time, not the timer's late wake-up
         self.scheduler.add(req)
         if not self._busy:
             self._start(req.queued_at)
@@ -85,6 +85,8 @@ class StepEngine:
         metrics = self.metrics
         emitted = self.scheduler.complete(plan, end)
         metrics.iteration(plan.num_decode + plan.prefill_tokens)
+        if emitted:
+            metrics.lateness_h.observe(max(0.0, self.loop.time() - end), len(emitted))
         for req in emitted:
             if req.generated == 1:
                 req.first_token_at = end
@@ -118,6 +120,7 @@ class FixedEngine:
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._firing = False
         self._active = 0
 
     def gauges(self) -> tuple[int, int, float]:
@@ -148,11 +151,14 @@ class FixedEngine:
     def _push(self, due: float, req: SimRequest) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, req))
-        if due < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = due
-            self._timer = self.loop.call_at(due, self._fire)
+        if due < self._timer_at and not self._firing:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = self.loop.call_at(due, self._fire)
 
     def _fire(self) -> None:
         # asyncio may fire a timer a clock tick early; never treat a token as not yet due.
@@ -162,12 +168,16 @@ class FixedEngine:
         due_now: list[SimRequest] = []
         while heap and heap[0][0] <= now:
             due_now.append(heapq.heappop(heap)[2])
-        for req in due_now:
-            if not (req.aborted or req.finished):
-                self._emit(req, now)
-        if heap and self._timer is None:
-            self._timer_at = heap[0][0]
-            self._timer = self.loop.call_at(self._timer_at, self._fire)
+        # Re-arm once, for the earliest entry, after the pushes made while emitting.
+        self._firing = True
+        try:
+            for req in due_now:
+                if not (req.aborted or req.finished):
+                    self._emit(req, now)
+        finally:
+            self._firing = False
+        if heap:
+            self._arm(heap[0][0])
 
     def _emit(self, req: SimRequest, now: float) -> None:
         sink = req.sink
@@ -182,6 +192,7 @@ class FixedEngine:
         if count > FULL_SPEED_BATCH:
             count = FULL_SPEED_BATCH
         metrics = self.metrics
+        metrics.lateness_h.observe(max(0.0, now - req.first_due - generated * itl), count)
         if generated == 0:
             req.first_token_at = now
             metrics.first_token(req)

@@ -11,7 +11,9 @@ next one on the same connection only when the current response is complete
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -114,7 +116,11 @@ class Connection(asyncio.Protocol):
                 return
             self.busy = True
             self.keep_alive = request.keep_alive
-            self.handler(self, request)
+            try:
+                self.handler(self, request)
+            except Exception:  # a simulator bug must not take the server down, only this connection
+                traceback.print_exc(file=sys.stderr)
+                self.close()
 
     def _parse(self) -> HttpRequest | None:
         buf = self.buf

@@ -24,6 +24,7 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
 REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
                            60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
 ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 FINISHED_REASONS = ("stop", "length", "abort")
 
 
@@ -88,6 +89,10 @@ _HISTOGRAMS = (
     ("generation_h", "vllm:request_generation_tokens", "Number of generation tokens processed.", None),
     ("iteration_h", "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
      ITERATION_TOKEN_BUCKETS),
+    # Not a vLLM metric: the simulator's own health. How long after their modelled time tokens were
+    # written; large values mean the simulator host, not the model, is the bottleneck.
+    ("lateness_h", "llmload_sim_token_lateness_seconds",
+     "Delay between a token's modelled time and its write (simulator self-monitoring).", LATENESS_BUCKETS),
 )  # fmt: skip
 
 
