@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import llmload  # noqa: F401  (imports Locust, whose gevent patching must precede grafana-client's ssl import)
-
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 FILES = sorted(DASHBOARDS.glob("*.json"))
 DS_UID = "${DS_PROMETHEUS}"
