@@ -13,7 +13,9 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,grafana]'
+	@# grafana-client pulls in urllib3-future, whose wheel overwrites the real urllib3 (used by
+	@# requests and Locust) at every interpreter start; build it from source with the override off.
+	URLLIB3_NO_OVERRIDE=1 $(PY) -m pip install -q --no-binary urllib3-future -e '.[test,grafana]'
 	@touch $(STAMP)
 
 install: $(STAMP)
