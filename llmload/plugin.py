@@ -32,7 +32,11 @@ from llmload.record import RequestRecord
 logger = logging.getLogger("llmload")
 
 WIRE_KEY = "llmload"
-SAMPLE_INTERVAL_S = 1.0
+SAMPLE_INTERVAL_S = 2.0
+# A timeline longer than this is halved (every other point kept) and then sampled half as often,
+# so an hours-long soak test keeps a bounded, evenly spaced history.
+MAX_TIMELINE_POINTS = 3600
+_TIMELINE_WINDOW = "_timeline"
 
 
 def get_plugin(environment: Any) -> LLMLoadPlugin:
@@ -59,6 +63,12 @@ class LLMLoadPlugin:
         self.seen_workers: set[str] = set()
         self.missing_workers: dict[str, float] = {}
         self.finished = False
+        # Named stores that receive the same records or merged deltas as ``store`` while open
+        # (a capacity-search step, the timeline's current interval).
+        self.windows: dict[str, MetricsStore] = {}
+        self.timeline: list[dict[str, Any]] = []
+        self._timeline_every = 1
+        self._ticks = 0
         self.in_flight = 0
         # Latest gauges of each load-generator process: {"in_flight", "cpu_percent", "users"} by worker id.
         self.generator_gauges: dict[str, dict[str, float]] = {}
@@ -134,8 +144,20 @@ class LLMLoadPlugin:
         return random.Random(f"{self.options.seed}:{worker_index}:{self._user_seq}").getrandbits(63)
 
     def record(self, record: RequestRecord) -> None:
-        """Fold one finished request into this process's store."""
+        """Fold one finished request into this process's store (and any open window)."""
         self.store.record(record)
+        for window in self.windows.values():
+            window.record(record)
+
+    def open_window(self, name: str) -> MetricsStore:
+        """Start collecting a separate store of everything recorded or merged from now on."""
+        window = MetricsStore(slo_ttft_s=self.store.slo_ttft_s, slo_stream_rate_tps=self.store.slo_stream_rate_tps)
+        self.windows[name] = window
+        return window
+
+    def close_window(self, name: str) -> MetricsStore | None:
+        """Stop collecting the window ``name`` and return it."""
+        return self.windows.pop(name, None)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -163,6 +185,9 @@ class LLMLoadPlugin:
         self.seen_workers = set()
         self.missing_workers = {}
         self.finished = False
+        self.timeline = []
+        self._timeline_every, self._ticks = 1, 0
+        self.open_window(_TIMELINE_WINDOW)
         if self._sampler is None:
             self._sampler = gevent.spawn(self._sample_forever)
 
@@ -190,6 +215,7 @@ class LLMLoadPlugin:
         if not self.is_worker:
             self.ended_at = time.time()
             self._sample()
+            self._append_timeline_point()
 
     def local_gauges(self) -> dict[str, float]:
         """This process's load-generator gauges: in-flight requests, CPU percent of one core."""
@@ -207,6 +233,8 @@ class LLMLoadPlugin:
             self.seen_workers.add(client_id)
         try:
             self.store.merge_wire(payload["groups"])
+            for window in self.windows.values():
+                window.merge_wire(payload["groups"])
             self.generator_gauges[client_id] = {k: float(v) for k, v in payload.get("gauges", {}).items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("llmload: ignored a malformed token-metrics report from worker %s (%s)", client_id, exc)
@@ -235,8 +263,42 @@ class LLMLoadPlugin:
 
     def _sample_forever(self) -> None:
         while True:
-            self._sample()
             gevent.sleep(SAMPLE_INTERVAL_S)
+            self._sample()
+            self._ticks += 1
+            if self._ticks % self._timeline_every == 0:
+                self._append_timeline_point()
+
+    def _append_timeline_point(self) -> None:
+        """Append the run's state now: cumulative counts and the last interval's percentiles."""
+        runner = self.environment.runner
+        interval = self.windows.get(_TIMELINE_WINDOW)
+        if runner is None or interval is None:
+            return
+        self.open_window(_TIMELINE_WINDOW)
+        totals = dict.fromkeys(("ok", "failed", "output_tokens", "slo_met"), 0)
+        for group in self.store.groups.values():
+            for name in totals:
+                totals[name] += group.counters[name]
+        dists = interval.total().dists
+        gauges = self.generator_gauges.values()
+        self.timeline.append({
+            "t": round(time.time(), 3),
+            "users": runner.user_count,
+            "in_flight": sum(g.get("in_flight", 0) for g in gauges),
+            "generator_cpu_percent": max((g.get("cpu_percent", 0) for g in gauges), default=0.0),
+            "requests_ok": totals["ok"],
+            "requests_failed": totals["failed"],
+            "output_tokens": totals["output_tokens"],
+            "slo_met": totals["slo_met"],
+            "ttft_p50_s": dists["ttft_s"].percentile(50),
+            "ttft_p99_s": dists["ttft_s"].percentile(99),
+            "itl_p50_s": dists["itl_s"].percentile(50),
+            "stream_rate_p50_tps": dists["stream_rate_tps"].percentile(50),
+        })
+        if len(self.timeline) > MAX_TIMELINE_POINTS:
+            self.timeline = self.timeline[::2]
+            self._timeline_every *= 2
 
     def _sample(self) -> None:
         runner = self.environment.runner

@@ -96,6 +96,7 @@ def build(plugin: Any) -> dict[str, Any]:
         },
         "groups": groups,
         "total": group_body(store.total(), **slo),
+        "timeline": list(plugin.timeline),
         "server": getattr(plugin, "server_metrics", None) and plugin.server_metrics.summary(),
     }
 
