@@ -197,7 +197,11 @@ def save_config(out: Path, spec: dict, ids: dict[str, int]):
         bos_token_id=ids[BOS],
         eos_token_id=eos_ids,
     )
-    config.dtype = spec["torch_dtype"]
+    # transformers 5 calls it `dtype`; 4.x (which a CUDA vllm may pin) `torch_dtype`.
+    import transformers
+
+    dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    setattr(config, dtype_key, spec["torch_dtype"])
     config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(str(out))
     GenerationConfig(bos_token_id=ids[BOS], eos_token_id=eos_ids).save_pretrained(str(out))

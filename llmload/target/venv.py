@@ -40,7 +40,13 @@ CPU_BREAKING_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
 
 VENV_DIRNAME = "vllm-venv"
 INSTALLED_STAMP = ".llmload-installed"
-_PROBE = "import vllm, transformers, tokenizers; print(vllm.__version__)"
+# Importing a transformers model class is what a CUDA torchvision next to the CPU
+# torch breaks ("operator torchvision::nms does not exist"); `import vllm` alone
+# still succeeds in that state, and the server then dies while loading.
+_PROBE = (
+    "import vllm, tokenizers; from transformers import LlamaForCausalLM, PreTrainedTokenizerFast; "
+    "print(vllm.__version__)"
+)
 
 
 @dataclass(frozen=True)
