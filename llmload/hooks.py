@@ -1,28 +1,41 @@
 """Registration with Locust's global events: the one thing llmload does at import time.
 
 Locust requires command-line options to be registered when the locustfile is
-imported; the plugin itself is created per environment on ``init``.
+imported; the plugin itself is created per environment on ``init``. Each
+extension module in ``EXTENSIONS`` provides ``add_arguments(parser)`` and
+``register(environment, plugin)`` and decides itself on which kind of process
+(master, worker, local) it does anything.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from locust import events
 
-from llmload import exporter
 from llmload.options import add_arguments
 from llmload.plugin import LLMLoadPlugin
+
+EXTENSIONS = (
+    "llmload.exporter",
+)
+
+
+def _extensions() -> list[Any]:
+    return [importlib.import_module(name) for name in EXTENSIONS]
 
 
 @events.init_command_line_parser.add_listener
 def _on_init_command_line_parser(parser: Any, **_kwargs: Any) -> None:
     add_arguments(parser)
-    exporter.add_arguments(parser)
+    for extension in _extensions():
+        extension.add_arguments(parser)
 
 
 @events.init.add_listener
 def _on_init(environment: Any, **_kwargs: Any) -> None:
     if getattr(environment, "llmload", None) is None:
         plugin = LLMLoadPlugin().register(environment)
-        exporter.register(environment, plugin)
+        for extension in _extensions():
+            extension.register(environment, plugin)
