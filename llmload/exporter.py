@@ -77,23 +77,8 @@ def cumulative_buckets(dist: Distribution, bounds: Sequence[float]) -> list[tupl
     whole cell counts as below the bound, so a bucket may include values up to
     0.1% above its bound. ``+Inf`` is the exact sample count.
     """
-    # Distribution keeps its HdrHistogram private; reading its counts array is the only
-    # way to bucket it without walking every cell in Python.
-    hist = dist._hist
-    scale = dist._scale
-    counts = hist.counts
-    last_index = hist.counts_len - 1
-    out: list[tuple[str, float]] = []
-    running = 0
-    start = 0
-    for bound in bounds:
-        if dist.count and running < dist.count:
-            scaled = int(round(bound * scale))
-            index = min(hist.get_counts_array_index(scaled), last_index) if scaled >= 0 else -1
-            if index >= start:
-                running += sum(counts[start : index + 1])
-                start = index + 1
-        out.append((floatToGoString(bound), float(min(running, dist.count))))
+    counts = dist.cumulative_counts(bounds) if dist.count else [0] * len(bounds)
+    out = [(floatToGoString(bound), float(n)) for bound, n in zip(bounds, counts)]
     out.append(("+Inf", float(dist.count)))
     return out
 

@@ -12,7 +12,7 @@ the same samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -74,6 +74,26 @@ class Distribution:
         if not self.count:
             return None
         return self._hist.get_value_at_percentile(q) / self._scale
+
+    def cumulative_counts(self, bounds: Sequence[float]) -> list[int]:
+        """Return, for each ascending bound, how many samples lie at or below it.
+
+        A bound falls inside one HdrHistogram cell; the whole cell counts as below
+        it, so a count may include samples up to 0.1% above its bound.
+        """
+        hist = self._hist
+        counts, last_index = hist.counts, hist.counts_len - 1
+        out: list[int] = []
+        running = start = 0
+        for bound in bounds:
+            scaled = int(round(bound * self._scale))
+            if running < self.count and scaled >= 0:
+                index = min(hist.get_counts_array_index(scaled), last_index)
+                if index >= start:
+                    running += sum(counts[start : index + 1])
+                    start = index + 1
+            out.append(min(running, self.count))
+        return out
 
     @property
     def mean(self) -> float | None:

@@ -87,3 +87,9 @@ def test_store_wire_round_trip_is_msgpack_safe_and_exact():
         assert other.counters == group.counters
         assert other.dists["ttft_s"].summary() == group.dists["ttft_s"].summary()
         assert other.first_start == group.first_start and other.last_end == group.last_end
+
+
+def test_cumulative_counts_at_bounds():
+    dist = Distribution(**LATENCY)
+    dist.record_many([0.001, 0.002, 0.002, 0.010, 0.5, 2.0])
+    assert dist.cumulative_counts([0.0005, 0.002, 0.01, 1.0, 10.0]) == [0, 3, 4, 5, 6]
