@@ -101,6 +101,14 @@ def log_path_for(cache_dir: Path, port: int) -> Path:
     return Path(cache_dir) / "logs" / f"vllm-{port}.log"
 
 
+def prune_logs(log_dir: Path, *, keep: int = 20) -> None:
+    """Delete all but the ``keep`` newest ``vllm-<port>.log`` files (each run on a free port adds one)."""
+    logs = [path for path in Path(log_dir).glob("vllm-*.log") if path.stem[len("vllm-") :].isdigit()]
+    logs.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in logs[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def free_port(host: str = DEFAULT_HOST) -> int:
     """Return a TCP port that is free on ``host`` right now."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -120,6 +128,7 @@ def port_in_use(host: str, port: int) -> bool:
 def start_server(config: ServerConfig, log_path: Path) -> subprocess.Popen:
     """Start vLLM in a new session with its output in ``log_path``; return the process."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    prune_logs(log_path.parent)
     with open(log_path, "wb") as log:
         log.write(("$ " + " ".join(server_command(config)) + "\n").encode())
         log.flush()

@@ -25,19 +25,6 @@ from llmload.target.vllm import (
 )
 
 
-def process_alive(pid: int) -> bool:
-    """Tell whether ``pid`` is a live process (an unreaped zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
 def child_pid(log: Path) -> int:
     for line in log.read_text().splitlines():
         if line.startswith("child pid "):
@@ -120,7 +107,7 @@ def _config(fake_python: Path) -> ServerConfig:
     return ServerConfig(python=fake_python, model_path=Path("/m"), served_model_name="m", port=free_port())
 
 
-def test_start_wait_and_stop_the_whole_process_group(fake_python: Path, tmp_path: Path):
+def test_start_wait_and_stop_the_whole_process_group(fake_python: Path, tmp_path: Path, process_alive):
     config = _config(fake_python)
     log = tmp_path / "vllm.log"
     process = start_server(config, log)
@@ -194,3 +181,18 @@ def test_starting_a_missing_interpreter_is_a_target_error(tmp_path: Path):
     config = ServerConfig(python=tmp_path / "nope", model_path=Path("/m"), served_model_name="m", port=1)
     with pytest.raises(TargetError, match="cannot run"):
         start_server(config, tmp_path / "log")
+
+
+def test_old_server_logs_are_pruned(tmp_path: Path):
+    from llmload.target.vllm import prune_logs
+
+    for index in range(25):
+        log = tmp_path / f"vllm-{1000 + index}.log"
+        log.write_text("x")
+        os.utime(log, (1_000_000 + index, 1_000_000 + index))
+    (tmp_path / "vllm-install.log").write_text("kept: not a server log")
+    (tmp_path / "build-tiny.log").write_text("kept")
+    prune_logs(tmp_path, keep=20)
+    left = sorted(path.name for path in tmp_path.glob("vllm-1*.log"))
+    assert left == [f"vllm-{1000 + index}.log" for index in range(5, 25)]
+    assert (tmp_path / "vllm-install.log").exists()
