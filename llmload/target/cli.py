@@ -107,6 +107,7 @@ def run_vllm(args: argparse.Namespace) -> int:
     )
     if args.install_only:
         server.prepare()
+        assert server.vllm is not None
         print(
             f"llmload target: vLLM {server.version} ({server.vllm.python}) and the {server.shape.name} model "
             f"({server.model_path}) are ready"

@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from llmload.errors import TargetError
+from llmload.target._lock import cache_lock
 from llmload.target.logtail import last_meaningful_line
+from llmload.target.venv import Say
 
 BUILD_SCRIPT = Path(__file__).with_name("_build_model.py")
 MARKER = "llmload-model.json"
@@ -157,11 +159,18 @@ def build_command(python: Path | str, out_dir: Path, shape: ModelShape) -> list[
     return [str(python), str(BUILD_SCRIPT), "--out", str(out_dir), "--spec", json.dumps(shape.spec(), sort_keys=True)]
 
 
-def ensure_model(*, python: Path | str, cache_dir: Path, shape: ModelShape, say=print) -> Path:
+def ensure_model(*, python: Path | str, cache_dir: Path, shape: ModelShape, say: Say = print) -> Path:
     """Build ``shape`` into the cache unless it is already there, and return its directory."""
     final = model_dir(cache_dir, shape)
     if is_built(final, shape):
         return final
+    with cache_lock(final.parent / f".{shape.name}.lock", what=f"building the {shape.name} model", say=say):
+        if is_built(final, shape):  # built by another run while this one waited
+            return final
+        return _build(python=python, cache_dir=cache_dir, shape=shape, final=final, say=say)
+
+
+def _build(*, python: Path | str, cache_dir: Path, shape: ModelShape, final: Path, say: Say) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the final place and rename, so an interrupted build never looks finished.
     staging = final.parent / f".{shape.name}.building"

@@ -17,11 +17,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from llmload.errors import TargetError
 from llmload.target.model import ensure_model, get_shape
-from llmload.target.venv import VLLMPython, default_cache_dir, ensure_vllm_python
+from llmload.target.venv import Say, VLLMPython, default_cache_dir, ensure_vllm_python
 from llmload.target.vllm import (
     DEFAULT_HOST,
     ServerConfig,
@@ -62,7 +63,7 @@ class VLLMProcess:
         max_num_seqs: int | None = None,
         python: str | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
-        say=_stderr,
+        say: Say = _stderr,
     ) -> None:
         """Describe the server; nothing starts until ``start()`` or ``with``.
 
@@ -112,7 +113,7 @@ class VLLMProcess:
         if self.model_path is None:
             self.model_path = ensure_model(python=self.vllm.python, cache_dir=self.cache_dir, shape=self.shape, say=self.say)
 
-    def start(self, *, cancelled=None) -> VLLMProcess:
+    def start(self, *, cancelled: Callable[[], bool] | None = None) -> VLLMProcess:
         """Start the server and wait until ``/health`` answers; raise ``TargetError`` if it does not.
 
         ``cancelled`` is a callable polled while waiting; when it returns true
@@ -157,7 +158,7 @@ class VLLMProcess:
         """Return the server's exit code, or None while it runs (or before start)."""
         return self._process.poll() if self._process else None
 
-    def wait(self, timeout: float | None = None, *, cancelled=None) -> int | None:
+    def wait(self, timeout: float | None = None, *, cancelled: Callable[[], bool] | None = None) -> int | None:
         """Wait for the server to exit; return its exit code, or None after ``timeout`` or once ``cancelled()``."""
         if self._process is None:
             return None

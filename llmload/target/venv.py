@@ -22,10 +22,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from llmload.errors import TargetError
+from llmload.target._lock import cache_lock
 from llmload.target.logtail import last_meaningful_line
+
+Say = Callable[[str], None]
+"""Receives progress lines meant for the user."""
 
 CACHE_ENV = "LLMLOAD_CACHE"
 PYTHON_ENV = "LLMLOAD_VLLM_PYTHON"
@@ -61,10 +66,10 @@ class VLLMPython:
     """Where it came from: ``option``, ``env``, ``cache`` or ``installed``."""
 
 
-def default_cache_dir(env: dict[str, str] | None = None) -> Path:
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """Return the cache directory: ``$LLMLOAD_CACHE`` or ``~/.cache/llmload``."""
-    env = os.environ if env is None else env
-    value = env.get(CACHE_ENV)
+    environ: Mapping[str, str] = os.environ if env is None else env
+    value = environ.get(CACHE_ENV)
     return Path(value).expanduser() if value else Path.home() / ".cache" / "llmload"
 
 
@@ -78,15 +83,15 @@ def venv_python(venv: Path) -> Path:
     return Path(venv) / "bin" / "python"
 
 
-def has_cuda(which=shutil.which) -> bool:
+def has_cuda(which: Callable[[str], str | None] = shutil.which) -> bool:
     """Tell whether this machine looks like it has an NVIDIA GPU (``nvidia-smi`` on PATH)."""
     return which("nvidia-smi") is not None
 
 
-def choose_requirement(*, cuda: bool, env: dict[str, str] | None = None) -> str:
+def choose_requirement(*, cuda: bool, env: Mapping[str, str] | None = None) -> str:
     """Return the pip requirement that installs vLLM on this kind of machine."""
-    env = os.environ if env is None else env
-    override = env.get(PACKAGE_ENV, "").strip()
+    environ: Mapping[str, str] = os.environ if env is None else env
+    override = environ.get(PACKAGE_ENV, "").strip()
     if override:
         return override
     return CUDA_REQUIREMENT if cuda else CPU_REQUIREMENT
@@ -124,11 +129,11 @@ def probe(python: Path | str, *, timeout: float = 300.0) -> str | None:
 
 
 def find_vllm_python(
-    *, cache_dir: Path, python: str | None = None, env: dict[str, str] | None = None
+    *, cache_dir: Path, python: str | None = None, env: Mapping[str, str] | None = None
 ) -> VLLMPython | None:
     """Return an interpreter that imports vLLM without installing anything, or None."""
-    env = os.environ if env is None else env
-    for given, source in ((python, "option"), (env.get(PYTHON_ENV), "env")):
+    environ: Mapping[str, str] = os.environ if env is None else env
+    for given, source in ((python, "option"), (environ.get(PYTHON_ENV), "env")):
         if given:
             path = Path(given).expanduser()
             version = probe(path)
@@ -144,16 +149,21 @@ def find_vllm_python(
 
 
 def ensure_vllm_python(
-    *, cache_dir: Path, python: str | None = None, env: dict[str, str] | None = None, say=print
+    *, cache_dir: Path, python: str | None = None, env: Mapping[str, str] | None = None, say: Say = print
 ) -> VLLMPython:
     """Return an interpreter that imports vLLM, installing the cached venv if needed."""
     found = find_vllm_python(cache_dir=cache_dir, python=python, env=env)
     if found is not None:
         return found
-    return install_venv(cache_dir=cache_dir, env=env, say=say)
+    with cache_lock(Path(cache_dir) / f"{VENV_DIRNAME}.lock", what="installing vLLM", say=say):
+        # Another run may have finished installing while this one waited.
+        found = find_vllm_python(cache_dir=cache_dir, env=env)
+        if found is not None:
+            return found
+        return install_venv(cache_dir=cache_dir, env=env, say=say)
 
 
-def install_venv(*, cache_dir: Path, env: dict[str, str] | None = None, say=print) -> VLLMPython:
+def install_venv(*, cache_dir: Path, env: Mapping[str, str] | None = None, say: Say = print) -> VLLMPython:
     """Create ``<cache>/vllm-venv`` from scratch, install vLLM into it and check it imports."""
     cache_dir = Path(cache_dir)
     venv = venv_dir(cache_dir)

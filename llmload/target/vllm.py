@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def wait_ready(
     *,
     timeout: float = 180.0,
     interval: float = 0.5,
-    cancelled=None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> float:
     """Poll ``/health`` until it answers 200; return the seconds waited or raise TargetError.
 
