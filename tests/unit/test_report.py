@@ -1,0 +1,323 @@
+"""The HTML report: every section and chart from a results document, offline, secret-free, exact numbers.
+
+The fixture document is built the way the plugin builds one: group bodies come
+from a real ``MetricsStore`` of seeded records through ``results.group_body``;
+the timeline, capacity and server sections follow docs/results.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+import pytest
+from locust.env import Environment
+from locust.event import Events
+
+from llmload import charts, cli, report, results, svg
+from llmload.metrics import MetricsStore
+from llmload.plugin import LLMLoadPlugin
+from llmload.record import RequestRecord
+
+SECRET = "sk-report-secret-6b1f"
+T0 = 1_795_000_000.0
+BACKENDS = ("http://127.0.0.1:8000", "http://gpu-b:8000")
+TIME_CHARTS = ("users", "throughput", "slo-attainment", "latency-over-time", "stream-rate-over-time")
+ALWAYS_CHARTS = ("ttft", "itl", "stream-rate", *TIME_CHARTS)
+CAPACITY_CHARTS = ("capacity-stream-rate", "capacity-ttft", "capacity-throughput", "capacity-attainment")
+
+
+def _record(rng: random.Random, backend: str, start: float) -> RequestRecord:
+    record = RequestRecord(backend=backend, model="llama", user_class="Chat", endpoint="/v1/chat/completions",
+                           t_send=10.0, start_wall=start)  # fmt: skip
+    ttft = rng.uniform(0.04, 0.4)
+    gaps = [rng.uniform(0.008, 0.05) for _ in range(19)]
+    times = [10.0 + ttft]
+    for gap in gaps:
+        times.append(times[-1] + gap)
+    record.token_times = times
+    record.t_end = times[-1]
+    record.completion_tokens = 20
+    record.prompt_tokens = 9
+    return record
+
+
+def make_doc() -> dict:
+    """A results document with two groups, a timeline, a capacity search and server metrics."""
+    rng = random.Random(7)
+    store = MetricsStore(slo_ttft_s=0.3, slo_stream_rate_tps=40.0)
+    for i in range(400):
+        store.record(_record(rng, BACKENDS[i % 2], T0 + i * 0.05))
+    failed = RequestRecord(backend=BACKENDS[1], model="llama", user_class="Chat", endpoint="/v1/chat/completions",
+                           t_send=1.0, start_wall=T0 + 1)  # fmt: skip
+    failed.error_kind, failed.t_end = "http_429", 1.2
+    store.record(failed)
+    slo = {"slo_ttft_s": 0.3, "slo_stream_rate_tps": 40.0}
+    groups = [{"backend": g.backend, "model": g.model, "user_class": g.user_class, **results.group_body(g, **slo)}
+              for g in sorted(store.groups.values(), key=lambda g: g.key)]  # fmt: skip
+    timeline, ok, met, tokens = [], 0, 0, 0
+    for i in range(1, 11):
+        ok, met, tokens = ok + 40, met + 30 + i % 3, tokens + 800
+        timeline.append({"t": T0 + 2 * i, "users": min(10 * i, 50), "in_flight": min(10 * i, 50) - 1,
+                         "generator_cpu_percent": 20.0, "requests_ok": ok, "requests_failed": 0, "output_tokens": tokens,
+                         "slo_met": met, "ttft_p50_s": 0.1 + i / 100, "ttft_p99_s": 0.3 + i / 50,
+                         "itl_p50_s": 0.02, "stream_rate_p50_tps": 45.0 - i})  # fmt: skip
+    timeline[3]["ttft_p50_s"] = None  # an interval without requests: a gap, not a zero
+    def step(users: int, rate: float, attainment: float) -> dict:
+        return {"level": float(users), "users": users, "requests": 10 * users, "failed": 0,
+                "stream_rate_p50_tps": rate, "stream_rate_p10_tps": rate * 0.8, "ttft_p50_s": 0.005 * users,
+                "ttft_p99_s": 0.01 * users, "e2e_p99_s": 2.0, "output_tokens_per_s": users * rate, "window_s": 20.0,
+                "attainment": attainment, "passed": attainment >= 0.95}  # fmt: skip
+
+    return {
+        "schema": results.SCHEMA,
+        "run": {"started_at": results._iso(T0), "ended_at": results._iso(T0 + 21), "duration_s": 21.0,
+                "llmload_version": "0.1.0", "locust_version": "2.47.0", "workers": 2, "peak_users": 50,
+                "missing_workers": [], "host": "http://user:hunter2@127.0.0.1:8000",
+                "options": {"api_key_set": True, "api_key": SECRET, "max_tokens": 20, "think_time": [1.0, 5.0],
+                            "model": ""}},  # fmt: skip
+        "groups": groups,
+        "total": results.group_body(store.total(), **slo),
+        "timeline": timeline,
+        "server": {BACKENDS[0]: {"engine": "vllm", "metrics_url": BACKENDS[0] + "/metrics", "scrapes": 5,
+                                 "generation_tokens": 4000.0, "prompt_tokens": 1800.0,
+                                 "ttft_s": {"count": 200, "mean": 0.15, "p50": 0.12, "p90": 0.3, "p99": 0.4},
+                                 "itl_s": {"count": 3800, "mean": 0.028, "p50": 0.025, "p90": 0.045, "p99": 0.05},
+                                 "queue_time_s": {"count": 200, "mean": 0.01, "p50": 0.008, "p90": 0.02, "p99": 0.03},
+                                 "peak_running": 25.0, "peak_waiting": 0.0, "peak_kv_cache_usage": 0.4, "preemptions": 0.0},
+                   BACKENDS[1]: None},  # fmt: skip
+        # As llmload.capacity writes it: steps in search order (growth, then bisection), and the answer.
+        "capacity": {"mode": "users", "label": "rtx3090", "slo": {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95},
+                     "settings": {"mode": "users", "start": 10},
+                     "steps": [step(10, 40.0, 1.0), step(20, 25.0, 1.0), step(40, 13.0, 0.97), step(80, 6.0, 0.2),
+                               step(60, 9.0, 0.6)],
+                     "answer": {"users": 40, "first_failing": 60, "limit_reached": False, "complete": True,
+                                "stream_rate_p10_tps": 10.4, "text": "rtx3090: 40 users at >= 10 tok/s"}},  # fmt: skip
+    }
+
+
+class _Page(HTMLParser):
+    """Collect what the tests look at: attributes, charts with their marks, table cells, text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attrs: list[tuple[str, str, str]] = []
+        self.tags: list[str] = []
+        self.charts: dict[str, dict] = {}
+        self._chart: str | None = None
+        self.cells: list[dict] = []
+        self._cell: dict | None = None
+        self.section_ids: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append(tag)
+        for name, value in attrs.items():
+            self.attrs.append((tag, name, value or ""))
+        if tag == "section":
+            self.section_ids.append(attrs.get("id"))
+        if tag == "svg":
+            self._chart = attrs["data-chart"]
+            self.charts[self._chart] = {"class": attrs["class"], "marks": 0, "refs": 0}
+        elif self._chart and "mark" in (attrs.get("class") or "").split():
+            self.charts[self._chart]["marks"] += 1
+        elif self._chart and attrs.get("class") == "ref":
+            self.charts[self._chart]["refs"] += 1
+        if tag == "td" and "data-key" in attrs:
+            self._cell = {"key": attrs["data-key"], "value": attrs["data-value"], "text": ""}
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self._chart = None
+        if tag == "td" and self._cell is not None:
+            self.cells.append(self._cell)
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def parse(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    return parser
+
+
+def test_every_section_and_chart_is_drawn():
+    page = parse(report.build_html(make_doc()))
+    assert page.section_ids == ["run", "summary", "distributions", "timeline", "capacity", "server"]
+    for chart in (*ALWAYS_CHARTS, *CAPACITY_CHARTS, "client-vs-server-ttft-0"):
+        assert page.charts[chart]["class"] == "chart", chart
+        assert page.charts[chart]["marks"] > 0, chart
+    # Only the backend with server figures gets a client-vs-server chart.
+    assert "client-vs-server-ttft-1" not in page.charts
+    assert page.charts["stream-rate"]["refs"] == 1  # the SLO line
+    assert page.charts["ttft"]["refs"] == 1  # the TTFT SLO
+    assert page.charts["capacity-stream-rate"]["refs"] == 2  # the answer and the SLO
+    assert page.charts["capacity-attainment"]["refs"] == 2  # the answer and the pass target
+    assert page.charts["slo-attainment"]["refs"] == 0
+
+
+def test_the_page_loads_nothing_from_anywhere():
+    html = report.build_html(make_doc())
+    page = parse(html)
+    assert not {"script", "link", "img", "iframe", "object", "embed"} & set(page.tags)
+    for tag, name, value in page.attrs:
+        if name in ("src", "href", "xlink:href", "action", "srcset", "poster"):
+            pytest.fail(f"<{tag} {name}={value!r}>")
+    assert "url(" not in html and "@import" not in html
+    assert "default-src 'none'" in html  # and the browser is told so
+
+
+def test_no_secret_and_no_credentials_in_urls():
+    doc = make_doc()
+    html = report.build_html(doc, secrets=["llama"])
+    assert SECRET not in html and "hunter2" not in html and "user:" not in html
+    assert "http://127.0.0.1:8000" in html
+    assert "llama" not in html and "***" in html  # a secret passed in is masked wherever it appears
+    assert "api_key_set" in html
+
+
+def test_summary_table_numbers_equal_the_document():
+    doc = make_doc()
+    page = parse(report.build_html(doc))
+    summary_keys = {".".join(path) for _, path, _ in report.SUMMARY_COLUMNS}
+    bodies = [*doc["groups"], doc["total"]]
+    rows = [c for c in page.cells if c["key"] in summary_keys][: len(bodies) * len(report.SUMMARY_COLUMNS)]
+    assert len(rows) == len(bodies) * len(report.SUMMARY_COLUMNS)
+    for index, cell in enumerate(rows):
+        body = bodies[index // len(report.SUMMARY_COLUMNS)]
+        title, path, kind = report.SUMMARY_COLUMNS[index % len(report.SUMMARY_COLUMNS)]
+        assert cell["key"] == ".".join(path)
+        value = body[path[0]][path[1]]
+        assert cell["value"] == repr(value), title
+        assert cell["text"] == report.fmt(value, kind), title
+    # Spot checks of the formatting itself.
+    ttft = doc["total"]["ttft_s"]["p50"]
+    assert report.fmt(ttft, "ms") == f"{ttft * 1000:.1f}"
+    assert report.fmt(doc["total"]["slo"]["attainment"], "pct").endswith("%")
+    assert doc["total"]["requests"]["failed"] == 1
+    assert "http_429 1" in report.build_html(doc)
+
+
+def test_capacity_steps_table_equals_the_document():
+    doc = make_doc()
+    html = report.build_html(doc)
+    page = parse(html)
+    steps = doc["capacity"]["steps"]
+    assert [int(c["value"]) for c in page.cells if c["key"] == "step"] == [1, 2, 3, 4, 5]
+    assert [float(c["value"]) for c in page.cells if c["key"] == "users"] == [s["users"] for s in steps]
+    assert [c["text"] for c in page.cells if c["key"] == "attainment"] == ["100.0%", "100.0%", "97.0%", "20.0%", "60.0%"]
+    assert html.count("<td>FAIL</td>") == 2 and html.count("<td>pass</td>") == 3
+    assert "rtx3090: 40 users at &gt;= 10 tok/s" in html
+
+
+def test_timeline_series_rates_and_gaps():
+    doc = make_doc()
+    series = charts.timeline_series(doc)
+    assert series["unit"] == "s" and series["x"][0] == pytest.approx(2.0)
+    # 800 tokens every 2 s.
+    assert [y for _, y in series["output_tps"]] == pytest.approx([400.0] * 9)
+    # Interval attainment: slo_met delta over requests_ok delta (40 per interval).
+    first = doc["timeline"][1]
+    assert series["attainment"][0][1] == pytest.approx((first["slo_met"] - doc["timeline"][0]["slo_met"]) / 40 * 100)
+    assert series["ttft_p50_s"][3][1] is None
+
+
+def test_without_optional_data_the_sections_say_so():
+    doc = make_doc()
+    doc["timeline"], doc["server"] = [], None
+    del doc["capacity"]
+    page = parse(report.build_html(doc))
+    assert page.section_ids == ["run", "summary", "distributions", "timeline"]
+    for chart in TIME_CHARTS:
+        assert page.charts[chart]["class"] == "chart empty"
+
+
+def test_charts_nice_ticks_and_gaps():
+    assert svg.nice_ticks(0, 97) == [0, 20, 40, 60, 80, 100]
+    assert svg.nice_ticks(0, 0.013) == [0, 0.005, 0.01, 0.015]
+    assert svg.nice_ticks(2.5, 15.6) == [0, 5, 10, 15, 20]
+    chart = svg.line_chart(chart_id="c", title="t", x_label="x (s)", y_label="y (ms)",
+                            series=[svg.Series("a", [(0, 1.0), (1, None), (2, 3.0), (3, 4.0)])])  # fmt: skip
+    page = parse(chart)
+    # Two segments: a lone first point (marker only) and a line of two points; three markers.
+    assert chart.count('class="mark line"') == 1 and chart.count('class="mark point"') == 3
+    assert page.charts["c"]["marks"] == 4
+    assert "x (s)" in chart and "y (ms)" in chart
+
+
+def test_llmload_report_command(tmp_path, capsys):
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(make_doc()))
+    assert cli.main(["report", str(source)]) == 0
+    written = tmp_path / "run.html"
+    assert parse(written.read_text()).section_ids[0] == "run"
+    out = tmp_path / "deep" / "r.html"
+    assert cli.main(["report", str(source), "-o", str(out)]) == 0 and out.exists()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such results file"),
+        ("{not json", "not valid JSON"),
+        ('{"schema": "other"}', "not an llmload results file"),
+        ('{"schema": "llmload.results/1", "run": {}}', "malformed results document"),
+    ],
+)
+def test_llmload_report_bad_input_is_one_line(tmp_path, capsys, content, message):
+    source = tmp_path / "in.json"
+    if content is not None:
+        source.write_text(content)
+    assert cli.main(["report", str(source), "-o", str(tmp_path / "out.html")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("llmload report: error:")
+
+
+def _plugin(tmp_path, html_path: str) -> LLMLoadPlugin:
+    parsed = SimpleNamespace(llm_html=html_path, llm_api_key=SECRET, llm_results="", host="http://127.0.0.1:9")
+    environment = Environment(events=Events(), parsed_options=parsed)
+    environment.runner = SimpleNamespace(user_count=0)
+    plugin = LLMLoadPlugin().register(environment)
+    report.register(environment, plugin)
+    return plugin
+
+
+def test_llm_html_is_written_at_quit_after_the_results(tmp_path, capsys):
+    path = tmp_path / "out" / "report.html"
+    plugin = _plugin(tmp_path, str(path))
+    rng = random.Random(1)
+    plugin.started_at = T0
+    plugin.record(_record(rng, "http://127.0.0.1:9", T0))
+    plugin.environment.events.quit.fire(exit_code=0)
+    html = path.read_text()
+    assert plugin.finished and "HTML report written to" in capsys.readouterr().out
+    page = parse(html)
+    assert page.charts["ttft"]["marks"] > 0
+    assert SECRET not in html
+    ok = next(c for c in page.cells if c["key"] == "requests.ok")
+    assert ok["text"] == "1"
+
+
+def test_no_report_without_a_run_or_without_the_option(tmp_path):
+    path = tmp_path / "report.html"
+    plugin = _plugin(tmp_path, str(path))
+    plugin.environment.events.quit.fire(exit_code=0)  # the test never started
+    assert not path.exists()
+    plugin = _plugin(tmp_path, "")
+    plugin.started_at = T0
+    plugin.environment.events.quit.fire(exit_code=0)
+    assert not path.exists()
+
+
+def test_unwritable_report_path_stops_at_start_up(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        _plugin(tmp_path, str(tmp_path / "file" / "report.html"))
+    assert exc.value.code == 2
+    assert "--llm-html" in capsys.readouterr().err
