@@ -19,6 +19,7 @@ from llmload.plugin import LLMLoadPlugin
 
 EXTENSIONS = (
     "llmload.report",
+    "llmload.webui",
     "llmload.exporter",
 )
 
