@@ -3,7 +3,8 @@
 Starts the simulator (RTX 3090 profile by default) on loopback, runs the
 chatbot locustfile headless with the Backprop study's settings (100 users,
 closed loop, ``max_tokens`` 100), prints Locust's and llmload's tables, writes
-the results JSON and stops the simulator.
+the results JSON and the HTML report next to it (same name, ``.html``) and stops
+the simulator.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def locust_command(args: argparse.Namespace, host: str) -> list[str]:
     return [
         sys.executable, "-m", "locust", "-f", args.locustfile, "--headless",
         "-u", str(args.users), "-r", str(args.users), "-t", args.run_time, "--host", host,
-        "--llm-think-time", "0", "--llm-max-tokens", "100", "--llm-results", args.results, "--only-summary",
+        "--llm-think-time", "0", "--llm-max-tokens", "100", "--llm-results", args.results,
+        "--llm-html", os.path.splitext(args.results)[0] + ".html", "--only-summary",
         *extra,
     ]
 
