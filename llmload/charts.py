@@ -137,7 +137,8 @@ def timeline_figures(doc: dict[str, Any]) -> str:
                "Users and requests in flight"),
         figure(line(chart_id="throughput", title="Output tokens/s over time", y_label="output tokens/s",
                     series=[Series("output tokens/s (all groups)", series["output_tps"])]),
-               "Output tokens/s", "Difference of cumulative output tokens between samples (every 2 s; workers report every 3 s)."),
+               "Output tokens/s",
+               "Difference of cumulative output tokens between samples (every 2 s; workers report every 3 s)."),
         figure(line(chart_id="slo-attainment", title="SLO attainment over time", y_label="SLO attainment (%)", y_max=100.0,
                     series=[Series("per interval", series["attainment"]),
                             Series("cumulative", series["attainment_cumulative"], dashed=True)]),
@@ -168,10 +169,11 @@ def capacity_figures(doc: dict[str, Any]) -> str:
     if not isinstance(capacity, dict) or not capacity.get("steps"):
         return ""
     key, x_label = capacity_axis(capacity)
-    steps = sorted((s for s in capacity["steps"] if _number(s.get(key, s.get("level")))), key=lambda s: s.get(key, s.get("level")))
+    load = lambda step: step.get(key, step.get("level"))  # noqa: E731  (steps of older files have only "users")
+    steps = sorted((s for s in capacity["steps"] if _number(load(s))), key=load)
 
     def curve(name: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
-        return [(s.get(key, s.get("level")), None if s.get(name) is None else s[name] * scale) for s in steps]
+        return [(load(s), None if s.get(name) is None else s[name] * scale) for s in steps]
 
     answer = capacity.get("answer") if isinstance(capacity.get("answer"), dict) else {}
     at = answer.get(key)
@@ -184,9 +186,11 @@ def capacity_figures(doc: dict[str, Any]) -> str:
     return "".join([
         figure(line(chart_id="capacity-stream-rate", title="Capacity: stream rate per user",
                     y_label="stream rate per user (tokens/s)", refs=vline + rate_refs,
-                    series=[Series("p50", curve("stream_rate_p50_tps")), Series("p10", curve("stream_rate_p10_tps"), dashed=True)]),
+                    series=[Series("p50", curve("stream_rate_p50_tps")),
+                            Series("p10", curve("stream_rate_p10_tps"), dashed=True)]),
                f"Stream rate per user against {x_label}"),
-        figure(line(chart_id="capacity-ttft", title="Capacity: TTFT", y_label="time to first token (ms)", refs=vline + ttft_refs,
+        figure(line(chart_id="capacity-ttft", title="Capacity: TTFT", y_label="time to first token (ms)",
+                    refs=vline + ttft_refs,
                     series=[Series("p50", curve("ttft_p50_s", 1000)), Series("p99", curve("ttft_p99_s", 1000), dashed=True)]),
                f"TTFT against {x_label}"),
         figure(line(chart_id="capacity-throughput", title="Capacity: output tokens/s", y_label="output tokens/s", refs=vline,

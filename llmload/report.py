@@ -30,6 +30,7 @@ from llmload import charts, results, svg
 from llmload.errors import ConfigError
 
 logger = logging.getLogger("llmload")
+MIN_MASKED_SECRET = 8
 
 # (column title, path in a group body, format)
 SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, str], str], ...] = (
@@ -71,7 +72,8 @@ svg .ref-label{font-size:11px;fill:#C0392B}svg .bar-value{font-size:10px;fill:#1
 .note{color:#8a5a00;background:#fff7e0;border:1px solid #f0d890;padding:6px 10px;border-radius:4px}
 dl.options{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:0 16px;margin:6px 0;
 background:#fff;border:1px solid #dde1e6;padding:6px 10px}
-dl.options div{display:flex;gap:8px;border-bottom:1px solid #eef1f4;padding:2px 0}dl.options dt{color:#5b6570}dl.options dd{margin:0}
+dl.options div{display:flex;gap:8px;border-bottom:1px solid #eef1f4;padding:2px 0}
+dl.options dt{color:#5b6570}dl.options dd{margin:0}
 td.label{min-width:260px}
 details{margin:8px 0}summary{cursor:pointer;color:#0b5cad}
 footer{color:#5b6570;margin-top:32px;font-size:12px}
@@ -177,7 +179,8 @@ def _summary_row(label: str, body: dict[str, Any], *, css: str = "") -> str:
 
 
 def _summary_section(doc: dict[str, Any]) -> str:
-    head = '<th class="text">group (backend · model · user class)</th>' + "".join(f"<th>{escape(t)}</th>" for t, _, _ in SUMMARY_COLUMNS)
+    head = '<th class="text">group (backend · model · user class)</th>'
+    head += "".join(f"<th>{escape(t)}</th>" for t, _, _ in SUMMARY_COLUMNS)
     rows = [_summary_row(charts.group_label(g), g, css="group") for g in doc.get("groups", [])]
     rows.append(_summary_row("Total", doc["total"], css="total"))
     notes = []
@@ -231,7 +234,8 @@ def _capacity_section(doc: dict[str, Any]) -> str:
     capacity = doc["capacity"]
     key, x_label = charts.capacity_axis(capacity)
     columns = (("step", "step", "int"), (x_label, key, "int" if key == "users" else "num2"), ("requests", "requests", "int"),
-               ("stream rate p50 (tok/s)", "stream_rate_p50_tps", "num"), ("stream rate p10 (tok/s)", "stream_rate_p10_tps", "num"),
+               ("stream rate p50 (tok/s)", "stream_rate_p50_tps", "num"),
+               ("stream rate p10 (tok/s)", "stream_rate_p10_tps", "num"),
                ("TTFT p50 (ms)", "ttft_p50_s", "ms"), ("TTFT p99 (ms)", "ttft_p99_s", "ms"),
                ("output tok/s", "output_tokens_per_s", "num"), ("SLO attainment", "attainment", "pct"))  # fmt: skip
     head = "".join(f"<th>{escape(t)}</th>" for t, _, _ in columns) + "<th>result</th>"
@@ -277,7 +281,8 @@ def _server_section(doc: dict[str, Any]) -> str:
             "peak running", "peak waiting", "peak KV cache", "preemptions")  # fmt: skip
     head_html = '<th class="text">group</th>' + "".join(f"<th>{escape(h)}</th>" for h in head)
     return (f'<section id="server"><h2>Client vs server</h2><div class="grid">{charts.server_figures(doc)}</div>'
-            f'<table class="server"><thead><tr>{head_html}</tr></thead><tbody>{"".join(rows)}</tbody></table></section>')  # fmt: skip
+            f'<table class="server"><thead><tr>{head_html}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></section>')  # fmt: skip
 
 
 SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
@@ -286,7 +291,11 @@ SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
 
 
 def build_html(doc: dict[str, Any], *, secrets: Sequence[str] = ()) -> str:
-    """Render a results document as one self-contained HTML page; any of ``secrets`` found is masked."""
+    """Render a results document as one self-contained HTML page.
+
+    Results never hold a key; as a second guard, any of ``secrets`` (of at least
+    ``MIN_MASKED_SECRET`` characters: a shorter one would mangle the markup) found is masked.
+    """
     run = doc.get("run") or {}
     title = f"llmload report: {charts.redact(run.get('host') or '') or 'run'} {run.get('started_at') or ''}".strip()
     body = "".join(section(doc) for section in SECTIONS)
@@ -303,7 +312,7 @@ def build_html(doc: dict[str, Any], *, secrets: Sequence[str] = ()) -> str:
         "</main></body></html>"
     )
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_MASKED_SECRET:
             page = page.replace(secret, "***")
     return page
 
@@ -319,9 +328,10 @@ def check_writable(path: str) -> None:
 def write(doc: dict[str, Any], path: str, *, secrets: Sequence[str] = ()) -> None:
     """Write the report of ``doc`` to ``path`` atomically."""
     check_writable(path)
+    page = build_html(doc, secrets=secrets)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(build_html(doc, secrets=secrets))
+        handle.write(page)
     os.replace(tmp, path)
 
 
@@ -380,6 +390,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     doc = results.read(args.results)
     output = args.output or os.path.splitext(args.results)[0] + ".html"
+    if os.path.abspath(output) == os.path.abspath(args.results):
+        raise ConfigError(f"-o {output}: would overwrite the results file itself")
     try:
         write(doc, output)
     except OSError as exc:

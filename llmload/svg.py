@@ -126,7 +126,8 @@ class _Frame:
         out.append(f'<line class="axis" x1="{self.left}" x2="{self.right}" y1="{self.bottom}" y2="{self.bottom}"/>')
         out.append(f'<line class="axis" x1="{self.left}" x2="{self.left}" y1="{self.top}" y2="{self.bottom}"/>')
         middle_x, middle_y = (self.left + self.right) / 2, (self.top + self.bottom) / 2
-        out.append(f'<text class="axis-label" x="{middle_x:.1f}" y="{self.bottom + 36}" text-anchor="middle">{escape(x_label)}</text>')
+        out.append(f'<text class="axis-label" x="{middle_x:.1f}" y="{self.bottom + 36}" '
+                   f'text-anchor="middle">{escape(x_label)}</text>')  # fmt: skip
         out.append(f'<text class="axis-label" transform="translate(16,{middle_y:.1f}) rotate(-90)" '
                    f'text-anchor="middle">{escape(y_label)}</text>')  # fmt: skip
         return out
@@ -141,7 +142,8 @@ class _Frame:
             else:
                 y = self.y(ref.value)
                 geometry = f'x1="{self.left}" x2="{self.right}" y1="{y:.1f}" y2="{y:.1f}"'
-                text = f'<text class="ref-label" x="{self.right - 4}" y="{y - 5:.1f}" text-anchor="end">{escape(ref.label)}</text>'
+                text = (f'<text class="ref-label" x="{self.right - 4}" y="{y - 5:.1f}" '
+                        f'text-anchor="end">{escape(ref.label)}</text>')  # fmt: skip
             out.append(f'<g class="ref"><line {geometry} stroke="{REF_COLOUR}" stroke-dasharray="6 4"/>{text}</g>')
         return out
 
@@ -151,7 +153,8 @@ class _Frame:
             y = self.bottom + AXIS_BOTTOM + LEGEND_ROW * row_index + 8
             for x, label, colour, dashed in row:
                 dash = ' stroke-dasharray="5 3"' if dashed else ""
-                out.append(f'<line x1="{x:.1f}" x2="{x + 20:.1f}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="2.5"{dash}/>')
+                out.append(f'<line x1="{x:.1f}" x2="{x + 20:.1f}" y1="{y}" y2="{y}" '
+                           f'stroke="{colour}" stroke-width="2.5"{dash}/>')  # fmt: skip
                 out.append(f'<text class="legend" x="{x + 26:.1f}" y="{y + 4}">{escape(label)}</text>')
         return out
 
@@ -235,7 +238,7 @@ def _line(frame: _Frame, s: Series, *, label: str, colour: str, dashed: bool, x_
             continue
         px, py = frame.x(x), frame.y(y)
         segments[-1].append((px, py))
-        if len(drawn) <= MAX_POINT_MARKERS or len(drawn) == 1:
+        if len(drawn) <= MAX_POINT_MARKERS:
             x_text = x_categories[int(x)] if x_categories is not None else format_number(x)
             markers.append(f'<circle class="mark point" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
                            f"<title>{escape(label)}: {x_text}, {format_number(y)}</title></circle>")  # fmt: skip
@@ -249,7 +252,9 @@ def _line(frame: _Frame, s: Series, *, label: str, colour: str, dashed: bool, x_
     return f'<g class="series">{"".join(paths)}{"".join(markers)}</g>'
 
 
-def bar_chart(*, chart_id: str, title: str, y_label: str, categories: Sequence[str], bars: Sequence[Bars], x_label: str = "") -> str:
+def bar_chart(
+    *, chart_id: str, title: str, y_label: str, categories: Sequence[str], bars: Sequence[Bars], x_label: str = ""
+) -> str:
     """Return an SVG grouped bar chart: one group of bars per category, one colour per ``Bars``."""
     values = [v for b in bars for v in b.values if v is not None]
     if not values:
@@ -267,7 +272,8 @@ def bar_chart(*, chart_id: str, title: str, y_label: str, categories: Sequence[s
             y = frame.y(value)
             body.append(f'<rect class="mark bar" x="{x:.1f}" y="{y:.1f}" width="{bar_width - 2:.1f}" '
                         f'height="{max(frame.bottom - y, 0.5):.1f}" fill="{colour}">'
-                        f"<title>{escape(label)} {escape(categories[category])}: {format_number(value)}</title></rect>")  # fmt: skip
+                        f"<title>{escape(label)} {escape(categories[category])}: "
+                        f"{format_number(value)}</title></rect>")  # fmt: skip
             body.append(f'<text class="bar-value" x="{x + (bar_width - 2) / 2:.1f}" y="{y - 4:.1f}" '
                         f'text-anchor="middle">{format_number(value)}</text>')  # fmt: skip
     body += frame.legend_marks()

@@ -92,7 +92,8 @@ def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
 def table_rows(store: MetricsStore, *, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
     """Return the LLM table: one row per group (sorted), then Total when there are several groups."""
     groups = sorted(store.groups.values(), key=lambda g: g.key)
-    rows = [group_row(group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class}), g) for g in groups[:max_rows]]
+    label = lambda g: group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class})  # noqa: E731
+    rows = [group_row(label(g), g) for g in groups[:max_rows]]
     if len(groups) > 1:
         rows.append(group_row("Total", store.total()))
     return rows

@@ -174,10 +174,11 @@ def test_the_page_loads_nothing_from_anywhere():
 
 def test_no_secret_and_no_credentials_in_urls():
     doc = make_doc()
-    html = report.build_html(doc, secrets=["llama"])
+    html = report.build_html(doc, secrets=["gpu-b:8000", "llama"])
     assert SECRET not in html and "hunter2" not in html and "user:" not in html
     assert "http://127.0.0.1:8000" in html
-    assert "llama" not in html and "***" in html  # a secret passed in is masked wherever it appears
+    assert "gpu-b:8000" not in html and "http://***" in html  # a secret passed in is masked wherever it appears
+    assert "llama" in html  # but not one too short to mask without mangling the page
     assert "api_key_set" in html
 
 
@@ -261,6 +262,14 @@ def test_llmload_report_command(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_llmload_report_refuses_to_overwrite_its_input(tmp_path, capsys):
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(make_doc()))
+    assert cli.main(["report", str(source), "-o", str(source)]) == 1
+    assert "would overwrite the results file" in capsys.readouterr().err
+    assert json.loads(source.read_text())["schema"] == results.SCHEMA
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -277,6 +286,7 @@ def test_llmload_report_bad_input_is_one_line(tmp_path, capsys, content, message
     assert cli.main(["report", str(source), "-o", str(tmp_path / "out.html")]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("llmload report: error:")
+    assert not list(tmp_path.glob("out.html*"))  # no report, and no temporary file left behind
 
 
 def _plugin(tmp_path, html_path: str) -> LLMLoadPlugin:
