@@ -11,7 +11,8 @@
   is requested, and every chart's SVG is drawn with visible marks.
 - ``test_blank_key_field_*`` (no browser): a master with a web UI and one
   worker, started through ``/swarm`` with the key field blank as the scrubbed
-  page posts it; every request the worker sends carries the key.
+  page posts it; every request the worker sends carries the key, and the
+  master's LLM rows fill from the worker's reports.
 
 Chromium is Debian's ``/usr/bin/chromium`` (``make test`` installs it), driven
 by Playwright's Python package; without it the browser tests skip, except
@@ -186,6 +187,8 @@ def test_llm_tab_fills_live_offers_its_csv_and_never_shows_the_key(tmp_path):
             leaks = [u for u, body in fetched if SECRET.encode() in body]
             assert not leaks, leaks
             assert not elsewhere, elsewhere
+            page.get_by_role("button", name="Stop").click()
+            page.get_by_text("STOPPED").first.wait_for(timeout=10_000)
     assert SECRET not in log.read_text()
     assert time.monotonic() - started < 60
 
@@ -273,5 +276,14 @@ def test_blank_key_field_keeps_the_key_and_it_reaches_the_workers(tmp_path):
         assert len(posts) >= 3, master_log.read_text()[-3000:]
         for request in posts:
             assert f"authorization: bearer {SECRET}".encode() in request.lower(), request[:400]
-        stats = urllib.request.urlopen(f"{web}/stats/requests", timeout=5).read()
-        assert SECRET.encode() not in stats and b'"extended_stats"' in stats
+        # The tab shows the master's merged view: the worker's token metrics arrive with its 3-s reports.
+        deadline = time.monotonic() + 10
+        rows: list = []
+        while time.monotonic() < deadline:
+            stats = urllib.request.urlopen(f"{web}/stats/requests", timeout=5).read()
+            assert SECRET.encode() not in stats
+            rows = json.loads(stats)["extended_stats"][0]["data"]
+            if rows and rows[0]["requests"] > 0:
+                break
+            time.sleep(0.5)
+        assert rows and rows[0]["requests"] > 0 and rows[0]["failures"] == 0 and rows[0]["ttft_p50_ms"] > 0, rows
