@@ -33,6 +33,7 @@ _EXPORTS = {
     "LLMRequestError": "llmload.errors",
     "LLMUser": "llmload.users",
     "MetricsStore": "llmload.metrics",
+    "MultiTurnChatUser": "llmload.users",
     "RequestRecord": "llmload.record",
     "SummarizationUser": "llmload.users",
     "TargetError": "llmload.errors",
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from llmload.options import LLMOptions
     from llmload.plugin import LLMLoadPlugin, get_plugin
     from llmload.record import RequestRecord
-    from llmload.users import ChatbotUser, LLMUser, SummarizationUser
+    from llmload.users import ChatbotUser, LLMUser, MultiTurnChatUser, SummarizationUser
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,8 @@ EXTENSIONS = (
     "llmload.report",
     "llmload.webui",
     "llmload.exporter",
+    "llmload.arrivals",
+    "llmload.backends",
 )
 
 

@@ -18,6 +18,7 @@ from llmload.errors import ConfigError
 
 API_KEY_ENV = "LLMLOAD_API_KEY"
 ENDPOINTS = ("chat", "completions")
+ARRIVALS = ("closed", "poisson", "constant")
 DEFAULT_SLO_STREAM_RATE_TPS = 10.0
 DEFAULT_STREAM_TIMEOUT_S = 60.0
 
@@ -49,7 +50,20 @@ def add_arguments(parser: Any) -> None:
         help="Seconds of silence (connect, first byte, between events) before a request fails as timeout",
     )
     add("--llm-results", default="", help="Write the results JSON to this path at the end of the run")
-    add("--llm-seed", default="0", help="Seed of the synthetic prompt generator")
+    add("--llm-seed", default="0", help="Seed of the synthetic prompt generator and of open-loop arrivals")
+    # Workload shape (docs/scenarios.md).
+    add("--llm-input-tokens", default="", help="Prompt length distribution: N, A-B, or e.g. lognormal:mean=200,sigma=0.5,min=10,max=1024")
+    add("--llm-output-tokens", default="", help="max_tokens distribution, same syntax as --llm-input-tokens")
+    add("--llm-dataset", default="", help="Prompts from a local ShareGPT JSON or JSONL file")
+    add("--llm-dataset-format", default="auto", help="auto, sharegpt or jsonl")
+    add("--llm-dataset-input-tokens", default="", help="Keep dataset entries whose prompt has A-B tokens (estimated)")
+    add("--llm-dataset-output-tokens", default="", help="Keep dataset entries whose reference answer has A-B tokens (estimated)")
+    add("--llm-shared-prefix-tokens", default="0", help="Prepend the same N-token text to every prompt (prefix-cache workloads)")
+    add("--llm-turns", default="", help="Multi-turn sessions: turns per session, N, A-B or a distribution (default: the user class's)")
+    add("--llm-arrival", default="closed", help="closed (users with think time), poisson or constant (open loop at --llm-rate)")
+    add("--llm-rate", default="", help="Open loop: requests/s for the whole test, divided among workers")
+    add("--llm-backends", default="", help="TOML file of backends to spread users over (docs/scenarios.md)")
+    add("--llm-backend", default="", help="Use only these backends (comma-separated names) of --llm-backends")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +114,54 @@ def parse_float(value: Any, *, option: str, minimum: float = 0.0, exclusive: boo
     return number
 
 
+def _workload_options(get: Any) -> dict[str, Any]:
+    """Validate the workload options; dataset and backends files are loaded (once per process) here."""
+    from llmload import backends, datasets
+
+    out: dict[str, Any] = {}
+    for name in ("input_tokens", "output_tokens", "turns"):
+        spec = str(get(f"llm_{name}") or "").strip()
+        if spec:
+            datasets.parse_distribution(spec, option=f"llm-{name.replace('_', '-')}")
+        out[name] = spec
+    for name in ("dataset_input_tokens", "dataset_output_tokens"):
+        out[name] = parse_range(get(f"llm_{name}"), option=f"llm-{name.replace('_', '-')}", integer=True)
+    out["dataset_format"] = str(get("llm_dataset_format") or "auto").strip().lower()
+    out["dataset"] = str(get("llm_dataset") or "").strip()
+    if out["dataset"]:
+        datasets.load_dataset(out["dataset"], **datasets_filters(out))
+    elif out["dataset_format"] not in datasets.DATASET_FORMATS:
+        raise ConfigError(f"--llm-dataset-format: expected one of {', '.join(datasets.DATASET_FORMATS)}, got {out['dataset_format']!r}")
+    prefix = str(get("llm_shared_prefix_tokens", "0") or "0").strip()
+    if not prefix.isdigit():
+        raise ConfigError(f"--llm-shared-prefix-tokens: expected a whole number >= 0, got {prefix!r}")
+    out["shared_prefix_tokens"] = int(prefix)
+    arrival = str(get("llm_arrival", "closed") or "closed").strip().lower()
+    if arrival not in ARRIVALS:
+        raise ConfigError(f"--llm-arrival: expected one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    rate = parse_float(get("llm_rate"), option="llm-rate", exclusive=True)
+    if arrival != "closed" and rate is None:
+        raise ConfigError(f"--llm-arrival {arrival}: needs --llm-rate (requests/s for the whole test)")
+    if arrival == "closed" and rate is not None:
+        raise ConfigError("--llm-rate: only with --llm-arrival poisson or constant")
+    out["arrival"], out["rate_rps"] = arrival, rate
+    out["backends"] = str(get("llm_backends") or "").strip()
+    out["backend_names"] = str(get("llm_backend") or "").strip()
+    if out["backends"]:
+        backends.load_backends(out["backends"], only=out["backend_names"])
+    elif out["backend_names"]:
+        raise ConfigError("--llm-backend: only with --llm-backends FILE")
+    return out
+
+
+def datasets_filters(options: Any) -> dict[str, Any]:
+    """The keyword arguments of ``datasets.load_dataset`` for validated options (or their dict)."""
+    get = options.get if isinstance(options, dict) else lambda name: getattr(options, name)  # noqa: E731
+    bounds = lambda r: None if r is None else (int(r.low), int(r.high))  # noqa: E731
+    return {"format": get("dataset_format"), "input_tokens": bounds(get("dataset_input_tokens")),
+            "output_tokens": bounds(get("dataset_output_tokens"))}  # fmt: skip
+
+
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
@@ -122,6 +184,18 @@ class LLMOptions:
     stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S
     results_path: str = ""
     seed: int = 0
+    input_tokens: str = ""
+    output_tokens: str = ""
+    dataset: str = ""
+    dataset_format: str = "auto"
+    dataset_input_tokens: Range | None = None
+    dataset_output_tokens: Range | None = None
+    shared_prefix_tokens: int = 0
+    turns: str = ""
+    arrival: str = "closed"
+    rate_rps: float | None = None
+    backends: str = ""
+    backend_names: str = ""
 
     def __repr__(self) -> str:
         return f"LLMOptions({', '.join(f'{k}={v!r}' for k, v in self.public_dict().items())})"
@@ -152,6 +226,7 @@ class LLMOptions:
             or DEFAULT_STREAM_TIMEOUT_S,
             results_path=str(get("llm_results") or ""),
             seed=seed,
+            **_workload_options(get),
         )
 
     def public_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from llmload import backends
 from llmload._version import __version__
 from llmload.errors import ConfigError
 from llmload.metrics import GroupMetrics
@@ -93,11 +94,13 @@ def build(plugin: Any) -> dict[str, Any]:
             "missing_workers": [{"id": wid, "at": _iso(at)} for wid, at in sorted(plugin.missing_workers.items())],
             "host": getattr(parsed, "host", None),
             "options": options.public_dict(),
+            "backends": backends.describe(options),
         },
         "groups": groups,
         "total": group_body(store.total(), **slo),
         "timeline": list(plugin.timeline),
         "server": getattr(plugin, "server_metrics", None) and plugin.server_metrics.summary(),
+        "arrivals": getattr(plugin, "arrivals", None) and plugin.arrivals.summary(),
     }
 
 

@@ -2,7 +2,12 @@
 
 ``LLMUser`` is the abstract base: one task, one streamed request, then think
 time. Subclasses set the class attributes below; the ``--llm-*`` options,
-when given, override them for the whole run.
+when given, override them for the whole run. Prompts come from the class, a
+length distribution or a dataset file (``llmload.datasets``); with
+``--llm-backends`` each user is bound to one backend (``llmload.backends``);
+with ``--llm-arrival poisson|constant`` users are a pool that sends on the
+open-loop schedule (``llmload.arrivals``). ``MultiTurnChatUser`` holds
+conversations that send the real previous answers back as context.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
-from llmload import prompts
+from llmload import backends as _backends
+from llmload import datasets, prompts
+from llmload.arrivals import get_arrivals
 from llmload.client import LLMClient
 from llmload.errors import LLMRequestError
-from llmload.options import Range, parse_range
+from llmload.options import Range, datasets_filters, parse_range
 from llmload.plugin import get_plugin
 from llmload.record import RequestRecord
 
@@ -63,6 +70,10 @@ class LLMUser(FastHttpUser):
         # FastHttpSession applies this to connect and to every socket read, so a stall between
         # SSE events longer than --llm-stream-timeout fails the request as a timeout.
         self.network_timeout = self.connection_timeout = options.stream_timeout_s
+        picker = _backends.picker_for(self._plugin)
+        self.backend_info = picker.next() if picker is not None else None
+        if self.backend_info is not None:
+            self.host = self.backend_info.base_url  # read by FastHttpUser.__init__
         super().__init__(environment)
         self.rng = random.Random(self._plugin.next_user_seed())
         self._endpoint = options.endpoint or self.endpoint
@@ -73,19 +84,36 @@ class LLMUser(FastHttpUser):
         self._think_time = options.think_time or _as_range(self.think_time, "think_time")
         self._ignore_eos = options.ignore_eos or self.ignore_eos
         self._model = options.model or self.model
+        self._input_dist = datasets.parse_distribution(options.input_tokens, option="llm-input-tokens") if options.input_tokens else None
+        self._output_dist = datasets.parse_distribution(options.output_tokens, option="llm-output-tokens") if options.output_tokens else None
+        self._dataset = datasets.load_dataset(options.dataset, **datasets_filters(options)) if options.dataset else None
+        self._dataset_max_tokens: int | None = None
+        self._prefix = datasets.shared_prefix(options.shared_prefix_tokens, options.seed)
+        self._arrivals = get_arrivals(self._plugin) if options.arrival != "closed" else None
+        label, api_key = self.backend or self.host, options.api_key
+        if self.backend_info is not None:
+            # A backends file's keys come only from its api_key_env variables, never from --llm-api-key.
+            label, api_key = self.backend_info.name, self.backend_info.api_key
+            self._model = options.model or self.backend_info.model or self._model
         self.llm = LLMClient(
             self.client,
             request_event=environment.events.request,
-            backend=self.backend or self.host,
+            backend=label,
             user_class=type(self).__name__,
             capabilities=self._plugin.capabilities(self.host),
-            api_key=options.api_key,
+            api_key=api_key,
             recorder=self._plugin.record,
             context=self.context,
         )
 
     def wait_time(self) -> float:
+        if self._arrivals is not None:
+            return 0.0  # open loop: the schedule, not think time, paces requests
         return self._think_time.draw(self.rng) if self._think_time else 0.0
+
+    def next_arrival(self) -> float | None:
+        """Open loop: block until the schedule hands this user a request; return its intended time."""
+        return self._arrivals.wait_for_arrival() if self._arrivals is not None else None
 
     def resolve_model(self) -> str | None:
         """Return the model to request, asking the host once when none is configured."""
@@ -102,15 +130,39 @@ class LLMUser(FastHttpUser):
         return self._model
 
     def draw_max_tokens(self) -> int | None:
+        """Return max_tokens: --llm-output-tokens, --llm-max-tokens, the dataset entry's answer length, the class's."""
+        if self._output_dist is not None:
+            return max(self._output_dist.draw(self.rng), 1)
+        if self._plugin.options.max_tokens is None and self._dataset_max_tokens is not None:
+            return self._dataset_max_tokens
         return self._max_tokens.draw_int(self.rng) if self._max_tokens else None
+
+    def draw_prompt_tokens(self) -> int | None:
+        """Return the next prompt length: --llm-input-tokens, --llm-prompt-tokens, the class's, or None."""
+        if self._input_dist is not None:
+            return max(self._input_dist.draw(self.rng), 1)
+        return self._prompt_tokens.draw_int(self.rng) if self._prompt_tokens is not None else None
+
+    def dataset_entry(self) -> datasets.Entry | None:
+        """Draw the next dataset entry (None without --llm-dataset); its answer length becomes max_tokens."""
+        if self._dataset is None:
+            return None
+        entry = self._dataset.sample(self.rng)
+        self._dataset_max_tokens = entry.output_tokens
+        return entry
 
     def make_prompt(self) -> str:
         """Return the text of the next prompt."""
-        if self._prompt_tokens is None:
+        entry = self.dataset_entry()
+        if entry is not None:
+            return entry.prompt
+        n_tokens = self.draw_prompt_tokens()
+        if n_tokens is None:
             return prompts.short_question(self.rng)
-        return prompts.question_of_length(self._prompt_tokens.draw_int(self.rng), self.rng)
+        return prompts.question_of_length(n_tokens, self.rng)
 
-    def send(self, prompt: str, *, history: list[dict[str, str]] | None = None, keep_text: bool = False) -> RequestRecord | None:
+    def send(self, prompt: str, *, history: list[dict[str, str]] | None = None, keep_text: bool = False,
+             t_intended: float | None = None) -> RequestRecord | None:  # fmt: skip
         """Stream one request for ``prompt`` (after ``history`` in chat) and return its record."""
         model = self.resolve_model()
         if model is None:
@@ -121,19 +173,30 @@ class LLMUser(FastHttpUser):
             ignore_eos=self._ignore_eos,
             name=self.request_name,
             keep_text=keep_text,
+            t_intended=t_intended,
         )
         self._plugin.in_flight += 1
         try:
             if self._endpoint == "completions":
-                return self.llm.complete(prompt, **kwargs)
-            messages = [*(history or ()), {"role": "user", "content": prompt}]
-            return self.llm.chat(messages, **kwargs)
+                record = self.llm.complete(self._prefix + prompt, **kwargs)
+            else:
+                system = [{"role": "system", "content": self._prefix}] if self._prefix else []
+                messages = [*system, *(history or ()), {"role": "user", "content": prompt}]
+                record = self.llm.chat(messages, **kwargs)
         finally:
             self._plugin.in_flight -= 1
+        if t_intended is not None and self._arrivals is not None:
+            self._arrivals.observe(record)
+        return record
 
     @task
     def generate(self) -> None:
-        self.send(self.make_prompt())
+        self.turn()
+
+    def turn(self) -> None:
+        """Send this user's next request (after its open-loop arrival, if any); subclasses override this."""
+        t_intended = self.next_arrival()
+        self.send(self.make_prompt(), t_intended=t_intended)
 
 
 class ChatbotUser(LLMUser):
@@ -154,4 +217,64 @@ class SummarizationUser(LLMUser):
     think_time = (0.5, 2.0)
 
     def make_prompt(self) -> str:
-        return prompts.summarization_prompt(self._prompt_tokens.draw_int(self.rng), self.rng)
+        if self._dataset is not None:
+            return super().make_prompt()
+        return prompts.summarization_prompt(self.draw_prompt_tokens(), self.rng)
+
+
+class MultiTurnChatUser(LLMUser):
+    """Conversations: each turn sends the whole history, with the server's real previous answers.
+
+    A session has a drawn number of turns (``turns`` or ``--llm-turns``); each
+    turn's question comes from the dataset conversation (its user turns, in
+    order) or is synthetic. After the last turn, or a failed one, the next
+    task starts a new session. Think time separates turns; always the chat
+    endpoint.
+    """
+
+    abstract = True
+    max_tokens = 100
+    prompt_tokens = None
+    think_time = (2.0, 8.0)
+    turns: int | tuple[int, int] | str = (2, 6)
+    """Turns per session: N, (low, high), or a distribution string such as ``"lognormal:mean=4,sigma=0.5,max=12"``."""
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self._endpoint = "chat"
+        spec = self._plugin.options.turns or self.turns
+        if isinstance(spec, tuple):
+            spec = f"uniform:min={spec[0]},max={spec[1]}"
+        self._turns_dist = datasets.parse_distribution(str(spec), option="llm-turns")
+        self.history: list[dict[str, str]] = []
+        self._questions: list[str] = []
+        self._turns_left = 0
+
+    def start_session(self) -> None:
+        """Forget the conversation and draw the next one's length and questions."""
+        self.history = []
+        turns = max(self._turns_dist.draw(self.rng), 1)
+        entry = self.dataset_entry()
+        questions = entry.user_turns()[:turns] if entry is not None else []
+        self._questions = questions
+        self._turns_left = len(questions) if entry is not None else turns
+
+    def next_question(self) -> str:
+        """Return the next turn's user message."""
+        if self._questions:
+            return self._questions.pop(0)
+        n_tokens = self.draw_prompt_tokens()
+        return prompts.short_question(self.rng) if n_tokens is None else prompts.question_of_length(n_tokens, self.rng)
+
+    def turn(self) -> None:
+        """Send the next turn of the conversation, starting a new one after the last turn."""
+        if self._turns_left <= 0:
+            self.start_session()
+        t_intended = self.next_arrival()
+        question = self.next_question()
+        record = self.send(question, history=self.history, keep_text=True, t_intended=t_intended)
+        self._turns_left -= 1
+        if record is None or not record.ok or record.text is None:
+            self._turns_left = 0  # a broken conversation is abandoned, as a person would
+            return
+        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": record.text}]
