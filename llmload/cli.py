@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
     "target": "llmload.target.cli",
     "demo": "llmload.demo",
     "grafana": "llmload.grafana",
+    "compare": "llmload.compare",
     "report": "llmload.report",
 }
 
