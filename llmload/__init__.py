@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmload._version import __version__
 
 _EXPORTS = {
+    "CapacityShape": "llmload.capacity",
     "ChatbotUser": "llmload.users",
     "ConfigError": "llmload.errors",
     "Distribution": "llmload.metrics",
@@ -43,6 +44,7 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
+    from llmload.capacity import CapacityShape
     from llmload.client import HostCapabilities, LLMClient
     from llmload.errors import ConfigError, LLMLoadError, LLMRequestError, TargetError
     from llmload.metrics import Distribution, GroupMetrics, MetricsStore

@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
     "target": "llmload.target.cli",
     "demo": "llmload.demo",
     "grafana": "llmload.grafana",
+    "capacity": "llmload.capacity",
     "compare": "llmload.compare",
     "report": "llmload.report",
 }

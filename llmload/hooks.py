@@ -23,6 +23,7 @@ EXTENSIONS = (
     "llmload.exporter",
     "llmload.arrivals",
     "llmload.backends",
+    "llmload.capacity",
 )
 
 

@@ -101,6 +101,7 @@ def build(plugin: Any) -> dict[str, Any]:
         "timeline": list(plugin.timeline),
         "server": getattr(plugin, "server_metrics", None) and plugin.server_metrics.summary(),
         "arrivals": getattr(plugin, "arrivals", None) and plugin.arrivals.summary(),
+        "capacity": getattr(plugin, "capacity", None),
     }
 
 
