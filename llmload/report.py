@@ -83,23 +83,23 @@ footer{color:#5b6570;margin-top:32px;font-size:12px}
 # -- formatting ------------------------------------------------------------------------------------
 
 
+# Cell formats: counts, seconds shown as ms or s, rates with one or two decimals, ratios as percent.
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "int": lambda v: f"{int(v):,}",
+    "ms": lambda v: f"{v * 1000:.1f}",
+    "s": lambda v: f"{v:.3f}",
+    "num": lambda v: f"{v:.1f}",
+    "num2": lambda v: f"{v:.2f}",
+    "pct": lambda v: f"{v * 100:.1f}%",
+}
+
+
 def fmt(value: Any, kind: str) -> str:
-    """Format a value for a table cell; None is '-'."""
+    """Format a value for a table cell (``kind`` from ``FORMATS``, else escaped text); None is '-'."""
     if value is None:
         return "-"
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "ms":
-        return f"{value * 1000:.1f}"
-    if kind == "s":
-        return f"{value:.3f}"
-    if kind == "num":
-        return f"{value:.1f}"
-    if kind == "num2":
-        return f"{value:.2f}"
-    if kind == "pct":
-        return f"{value * 100:.1f}%"
-    return escape(str(value))
+    format_ = FORMATS.get(kind)
+    return format_(value) if format_ else escape(str(value))
 
 
 def _get(body: dict[str, Any], path: Sequence[str]) -> Any:
