@@ -31,6 +31,7 @@ import orjson
 from flask import Blueprint, make_response, request
 
 from llmload.metrics import GroupMetrics, MetricsStore
+from llmload import report, results
 from llmload.charts import group_label
 
 TAB_KEY = "llm"
@@ -207,8 +208,6 @@ class LLMWebUI:
         return response
 
     def _report_view(self) -> Any:
-        from llmload import report, results
-
         page = report.build_html(results.build(self.plugin), secrets=[self.plugin.options.api_key])
         response = make_response(page)
         response.headers["Content-Type"] = "text/html; charset=utf-8"
