@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 from flask import Blueprint, make_response, request
 
-from llmload.metrics import GroupMetrics, MetricsStore
 from llmload import report, results
 from llmload.charts import group_label
+from llmload.metrics import GroupMetrics, MetricsStore
 
 TAB_KEY = "llm"
 TAB_TITLE = "LLM"
