@@ -138,7 +138,9 @@ class _Frame:
             if ref.axis == "x":
                 x = self.x(ref.value)
                 geometry = f'x1="{x:.1f}" x2="{x:.1f}" y1="{self.top}" y2="{self.bottom}"'
-                text = f'<text class="ref-label" x="{x + 4:.1f}" y="{self.bottom - 6}">{escape(ref.label)}</text>'
+                # Label on the side with room: a line in the right half gets its label on its left.
+                side = 'x="{:.1f}" text-anchor="end"'.format(x - 4) if x > (self.left + self.right) / 2 else f'x="{x + 4:.1f}"'
+                text = f'<text class="ref-label" {side} y="{self.bottom - 6}">{escape(ref.label)}</text>'
             else:
                 y = self.y(ref.value)
                 geometry = f'x1="{self.left}" x2="{self.right}" y1="{y:.1f}" y2="{y:.1f}"'
