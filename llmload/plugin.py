@@ -32,6 +32,9 @@ from llmload.record import RequestRecord
 logger = logging.getLogger("llmload")
 
 WIRE_KEY = "llmload"
+# Custom message a worker sends at its test_stop: the master waits only 0.5 s for the
+# final stats reports at quit, which a loaded worker can miss.
+FLUSH_MESSAGE = "llmload_delta"
 SAMPLE_INTERVAL_S = 2.0
 # A timeline longer than this is halved (every other point kept) and then sampled half as often,
 # so an hours-long soak test keeps a bounded, evenly spaced history.
@@ -87,6 +90,8 @@ class LLMLoadPlugin:
         events.report_to_master.add_listener(self._on_report_to_master)
         events.worker_report.add_listener(self._on_worker_report)
         events.quit.add_listener(self._on_quit)
+        if self.is_master:
+            environment.runner.register_message(FLUSH_MESSAGE, self._on_flush_message)
         if environment.parsed_options is not None and not self.is_worker:
             self.load_options(exit_on_error=True)
         return self
@@ -212,24 +217,38 @@ class LLMLoadPlugin:
         return True
 
     def _on_test_stop(self, environment: Any, **_kwargs: Any) -> None:
-        if not self.is_worker:
-            self.ended_at = time.time()
-            self._sample()
-            self._append_timeline_point()
+        if self.is_worker:
+            if not self.store.is_empty() and environment.runner is not None:
+                environment.runner.send_message(FLUSH_MESSAGE, self._delta_payload())
+            return
+        self.ended_at = time.time()
+        self._sample()
+        self._append_timeline_point()
 
     def local_gauges(self) -> dict[str, float]:
         """This process's load-generator gauges: in-flight requests, CPU percent of one core."""
         return {"in_flight": self.in_flight, "cpu_percent": self._process.cpu_percent()}
 
-    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        data[WIRE_KEY] = {"groups": self.store.to_wire(), "gauges": self.local_gauges()}
+    def _delta_payload(self) -> dict[str, Any]:
+        """Ship this worker's delta: the store since the last report, then start a new one."""
+        payload = {"groups": self.store.to_wire(), "gauges": self.local_gauges()}
         self.store.reset()
+        return payload
+
+    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
+        data[WIRE_KEY] = self._delta_payload()
 
     def _on_worker_report(self, client_id: str, data: dict, **_kwargs: Any) -> None:
         payload = data.get(WIRE_KEY)
-        if payload is None:
-            return
-        if payload["groups"]:
+        if payload is not None:
+            self._merge_payload(client_id, payload)
+
+    def _on_flush_message(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        if isinstance(msg.data, dict):
+            self._merge_payload(msg.node_id, msg.data)
+
+    def _merge_payload(self, client_id: str, payload: dict[str, Any]) -> None:
+        if payload.get("groups"):
             self.seen_workers.add(client_id)
         try:
             self.store.merge_wire(payload["groups"])

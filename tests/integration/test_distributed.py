@@ -70,8 +70,9 @@ def test_master_and_two_workers_one_joining_late(fixed_sim, tmp_path):
 
 def test_processes_flag_merges_exactly(fixed_sim, tmp_path):
     before = scrape(fixed_sim.base_url)
-    run = run_locust(tmp_path, "chatbot.py", fixed_sim.base_url, "--processes", "2", "--master-bind-port", str(free_port()),
-                     "-u", "10", "-r", "10", "-t", "6s", *WORKLOAD)
+    port = free_port()  # forked workers connect to --master-port, the parent binds --master-bind-port
+    run = run_locust(tmp_path, "chatbot.py", fixed_sim.base_url, "--processes", "2", "--master-bind-port", str(port),
+                     "--master-port", str(port), "-u", "10", "-r", "10", "-t", "6s", *WORKLOAD)
     after = scrape(fixed_sim.base_url)
     assert run.returncode == 0, run.output[-3000:]
     total = run.results["total"]

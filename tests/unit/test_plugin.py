@@ -68,3 +68,15 @@ def test_options_load_on_first_use_when_test_start_was_missed():
     assert plugin.options.max_tokens.low == 20 and plugin.store.slo_stream_rate_tps == 5.0
     plugin.options = LLMOptions(slo_ttft_s=1.0)
     assert plugin.store.slo_ttft_s == 1.0
+
+
+def test_worker_flushes_its_delta_at_test_stop_through_a_custom_message():
+    sent = []
+    worker = new_plugin(SimpleNamespace(worker=True))
+    worker.environment.runner = SimpleNamespace(user_count=0, send_message=lambda kind, data: sent.append((kind, data)))
+    worker.record(make_record())
+    worker._on_test_stop(environment=worker.environment)
+    assert [kind for kind, _ in sent] == [plugin_module.FLUSH_MESSAGE] and worker.store.is_empty()
+    master = new_plugin()
+    master._on_flush_message(environment=master.environment, msg=SimpleNamespace(node_id="w1", data=msgpack.unpackb(msgpack.packb(sent[0][1]))))
+    assert master.store.total().counters["ok"] == 1
