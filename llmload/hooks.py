@@ -18,6 +18,7 @@ from llmload.options import add_arguments
 from llmload.plugin import LLMLoadPlugin
 
 EXTENSIONS = (
+    "llmload.selfcheck",
     "llmload.report",
     "llmload.webui",
     "llmload.exporter",

@@ -65,9 +65,39 @@ class Distribution:
         self._hist.record_value(min(max(scaled, 1), self._highest))
 
     def record_many(self, values: Iterable[float]) -> None:
-        """Add several samples."""
+        """Add several samples (one pass; the same result as ``record`` on each, much cheaper)."""
+        if not isinstance(values, list):
+            values = list(values)
+        if not values:
+            return
+        hist, scale, highest = self._hist, self._scale, self._highest
+        # HdrHistogram's counts index, inlined (hdrh's record_value is several Python calls per value):
+        # bucket = bit_length(v | sub_bucket_mask) - unit_magnitude - (sub_bucket_half_count_magnitude + 1),
+        # index = ((bucket + 1) << half_magnitude) + (v >> (bucket + unit_magnitude)) - sub_bucket_half_count.
+        counts, mask, unit = hist.counts, hist.sub_bucket_mask, hist.unit_magnitude
+        half_mag, half = hist.sub_bucket_half_count_magnitude, hist.sub_bucket_half_count
+        shift = unit + half_mag + 1
+        total = self.total
         for value in values:
-            self.record(value)
+            total += value
+            scaled = round(value * scale)
+            if scaled < 1:
+                scaled = 1
+            elif scaled > highest:
+                scaled = highest
+            bucket = (scaled | mask).bit_length() - shift
+            counts[((bucket + 1) << half_mag) + (scaled >> (bucket + unit)) - half] += 1
+        lo, hi = min(values), max(values)
+        self.count += len(values)
+        self.total = total
+        if lo < self.min:
+            self.min = lo
+        if hi > self.max:
+            self.max = hi
+        # Scaling and clamping are monotonic, so the scaled extremes are those of the extremes.
+        hist.total_count += len(values)
+        hist.min_value = min(hist.min_value, min(max(round(lo * scale), 1), highest))
+        hist.max_value = max(hist.max_value, min(max(round(hi * scale), 1), highest))
 
     def percentile(self, q: float) -> float | None:
         """Return the value at percentile ``q`` (0-100), or None without samples."""

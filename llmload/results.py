@@ -100,6 +100,7 @@ def build(plugin: Any) -> dict[str, Any]:
         "total": group_body(store.total(), **slo),
         "timeline": list(plugin.timeline),
         "server": getattr(plugin, "server_metrics", None) and plugin.server_metrics.summary(),
+        "generator": getattr(plugin, "selfcheck", None) and plugin.selfcheck.summary(),
         "arrivals": getattr(plugin, "arrivals", None) and plugin.arrivals.summary(),
         "capacity": getattr(plugin, "capacity", None),
     }

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import gevent
+import gevent.socket
 import orjson
 from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 
@@ -144,8 +145,158 @@ class StreamReader:
         return False
 
 
+# Bytes asked of the socket per read while streaming (geventhttpclient's default is 4 KiB); a
+# full-speed server writes up to tens of KiB at once, and each read costs a parser call.
+READ_SIZE = 65536
+
+
+class _StallWatch:
+    """Fail a stream that receives no byte for ``seconds``: one timer per request, not one per read.
+
+    gevent arms and cancels a ``Timeout`` around every blocking socket read when the socket
+    has a timeout; a stream of paced tokens blocks once per token. Here the socket's timeout
+    is lifted while the body streams, and this timer, armed once, checks when it expires
+    whether a byte arrived since (``last``, set by the reader); if so it re-arms for the rest
+    of the interval, otherwise it throws ``socket.timeout`` into the reading greenlet, exactly
+    as gevent's own timeout would have.
+    """
+
+    __slots__ = ("seconds", "last", "_glet", "_loop", "_timer")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = time.perf_counter()
+        self._glet = gevent.getcurrent()
+        self._loop = gevent.get_hub().loop
+        self._timer = None
+        self._arm(seconds)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = self._loop.timer(delay)
+        self._timer.start(self._expired)
+
+    def _expired(self) -> None:
+        self._timer.close()
+        remaining = self.seconds - (time.perf_counter() - self.last)
+        if remaining > 0.0005:
+            self._arm(remaining)
+        else:
+            self._timer = None
+            self._glet.throw(socket.timeout("timed out"))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
+
 def read_stream(raw: Any, reader: StreamReader) -> None:
-    """Read SSE lines from a geventhttpclient response until the body ends or an error is recorded."""
+    """Read SSE events from a geventhttpclient response until the body ends or an error is recorded.
+
+    The body is taken from the response's buffer as it arrives: every event completed by one
+    socket read is stamped with the time that read returned, and the lines are split and
+    decoded here, in one pass (the rules of ``llmload.sse.SSEDecoder``), instead of two
+    ``readline`` calls and two decoder calls per event.
+    """
+    buf = getattr(raw, "_body_buffer", None)
+    sock = getattr(raw, "_sock", None)
+    if type(buf) is not bytearray or not hasattr(raw, "feed") or not hasattr(sock, "gettimeout"):
+        _read_stream_by_line(raw, reader)
+        return
+    on_event = reader.on_event
+    perf_counter = time.perf_counter
+    record = reader.record
+    feed = raw.feed
+    tail = b""  # an incomplete last line, completed by the next read
+    pending: bytes | None = None  # data of the event being assembled
+    stall_s = sock.gettimeout()
+    watch = None
+    # A plain gevent socket is read directly: wait for readability, then one non-blocking recv
+    # (gevent's recv tries first, fails with EAGAIN once per paced token, then waits).
+    inner = getattr(sock, "_sock", None) if type(sock) is gevent.socket.socket else None
+    read_event = getattr(sock, "_read_event", None)
+    wait = gevent.get_hub().wait
+    if inner is None or read_event is None:
+        inner = None
+    drained = False  # the last read returned less than asked: the kernel buffer is likely empty
+    try:
+        if stall_s:
+            watch = _StallWatch(stall_s)
+            sock.settimeout(None)
+        t = perf_counter()
+        while True:
+            if buf:
+                data = tail + buf if tail else bytes(buf)
+                del buf[:]
+                lines = data.split(b"\n")
+                tail = lines.pop()
+                for line in lines:
+                    if line and line[-1] == 13:  # CRLF (or stray CRs) before the LF
+                        line = line.rstrip(b"\r")
+                    if not line:  # blank line: dispatch the event
+                        if pending is not None:
+                            event, pending = pending, None
+                            if not on_event(event, t):
+                                return
+                    elif line[:5] == b"data:":
+                        value = line[6:] if line[5:6] == b" " else line[5:]
+                        pending = value if pending is None else pending + b"\n" + value
+                    elif line == b"data":
+                        pending = b"" if pending is None else pending + b"\n"
+                    # anything else is a comment (":...") or a field llmload ignores
+            if raw.message_complete:
+                break
+            if raw._sock is None:
+                raise HTTPConnectionClosed("connection closed.")
+            try:
+                if inner is None:
+                    chunk = sock.recv(READ_SIZE)
+                else:
+                    if drained:
+                        wait(read_event)
+                    try:
+                        chunk = inner.recv(READ_SIZE)
+                    except BlockingIOError:
+                        drained = True
+                        continue
+                    drained = len(chunk) < READ_SIZE
+                t = perf_counter()
+                if watch is not None:
+                    watch.last = t
+                feed(chunk)
+            except BaseException:
+                raw.release()
+                raise
+            if not chunk and not raw.message_complete:
+                raise HTTPConnectionClosed("connection closed mid-body.")
+        # The body is complete; an unterminated last line or event may remain.
+        decoder = SSEDecoder()
+        decoder._data = pending
+        if tail:
+            decoder.feed_line(tail)
+        event = decoder.flush()
+        if event is not None and not on_event(event, perf_counter()):
+            return
+    except (socket.timeout, TimeoutError, gevent.Timeout) as exc:
+        record.error_kind, record.error_detail = "timeout", f"no data for too long ({type(exc).__name__})"
+    except (HTTPConnectionClosed, HTTPParseError, ConnectionError, OSError) as exc:
+        _classify_read_error(record, exc)
+    finally:
+        if watch is not None:
+            watch.close()
+            sock.settimeout(stall_s)
+        record.t_end = perf_counter()
+
+
+def _classify_read_error(record: RequestRecord, exc: BaseException) -> None:
+    if _is_timeout(exc):
+        record.error_kind, record.error_detail = "timeout", f"no data for too long ({type(exc).__name__})"
+    else:
+        record.error_kind, record.error_detail = "disconnect", f"connection lost mid-stream ({type(exc).__name__})"
+
+
+def _read_stream_by_line(raw: Any, reader: StreamReader) -> None:
+    """Read SSE lines through ``raw.readline`` (any response object that has one)."""
     readline = raw.readline
     decoder = SSEDecoder()
     feed_line = decoder.feed_line
@@ -170,10 +321,7 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
     except (socket.timeout, TimeoutError, gevent.Timeout) as exc:
         record.error_kind, record.error_detail = "timeout", f"no data for too long ({type(exc).__name__})"
     except (HTTPConnectionClosed, HTTPParseError, ConnectionError, OSError) as exc:
-        if _is_timeout(exc):
-            record.error_kind, record.error_detail = "timeout", f"no data for too long ({type(exc).__name__})"
-        else:
-            record.error_kind, record.error_detail = "disconnect", f"connection lost mid-stream ({type(exc).__name__})"
+        _classify_read_error(record, exc)
     finally:
         record.t_end = perf_counter()
 

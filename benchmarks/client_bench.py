@@ -1,0 +1,399 @@
+"""llmload's streaming client, side by side with a minimal asyncio reference client.
+
+One command, one run, a few minutes on 2 cores::
+
+    .venv/bin/python benchmarks/client_bench.py            # every workload
+    .venv/bin/python benchmarks/client_bench.py --only paced64 --json out.json
+
+For each workload it starts ``benchmarks/_truth_server.py`` (the simulator's
+``fixed`` profile plus a log of every token's true send time; pinned to core
+0 with ``taskset`` where it exists) and drives it, in turn, with
+
+* llmload: headless Locust, ``benchmarks/_locust_bench.py``, one process
+  (pinned to core 1), closed-loop users with no think time;
+* the reference: ``benchmarks/_ref_client.py``, asyncio + aiohttp (+ uvloop)
+  + orjson, same request body, same concurrency, same core.
+
+It measures, over a steady-state window that starts after a warm-up (so
+start-up, imports and connection set-up are excluded): the client's CPU
+seconds (user + system of the process and its children, from ``/proc`` via
+psutil) per 1M output tokens, and tokens/s as the *server* counted them. For
+paced workloads it matches every request in the window to the server's log by
+its id and reports TTFT and ITL against the truth: the client's p50/p99 minus
+the true p50/p99 over the same requests (true TTFT = first token write minus
+request receipt; true ITL = gap between consecutive token writes), and the
+per-request error distribution (client TTFT minus true TTFT).
+
+Workloads: ``paced64`` (64 streams, 256 tokens, TTFT 50 ms, ITL 10 ms),
+``full64`` (64 streams at full speed), ``paced1000`` (1,000 streams, 64
+tokens, TTFT 50 ms, ITL 40 ms), ``procs`` (llmload at full speed with
+``--processes 2`` against one process, unpinned). No other tool is run:
+``--with-vllm-bench`` is not implemented (no such tool is installed here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llmload.metrics import Distribution  # noqa: E402
+
+PY = sys.executable
+LOCUST = [PY, "-m", "locust"]
+TASKSET = shutil.which("taskset")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload: streams, answer length, server pacing, and timing of the run."""
+
+    name: str
+    streams: int
+    max_tokens: int
+    ttft_ms: float
+    itl_ms: float
+    warmup_s: float
+    window_s: float
+    truth: bool
+    continuous_usage: bool = True
+
+    @property
+    def paced(self) -> bool:
+        return self.itl_ms > 0
+
+    @property
+    def stagger_s(self) -> float:
+        """One request's duration: streams start spread over it, so paced ones are not phase-locked."""
+        return (self.ttft_ms + (self.max_tokens - 1) * self.itl_ms) / 1e3
+
+
+WORKLOADS = {
+    "paced64": Workload("paced64", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True),
+    "full64": Workload("full64", 64, 256, 0.0, 0.0, warmup_s=3.0, window_s=8.0, truth=False, continuous_usage=False),
+    "paced1000": Workload("paced1000", 1000, 64, 50.0, 40.0, warmup_s=6.0, window_s=10.0, truth=True),
+    "procs": Workload("procs", 128, 256, 0.0, 0.0, warmup_s=5.0, window_s=8.0, truth=False, continuous_usage=False),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(cmd: list[str], cores: str | None) -> list[str]:
+    """Prefix ``cmd`` with ``taskset -c cores`` where taskset exists and cores are asked for."""
+    return [TASKSET, "-c", cores, *cmd] if TASKSET and cores else cmd
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM one process we started, wait, then SIGKILL it if needed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class TruthServer:
+    """The benchmark's server as a child process."""
+
+    def __init__(self, workload: Workload, log: str | None, cores: str | None) -> None:
+        cmd = [PY, str(ROOT / "benchmarks" / "_truth_server.py"), "--port", "0",
+               "--ttft-ms", str(workload.ttft_ms), "--itl-ms", str(workload.itl_ms)]  # fmt: skip
+        if log:
+            cmd += ["--log", log]
+        if not workload.continuous_usage:
+            cmd.append("--no-continuous-usage")
+        self.log = log
+        self.proc = subprocess.Popen(pinned(cmd, cores), stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            stop_process(self.proc)
+            raise RuntimeError(f"truth server did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1].strip()
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> dict | None:
+        stop_process(self.proc)
+        self.proc.stdout.close()
+        if self.log and os.path.exists(self.log):
+            with open(self.log, "rb") as handle:
+                return json.loads(handle.read())
+        return None
+
+
+def tree_cpu_s(proc: psutil.Process) -> float:
+    """User + system CPU seconds of ``proc`` and its live children."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure_window(client: subprocess.Popen, server: TruthServer, workload: Workload) -> dict:
+    """Wait for tokens, warm up, then measure CPU and server-counted tokens over the window."""
+    ps = psutil.Process(client.pid)
+    deadline = time.monotonic() + 60
+    while server.stats()["tokens"] == 0:
+        if client.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the client produced no tokens")
+        time.sleep(0.2)
+    time.sleep(workload.warmup_s)
+    s0, c0, t0 = server.stats(), tree_cpu_s(ps), time.monotonic()
+    rss = []
+    end = t0 + workload.window_s
+    while time.monotonic() < end:
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        rss.append(sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]))
+    s1, c1, t1 = server.stats(), tree_cpu_s(ps), time.monotonic()
+    tokens = s1["tokens"] - s0["tokens"]
+    cpu = c1 - c0
+    return {
+        "window": (t0, t1),
+        "tokens": tokens,
+        "tokens_per_s": tokens / (t1 - t0),
+        "cpu_s": cpu,
+        "cpu_share": cpu / (t1 - t0),
+        "cpu_s_per_1m_tokens": cpu / tokens * 1e6 if tokens else float("nan"),
+        "rss_mb": max(rss) / 2**20 if rss else None,
+    }
+
+
+def run_llmload(workload: Workload, tmp: str, *, processes: int = 1, cores: str | None = "1",
+                server_cores: str | None = "0") -> dict:
+    """Run headless Locust with llmload against a fresh truth server."""
+    log = os.path.join(tmp, f"truth-llmload-{workload.name}-{processes}.json") if workload.truth else None
+    server = TruthServer(workload, log, server_cores)
+    times = os.path.join(tmp, f"times-llmload-{workload.name}")
+    results = os.path.join(tmp, f"results-{workload.name}-{processes}.json")
+    run_time = int(workload.warmup_s + workload.window_s + 8)
+    cmd = [*LOCUST, "-f", str(ROOT / "benchmarks" / "_locust_bench.py"), "--headless", "--only-summary",
+           "-u", str(workload.streams), "-r", str(workload.streams), "-t", f"{run_time}s",
+           "--host", server.url, "--llm-max-tokens", str(workload.max_tokens), "--llm-results", results,
+           "--stop-timeout", "0", "--loglevel", "WARNING"]  # fmt: skip
+    if processes > 1:
+        # An own master port: the default (5557) may belong to another Locust run on this machine.
+        port = str(free_port())
+        cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                "--master-port", port]  # fmt: skip
+    env = dict(os.environ, LLMLOAD_BENCH_STAGGER_S=str(workload.stagger_s), LLMLOAD_BENCH_STREAMS=str(workload.streams))
+    if workload.truth:
+        env["LLMLOAD_BENCH_TIMES"] = times
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    out_path = os.path.join(tmp, f"locust-{workload.name}-{processes}.out")
+    with open(out_path, "wb") as out:
+        client = subprocess.Popen(pinned(cmd, cores), stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            measured = measure_window(client, server, workload)
+            client.wait(timeout=run_time + 60)
+        finally:
+            stop_process(client)
+            truth = server.stop()
+    measured["exit_code"] = client.returncode
+    with open(results, "rb") as handle:
+        doc = json.loads(handle.read())
+    measured["reported"] = {k: doc["total"][k] for k in ("ttft_s", "itl_s")}
+    measured["generator"] = doc.get("generator")
+    measured["requests"] = doc["total"]["requests"]
+    if truth is not None:
+        kept = []
+        for name in os.listdir(tmp):
+            if name.startswith(os.path.basename(times) + "."):
+                with open(os.path.join(tmp, name), "rb") as handle:
+                    kept += json.loads(handle.read())
+                os.remove(os.path.join(tmp, name))
+        measured["accuracy"] = accuracy(kept, truth, measured["window"])
+    return measured
+
+
+def run_reference(workload: Workload, tmp: str, *, cores: str | None = "1", server_cores: str | None = "0") -> dict:
+    """Run the asyncio reference client against a fresh truth server."""
+    log = os.path.join(tmp, f"truth-ref-{workload.name}.json") if workload.truth else None
+    server = TruthServer(workload, log, server_cores)
+    out = os.path.join(tmp, f"ref-{workload.name}.json")
+    seconds = workload.warmup_s + workload.window_s + 6
+    cmd = [PY, str(ROOT / "benchmarks" / "_ref_client.py"), "--url", server.url, "--streams", str(workload.streams),
+           "--seconds", str(seconds), "--max-tokens", str(workload.max_tokens), "--out", out,
+           "--stagger-s", str(workload.stagger_s)]  # fmt: skip
+    client = subprocess.Popen(pinned(cmd, cores))
+    try:
+        measured = measure_window(client, server, workload)
+        client.wait(timeout=seconds + 120)
+    finally:
+        stop_process(client)
+        truth = server.stop()
+    with open(out, "rb") as handle:
+        doc = json.loads(handle.read())
+    measured["requests"] = {"ok": doc["ok"], "failed": doc["failed"]}
+    if truth is not None:
+        measured["accuracy"] = accuracy(doc["requests"], truth, measured["window"])
+    return measured
+
+
+def _dist(values) -> Distribution:
+    dist = Distribution(scale=1e6, highest=3_600_000_000)
+    for v in values:
+        dist.record(max(v, 0.0))
+    return dist
+
+
+def accuracy(kept: list, truth: dict, window: tuple[float, float]) -> dict:
+    """Match client requests sent inside ``window`` to the server's log and compare TTFT and ITL."""
+    log = truth["requests"]
+    c_ttft, t_ttft, c_itl, t_itl, ttft_err, itl_err, send_lag, first_lag = [], [], [], [], [], [], [], []
+    matched = 0
+    for key, t_send, token_times in kept:
+        if not (window[0] <= t_send <= window[1]) or not token_times:
+            continue
+        entry = log.get(key)
+        if entry is None:
+            continue
+        t_recv, writes = entry
+        true_times = []
+        for i in range(0, len(writes), 2):
+            true_times += [writes[i]] * int(writes[i + 1])
+        if len(true_times) != len(token_times):
+            continue
+        matched += 1
+        ct, tt = token_times[0] - t_send, true_times[0] - t_recv
+        c_ttft.append(ct)
+        t_ttft.append(tt)
+        ttft_err.append(ct - tt)
+        send_lag.append(t_recv - t_send)
+        first_lag.append(token_times[0] - true_times[0])
+        for i in range(1, len(token_times)):
+            cg, tg = token_times[i] - token_times[i - 1], true_times[i] - true_times[i - 1]
+            c_itl.append(cg)
+            t_itl.append(tg)
+            itl_err.append(cg - tg)
+    if not matched:
+        return {"matched": 0}
+    dists = {name: _dist(values) for name, values in
+             (("c_ttft", c_ttft), ("t_ttft", t_ttft), ("c_itl", c_itl), ("t_itl", t_itl))}  # fmt: skip
+    for values in (ttft_err, itl_err, send_lag, first_lag):
+        values.sort()
+
+    def q(values: list[float], p: float) -> float:
+        return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+    out = {"matched": matched}
+    for metric in ("ttft", "itl"):
+        for p in (50, 99):
+            client_v, true_v = dists[f"c_{metric}"].percentile(p), dists[f"t_{metric}"].percentile(p)
+            out[f"{metric}_p{p}"] = {"client": client_v, "true": true_v, "diff": client_v - true_v}
+    out["ttft_err"] = {"p50": q(ttft_err, 50), "p99": q(ttft_err, 99), "max": ttft_err[-1]}
+    out["itl_err"] = {"p50": q(itl_err, 50), "p99": q(itl_err, 99)}
+    # TTFT error = request delay (client t_send to server receipt) + first-token delay (write to stamp).
+    out["request_delay"] = {"p50": q(send_lag, 50), "p99": q(send_lag, 99), "max": send_lag[-1]}
+    out["first_token_delay"] = {"p50": q(first_lag, 50), "p99": q(first_lag, 99), "max": first_lag[-1]}
+    return out
+
+
+def fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.2f}"
+
+
+def print_pair(name: str, llm: dict, ref: dict) -> None:
+    """Print one workload's side-by-side figures."""
+    ratio = llm["cpu_s_per_1m_tokens"] / ref["cpu_s_per_1m_tokens"]
+    print(f"\n== {name} ==")
+    print(f"{'':34}{'llmload':>14}{'reference':>14}{'ratio':>10}")
+    print(f"{'CPU-s per 1M tokens':34}{llm['cpu_s_per_1m_tokens']:14.1f}{ref['cpu_s_per_1m_tokens']:14.1f}{ratio:10.2f}")
+    print(f"{'client CPU share of a core':34}{llm['cpu_share']:14.0%}{ref['cpu_share']:14.0%}")
+    print(f"{'tokens/s (server-counted)':34}{llm['tokens_per_s']:14,.0f}{ref['tokens_per_s']:14,.0f}"
+          f"{llm['tokens_per_s'] / ref['tokens_per_s']:10.2f}")  # fmt: skip
+    if "accuracy" in llm and "accuracy" in ref and llm["accuracy"].get("matched") and ref["accuracy"].get("matched"):
+        a, b = llm["accuracy"], ref["accuracy"]
+        print(f"{'matched requests':34}{a['matched']:14}{b['matched']:14}")
+        for metric in ("ttft", "itl"):
+            for p in (50, 99):
+                key = f"{metric}_p{p}"
+                print(f"{metric.upper() + f' p{p} client - true (ms)':34}{fmt_ms(a[key]['diff']):>14}"
+                      f"{fmt_ms(b[key]['diff']):>14}   true {fmt_ms(a[key]['true'])} / {fmt_ms(b[key]['true'])}")
+        print(f"{'TTFT error per request p50/p99':34}{fmt_ms(a['ttft_err']['p50']) + '/' + fmt_ms(a['ttft_err']['p99']):>14}"
+              f"{fmt_ms(b['ttft_err']['p50']) + '/' + fmt_ms(b['ttft_err']['p99']):>14}")
+        print(f"{'ITL error per gap p50/p99':34}{fmt_ms(a['itl_err']['p50']) + '/' + fmt_ms(a['itl_err']['p99']):>14}"
+              f"{fmt_ms(b['itl_err']['p50']) + '/' + fmt_ms(b['itl_err']['p99']):>14}")
+    if llm.get("generator"):
+        g = llm["generator"]
+        print(f"llmload self-check: trustworthy={g.get('trustworthy')} reasons={g.get('reasons')}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="llmload vs a minimal asyncio client, side by side")
+    parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--clients", nargs="*", choices=("llmload", "reference"), default=["llmload", "reference"])
+    parser.add_argument("--json", default=None, help="also write every figure here")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
+    parser.add_argument("--with-vllm-bench", action="store_true", help="not implemented: no such tool here")
+    args = parser.parse_args()
+    if args.with_vllm_bench:
+        print("client_bench: --with-vllm-bench is not implemented (vllm bench serve is not installed here)")
+    cores, server_cores = (None, None) if args.no_pin else ("1", "0")
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+          f"pinning: {'server core 0, client core 1' if TASKSET and not args.no_pin else 'none'}")
+    report: dict = {"load_before": load}
+    with tempfile.TemporaryDirectory(prefix="llmload-bench-") as tmp:
+        for name in args.only:
+            workload = WORKLOADS[name]
+            if name == "procs":
+                one = run_llmload(workload, tmp, processes=1, cores=None, server_cores=None)
+                two = run_llmload(workload, tmp, processes=2, cores=None, server_cores=None)
+                report[name] = {"processes_1": one, "processes_2": two}
+                print(f"\n== procs (llmload, full speed, {workload.streams} streams, unpinned) ==")
+                for label, r in (("--processes 1", one), ("--processes 2", two)):
+                    print(f"{label:34}{r['tokens_per_s']:14,.0f} tokens/s  CPU {r['cpu_share']:.0%} of a core  "
+                          f"{r['cpu_s_per_1m_tokens']:.1f} CPU-s/1M")  # fmt: skip
+                print(f"{'speed-up':34}{two['tokens_per_s'] / one['tokens_per_s']:14.2f}x")
+                continue
+            pair = {}
+            if "llmload" in args.clients:
+                pair["llmload"] = run_llmload(workload, tmp, cores=cores, server_cores=server_cores)
+            if "reference" in args.clients:
+                pair["reference"] = run_reference(workload, tmp, cores=cores, server_cores=server_cores)
+            report[name] = pair
+            if len(pair) == 2:
+                print_pair(f"{name}: {workload.streams} streams, {workload.max_tokens} tokens, "
+                           f"TTFT {workload.ttft_ms:g} ms, ITL {workload.itl_ms:g} ms", pair["llmload"], pair["reference"])
+            else:
+                for client, r in pair.items():
+                    print(f"\n== {name} {client} ==\n" + json.dumps({k: v for k, v in r.items() if k != 'window'},
+                                                                       indent=1, default=str))  # fmt: skip
+    load = os.getloadavg()
+    report["load_after"] = load
+    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Load-generator self-check: was the client itself the bottleneck of this run?
+
+A busy generator inflates what it measures: a greenlet whose token has arrived
+resumes only when the gevent hub gets to it, so every millisecond the process
+is late shows up in TTFT and ITL. While a test runs, every process that runs
+users (a local run, each worker) samples:
+
+* **CPU**: its own CPU use, percent of one core, once a second (psutil);
+* **event-loop lag**: a greenlet sleeps ``LAG_INTERVAL_S`` and records how much
+  longer than that it actually slept (HdrHistogram, microseconds): how late a
+  runnable greenlet resumes right now;
+* **dispatch lag** (open-loop arrivals only) is already in the token store
+  (``dispatch_lag_s``: ``t_send - t_intended``) and is read from there.
+
+Workers ship their samples as a delta in each ``report_to_master`` under
+``WIRE_KEY`` (next to llmload's own key) and the master merges them per
+worker. At the end, the results JSON gets a ``generator`` section and the
+console a verdict. A run is **not trustworthy** when any of these holds
+(docs/performance.md):
+
+* a process spent more than ``CPU_SATURATED_SHARE`` (25%) of its samples above
+  ``--llm-selfcheck-cpu`` (90%) of one core;
+* a process's event-loop lag p99 exceeds ``--llm-selfcheck-lag-ms`` (10 ms);
+* the open-loop dispatch lag p99 exceeds ``--llm-selfcheck-lag-ms`` as well
+  (requests left later than their schedule).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import psutil
+
+from llmload.errors import ConfigError
+from llmload.metrics import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
+
+logger = logging.getLogger("llmload")
+
+WIRE_KEY = "llmload_selfcheck"
+LAG_INTERVAL_S = 0.05
+CPU_INTERVAL_S = 1.0
+DEFAULT_CPU_PERCENT = 90.0
+DEFAULT_LAG_MS = 10.0
+CPU_SATURATED_SHARE = 0.25
+MIN_CPU_SAMPLES = 3
+# Consecutive saturated CPU samples before a process warns while the test runs.
+LIVE_WARN_AFTER = 5
+
+
+def add_arguments(parser: Any) -> None:
+    """Register the self-check's thresholds."""
+    parser.add_argument("--llm-selfcheck-cpu", env_var="LOCUST_LLM_SELFCHECK_CPU", default=str(DEFAULT_CPU_PERCENT),
+                        help="Self-check: a generator process above this CPU percent of one core is saturated")
+    parser.add_argument("--llm-selfcheck-lag-ms", env_var="LOCUST_LLM_SELFCHECK_LAG_MS", default=str(DEFAULT_LAG_MS),
+                        help="Self-check: event-loop (and open-loop dispatch) lag p99 above this marks a run untrustworthy")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a run stops being trustworthy."""
+
+    cpu_percent: float = DEFAULT_CPU_PERCENT
+    cpu_saturated_share: float = CPU_SATURATED_SHARE
+    lag_s: float = DEFAULT_LAG_MS / 1e3
+
+    @classmethod
+    def from_parsed(cls, parsed: Any) -> Thresholds:
+        """Validate the options; a bad value is a one-line ``ConfigError``."""
+        cpu = _number(getattr(parsed, "llm_selfcheck_cpu", None), DEFAULT_CPU_PERCENT, "--llm-selfcheck-cpu", 1, 100)
+        lag = _number(getattr(parsed, "llm_selfcheck_lag_ms", None), DEFAULT_LAG_MS, "--llm-selfcheck-lag-ms", 0.1, 60_000)
+        return cls(cpu_percent=cpu, lag_s=lag / 1e3)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"cpu_percent": self.cpu_percent, "cpu_saturated_share": self.cpu_saturated_share,
+                "loop_lag_p99_s": self.lag_s, "dispatch_lag_p99_s": self.lag_s}  # fmt: skip
+
+
+def _number(text: Any, default: float, option: str, low: float, high: float) -> float:
+    try:
+        value = float(text) if text not in (None, "") else default
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not low <= value <= high:
+        raise ConfigError(f"{option}: expected a number from {low:g} to {high:g}, got {text!r}")
+    return value
+
+
+def new_lag_distribution() -> Distribution:
+    return Distribution(scale=LATENCY_SCALE, highest=LATENCY_HIGHEST)
+
+
+def oversleep_s(*, asked_s: float, slept_s: float) -> float:
+    """Return how late a sleeper resumed: the time slept beyond the time asked (never negative)."""
+    return max(slept_s - asked_s, 0.0)
+
+
+class CpuStats:
+    """CPU samples of one process: count, sum, max, and how many were saturated."""
+
+    __slots__ = ("samples", "total", "max", "saturated", "_limit", "_streak")
+
+    def __init__(self, limit_percent: float) -> None:
+        self._limit = limit_percent
+        self.samples = 0
+        self.total = 0.0
+        self.max = 0.0
+        self.saturated = 0
+        self._streak = 0
+
+    def add(self, percent: float) -> int:
+        """Record one sample; return the current run of consecutive saturated samples."""
+        self.samples += 1
+        self.total += percent
+        self.max = max(self.max, percent)
+        if percent > self._limit:
+            self.saturated += 1
+            self._streak += 1
+        else:
+            self._streak = 0
+        return self._streak
+
+    def to_wire(self) -> list[float]:
+        return [self.samples, self.total, self.max, self.saturated]
+
+    def merge_wire(self, wire: list[float]) -> None:
+        samples, total, peak, saturated = wire
+        self.samples += int(samples)
+        self.total += float(total)
+        self.max = max(self.max, float(peak))
+        self.saturated += int(saturated)
+
+    def reset(self) -> None:
+        self.samples, self.total, self.max, self.saturated = 0, 0.0, 0.0, 0
+
+    def summary(self) -> dict[str, float | int | None]:
+        n = self.samples
+        return {"mean": self.total / n if n else None, "max": self.max if n else None,
+                "saturated_share": self.saturated / n if n else None, "samples": n}  # fmt: skip
+
+
+class ProcessStats:
+    """Everything sampled on one generator process (a delta on a worker, the whole run on the master)."""
+
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.cpu = CpuStats(thresholds.cpu_percent)
+        self.lag = new_lag_distribution()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"cpu": self.cpu.to_wire(), "lag": self.lag.to_wire()}
+
+    def merge_wire(self, wire: dict[str, Any]) -> None:
+        self.cpu.merge_wire(wire["cpu"])
+        self.lag.merge_wire(wire["lag"])
+
+    def reset(self) -> None:
+        self.cpu.reset()
+        self.lag = new_lag_distribution()
+
+    def summary(self) -> dict[str, Any]:
+        lag = self.lag
+        return {
+            "cpu_percent": self.cpu.summary(),
+            "loop_lag_s": {"p50": lag.percentile(50), "p99": lag.percentile(99),
+                           "max": lag.max if lag.count else None, "count": lag.count},
+        }  # fmt: skip
+
+
+def judge(processes: dict[str, dict[str, Any]], dispatch_p99_s: float | None,
+          thresholds: Thresholds) -> tuple[bool, list[str]]:  # fmt: skip
+    """Return (trustworthy, reasons) for per-process summaries and the dispatch lag p99."""
+    reasons = []
+    for name, proc in sorted(processes.items()):
+        cpu = proc["cpu_percent"]
+        if cpu["samples"] >= MIN_CPU_SAMPLES and cpu["saturated_share"] > thresholds.cpu_saturated_share:
+            reasons.append(
+                f"{name}: CPU above {thresholds.cpu_percent:g}% of a core in {cpu['saturated_share']:.0%} of "
+                f"samples (mean {cpu['mean']:.0f}%, max {cpu['max']:.0f}%)"
+            )
+        lag_p99 = proc["loop_lag_s"]["p99"]
+        if lag_p99 is not None and lag_p99 > thresholds.lag_s:
+            reasons.append(f"{name}: event-loop lag p99 {lag_p99 * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms")
+    if dispatch_p99_s is not None and dispatch_p99_s > thresholds.lag_s:
+        reasons.append(f"open-loop dispatch lag p99 {dispatch_p99_s * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms "
+                       "(requests left later than scheduled)")  # fmt: skip
+    return not reasons, reasons
+
+
+class SelfCheck:
+    """The self-check of one Locust process: samplers where users run, the merged view where results are built."""
+
+    def __init__(self, plugin: Any, thresholds: Thresholds) -> None:
+        self.plugin = plugin
+        self.thresholds = thresholds
+        self.local = ProcessStats(thresholds)  # this process's samples (a delta on a worker)
+        self.processes: dict[str, ProcessStats] = {}  # master: per worker; local run: "local"
+        self._sampler: gevent.Greenlet | None = None
+        self._warned = False
+
+    # -- sampling (local and worker processes) ---------------------------------------------
+
+    def start(self) -> None:
+        """Start sampling this process (idempotent)."""
+        if self._sampler is None:
+            self._sampler = gevent.spawn(self._sample_forever)
+
+    def stop(self) -> None:
+        """Stop sampling (what was sampled stays until shipped or summarised)."""
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
+            self._sampler = None
+
+    def _sample_forever(self) -> None:
+        process = psutil.Process()
+        process.cpu_percent()
+        perf_counter, sleep, interval = time.perf_counter, gevent.sleep, LAG_INTERVAL_S
+        next_cpu = perf_counter() + CPU_INTERVAL_S
+        while True:
+            t0 = perf_counter()
+            sleep(interval)
+            t1 = perf_counter()
+            self.local.lag.record(oversleep_s(asked_s=interval, slept_s=t1 - t0))
+            # By the clock, not by ticks: a saturated loop ticks late, and must still be sampled.
+            if t1 >= next_cpu:
+                next_cpu = t1 + CPU_INTERVAL_S
+                streak = self.local.cpu.add(process.cpu_percent())
+                if streak >= LIVE_WARN_AFTER and not self._warned:
+                    self._warned = True
+                    logger.warning(
+                        "llmload: this load-generator process has used over %g%% of a core for %d samples in a "
+                        "row: measured TTFT/ITL include client-side delay (add --processes or workers)",
+                        self.thresholds.cpu_percent, streak,
+                    )  # fmt: skip
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _on_test_start(self, **_kwargs: Any) -> None:
+        self.local.reset()
+        self.processes = {}
+        self._warned = False
+        if not self.plugin.is_master:
+            self.start()
+
+    def _on_test_stop(self, **_kwargs: Any) -> None:
+        self.stop()
+
+    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
+        if self._sampler is None and getattr(self.plugin.environment.runner, "state", None) in ("spawning", "running"):
+            self.start()  # a worker that joined a running test missed test_start
+        data[WIRE_KEY] = self.local.to_wire()
+        self.local.reset()
+
+    def _on_worker_report(self, client_id: str, data: dict, **_kwargs: Any) -> None:
+        wire = data.get(WIRE_KEY)
+        if wire is None:
+            return
+        stats = self.processes.get(client_id)
+        if stats is None:
+            stats = self.processes[client_id] = ProcessStats(self.thresholds)
+        try:
+            stats.merge_wire(wire)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("llmload: ignored a malformed self-check report from worker %s (%s)", client_id, exc)
+
+    def _on_quit(self, **_kwargs: Any) -> None:
+        self.stop()
+        if self.plugin.is_worker or self.plugin.started_at is None:
+            return
+        print(self.console_line(), flush=True)
+
+    # -- verdict ----------------------------------------------------------------------------
+
+    def _all_processes(self) -> dict[str, ProcessStats]:
+        if self.plugin.is_master:
+            return self.processes
+        return {"local": self.local}
+
+    def summary(self) -> dict[str, Any]:
+        """Return the results JSON's ``generator`` section."""
+        processes = {name: stats.summary() for name, stats in sorted(self._all_processes().items())}
+        merged = new_lag_distribution()
+        for stats in self._all_processes().values():
+            merged.merge(stats.lag)
+        dispatch = self.plugin.store.total().dists["dispatch_lag_s"]
+        dispatch_summary = None
+        if dispatch.count:
+            dispatch_summary = {"p50": dispatch.percentile(50), "p99": dispatch.percentile(99), "max": dispatch.max}
+        trustworthy, reasons = judge(processes, dispatch_summary and dispatch_summary["p99"], self.thresholds)
+        return {
+            "cpu_percent": {name: proc["cpu_percent"] for name, proc in processes.items()},
+            "loop_lag_s": {"p50": merged.percentile(50), "p99": merged.percentile(99),
+                           "max": merged.max if merged.count else None},
+            "loop_lag_by_process_s": {name: proc["loop_lag_s"] for name, proc in processes.items()},
+            "dispatch_lag_s": dispatch_summary,
+            "trustworthy": trustworthy,
+            "reasons": reasons,
+            "thresholds": self.thresholds.as_dict(),
+        }  # fmt: skip
+
+    def console_line(self, summary: dict[str, Any] | None = None) -> str:
+        """Return the end-of-run verdict for the console."""
+        s = summary or self.summary()
+        cpu_max = max((c["max"] for c in s["cpu_percent"].values() if c["max"] is not None), default=None)
+        lag = s["loop_lag_s"]["p99"]
+        figures = (f"CPU max {cpu_max:.0f}% of a core" if cpu_max is not None else "no CPU samples") + (
+            f", event-loop lag p99 {lag * 1e3:.1f} ms" if lag is not None else "")  # fmt: skip
+        if s["trustworthy"]:
+            return f"llmload: generator self-check OK ({figures})"
+        return ("llmload: WARNING: the load generator was a bottleneck; latencies are inflated and the results "
+                "are marked trustworthy: false:\n  - " + "\n  - ".join(s["reasons"]))  # fmt: skip
+
+
+def register(environment: Any, plugin: Any) -> None:
+    """Attach the self-check to a plugin: samplers on local/worker processes, the verdict on master/local."""
+    parsed = environment.parsed_options
+    try:
+        thresholds = Thresholds.from_parsed(parsed) if parsed is not None else Thresholds()
+    except ConfigError as exc:
+        print(f"llmload: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    check = SelfCheck(plugin, thresholds)
+    plugin.selfcheck = check
+    events = environment.events
+    events.test_start.add_listener(check._on_test_start)
+    events.test_stop.add_listener(check._on_test_stop)
+    events.report_to_master.add_listener(check._on_report_to_master)
+    events.worker_report.add_listener(check._on_worker_report)
+    events.quit.add_listener(check._on_quit)

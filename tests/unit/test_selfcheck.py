@@ -1,0 +1,153 @@
+"""The load-generator self-check: sampler math, wire format, verdict and thresholds."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import gevent
+import msgpack
+import pytest
+
+from llmload.errors import ConfigError
+from llmload.metrics import MetricsStore
+from llmload.record import RequestRecord
+from llmload.selfcheck import (
+    CpuStats, ProcessStats, SelfCheck, Thresholds, judge, new_lag_distribution, oversleep_s,
+)  # fmt: skip
+
+
+def test_oversleep_is_time_slept_beyond_time_asked_and_never_negative():
+    assert oversleep_s(asked_s=0.05, slept_s=0.0625) == pytest.approx(0.0125)
+    assert oversleep_s(asked_s=0.05, slept_s=0.05) == 0.0
+    assert oversleep_s(asked_s=0.05, slept_s=0.049) == 0.0  # a timer may fire a clock tick early
+
+
+def test_lag_distribution_percentiles_in_seconds():
+    lag = new_lag_distribution()
+    lag.record_many([0.0002] * 98 + [0.030, 0.250])
+    assert lag.percentile(50) == pytest.approx(0.0002, rel=1e-3)
+    assert lag.percentile(99) == pytest.approx(0.030, rel=1e-3)
+    assert lag.max == 0.250
+
+
+def test_cpu_stats_counts_saturated_samples_and_streaks():
+    cpu = CpuStats(90.0)
+    streaks = [cpu.add(p) for p in (95.0, 99.0, 20.0, 91.0, 90.0)]
+    assert streaks == [1, 2, 0, 1, 0]  # 90.0 is not above the limit
+    assert cpu.summary() == {"mean": pytest.approx(79.0), "max": 99.0, "saturated_share": 0.6, "samples": 5}
+    other = CpuStats(90.0)
+    other.merge_wire(msgpack.unpackb(msgpack.packb(cpu.to_wire())))
+    assert other.summary() == cpu.summary()
+    cpu.reset()
+    assert cpu.summary()["samples"] == 0 and cpu.summary()["mean"] is None
+
+
+def test_process_stats_round_trip_through_msgpack_and_merge():
+    a, b = ProcessStats(Thresholds()), ProcessStats(Thresholds())
+    a.cpu.add(50.0)
+    a.lag.record_many([0.001, 0.002])
+    b.cpu.add(100.0)
+    b.lag.record(0.040)
+    merged = ProcessStats(Thresholds())
+    for part in (a, b):
+        merged.merge_wire(msgpack.unpackb(msgpack.packb(part.to_wire())))
+    s = merged.summary()
+    assert s["cpu_percent"]["samples"] == 2 and s["cpu_percent"]["max"] == 100.0
+    assert s["loop_lag_s"]["count"] == 3 and s["loop_lag_s"]["max"] == 0.040
+
+
+def _proc(*, mean=20.0, peak=30.0, share=0.0, samples=10, lag_p99=0.001):
+    return {"cpu_percent": {"mean": mean, "max": peak, "saturated_share": share, "samples": samples},
+            "loop_lag_s": {"p50": 0.0001, "p99": lag_p99, "max": lag_p99, "count": 100}}  # fmt: skip
+
+
+def test_judge_light_run_is_trustworthy():
+    assert judge({"local": _proc()}, None, Thresholds()) == (True, [])
+
+
+def test_judge_names_each_reason():
+    ok, reasons = judge(
+        {"w1": _proc(mean=97, peak=100, share=0.8), "w2": _proc(lag_p99=0.0305)}, 0.020, Thresholds()
+    )
+    assert not ok
+    assert reasons == [
+        "w1: CPU above 90% of a core in 80% of samples (mean 97%, max 100%)",
+        "w2: event-loop lag p99 30.5 ms > 10 ms",
+        "open-loop dispatch lag p99 20.0 ms > 10 ms (requests left later than scheduled)",
+    ]
+
+
+def test_judge_thresholds_are_strict_and_need_enough_cpu_samples():
+    at_limit = _proc(share=0.25, lag_p99=0.010)
+    assert judge({"local": at_limit}, 0.010, Thresholds()) == (True, [])
+    assert judge({"local": _proc(share=1.0, samples=2)}, None, Thresholds())[0]  # too short to judge CPU
+    assert not judge({"local": _proc(lag_p99=0.006)}, None, Thresholds(lag_s=0.005))[0]
+
+
+def test_thresholds_from_options_and_one_line_errors():
+    parsed = SimpleNamespace(llm_selfcheck_cpu="75", llm_selfcheck_lag_ms="25")
+    assert Thresholds.from_parsed(parsed) == Thresholds(cpu_percent=75.0, lag_s=0.025)
+    assert Thresholds.from_parsed(SimpleNamespace()) == Thresholds()
+    with pytest.raises(ConfigError, match=r"--llm-selfcheck-cpu: expected a number from 1 to 100, got 'lots'"):
+        Thresholds.from_parsed(SimpleNamespace(llm_selfcheck_cpu="lots"))
+    with pytest.raises(ConfigError, match="--llm-selfcheck-lag-ms"):
+        Thresholds.from_parsed(SimpleNamespace(llm_selfcheck_lag_ms="0"))
+
+
+class _Plugin:
+    def __init__(self, *, master: bool = False) -> None:
+        self.is_master = master
+        self.is_worker = False
+        self.store = MetricsStore()
+
+
+def test_master_summary_merges_workers_and_reads_dispatch_lag_from_the_store():
+    plugin = _Plugin(master=True)
+    check = SelfCheck(plugin, Thresholds())
+    busy, idle = ProcessStats(Thresholds()), ProcessStats(Thresholds())
+    for _ in range(10):
+        busy.cpu.add(99.0)
+        idle.cpu.add(10.0)
+    busy.lag.record_many([0.050] * 10)
+    idle.lag.record_many([0.0005] * 990)
+    check._on_worker_report(client_id="w-busy", data={"llmload_selfcheck": busy.to_wire()})
+    check._on_worker_report(client_id="w-idle", data={"llmload_selfcheck": idle.to_wire()})
+    check._on_worker_report(client_id="w-old", data={})  # a worker without the self-check
+    record = RequestRecord(backend="b", model="m", user_class="u", endpoint="/x", t_send=10.002, start_wall=0.0,
+                           t_intended=10.0)  # fmt: skip
+    record.token_times, record.t_end, record.completion_tokens = [10.1], 10.1, 1
+    plugin.store.record(record)
+    s = check.summary()
+    assert set(s["cpu_percent"]) == {"w-busy", "w-idle"}
+    assert s["cpu_percent"]["w-busy"]["mean"] == 99.0 and s["cpu_percent"]["w-idle"]["max"] == 10.0
+    assert s["loop_lag_s"]["p50"] == pytest.approx(0.0005, rel=1e-3)
+    assert s["loop_lag_s"]["max"] == 0.050
+    assert s["loop_lag_by_process_s"]["w-busy"]["p99"] == pytest.approx(0.050, rel=1e-3)
+    assert s["dispatch_lag_s"]["p50"] == pytest.approx(0.002, rel=1e-3)
+    assert s["trustworthy"] is False
+    assert [r.split(":")[0] for r in s["reasons"]] == ["w-busy", "w-busy"]
+    assert "WARNING" in check.console_line(s) and "w-busy: CPU above 90%" in check.console_line(s)
+
+
+def test_local_summary_without_samples_is_trustworthy_and_says_so():
+    check = SelfCheck(_Plugin(), Thresholds())
+    s = check.summary()
+    assert s["trustworthy"] is True and s["dispatch_lag_s"] is None
+    assert s["cpu_percent"] == {"local": {"mean": None, "max": None, "saturated_share": None, "samples": 0}}
+    assert check.console_line(s) == "llmload: generator self-check OK (no CPU samples)"
+
+
+def test_sampler_measures_a_blocked_hub_as_loop_lag():
+    check = SelfCheck(_Plugin(), Thresholds())
+    check.start()
+    gevent.sleep(0.12)  # let the sampler run a couple of normal ticks
+    end = time.perf_counter() + 0.25  # block the hub (busy: time.sleep may be gevent's once Locust is imported)
+    while time.perf_counter() < end:
+        pass
+    gevent.sleep(0.12)
+    check.stop()
+    lag = check.local.lag
+    assert lag.count >= 3
+    assert lag.max >= 0.15  # lower bound only: blocking 250 ms cannot look shorter
+    assert lag.percentile(50) < lag.max
