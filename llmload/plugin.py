@@ -32,9 +32,14 @@ from llmload.record import RequestRecord
 logger = logging.getLogger("llmload")
 
 WIRE_KEY = "llmload"
-# Custom message a worker sends at its test_stop: the master waits only 0.5 s for the
-# final stats reports at quit, which a loaded worker can miss.
+# A headless master quits without sending "stop" to its workers: it sends "quit" and waits
+# only 0.5 s for final reports, while each worker first lets its users finish (up to
+# --stop-timeout). So the master, in its own test_stop, asks running workers to stop
+# (STOP_MESSAGE) and waits for each one's final delta (FLUSH_MESSAGE), which a worker
+# also sends whenever its users stop.
 FLUSH_MESSAGE = "llmload_delta"
+STOP_MESSAGE = "llmload_stop"
+FINAL_DELTA_GRACE_S = 10.0
 SAMPLE_INTERVAL_S = 2.0
 # A timeline longer than this is halved (every other point kept) and then sampled half as often,
 # so an hours-long soak test keeps a bounded, evenly spaced history.
@@ -73,6 +78,7 @@ class LLMLoadPlugin:
         self._timeline_every = 1
         self._ticks = 0
         self.in_flight = 0
+        self._awaiting_final: set[str] = set()
         # Latest gauges of each load-generator process: {"in_flight", "cpu_percent", "users"} by worker id.
         self.generator_gauges: dict[str, dict[str, float]] = {}
         self._process = psutil.Process()
@@ -92,6 +98,8 @@ class LLMLoadPlugin:
         events.quit.add_listener(self._on_quit)
         if self.is_master:
             environment.runner.register_message(FLUSH_MESSAGE, self._on_flush_message)
+        elif self.is_worker and environment.runner is not None:
+            environment.runner.register_message(STOP_MESSAGE, self._on_stop_request, concurrent=True)
         if environment.parsed_options is not None and not self.is_worker:
             self.load_options(exit_on_error=True)
         return self
@@ -218,9 +226,11 @@ class LLMLoadPlugin:
 
     def _on_test_stop(self, environment: Any, **_kwargs: Any) -> None:
         if self.is_worker:
-            if not self.store.is_empty() and environment.runner is not None:
-                environment.runner.send_message(FLUSH_MESSAGE, self._delta_payload())
+            if environment.runner is not None:
+                environment.runner.send_message(FLUSH_MESSAGE, self._delta_payload(final=True))
             return
+        if self.is_master and environment.runner.user_count > 0:
+            self._collect_final_deltas(environment)
         self.ended_at = time.time()
         self._sample()
         self._append_timeline_point()
@@ -229,11 +239,33 @@ class LLMLoadPlugin:
         """This process's load-generator gauges: in-flight requests, CPU percent of one core."""
         return {"in_flight": self.in_flight, "cpu_percent": self._process.cpu_percent()}
 
-    def _delta_payload(self) -> dict[str, Any]:
+    def _delta_payload(self, *, final: bool = False) -> dict[str, Any]:
         """Ship this worker's delta: the store since the last report, then start a new one."""
-        payload = {"groups": self.store.to_wire(), "gauges": self.local_gauges()}
+        payload = {"groups": self.store.to_wire(), "gauges": self.local_gauges(), "final": final}
         self.store.reset()
         return payload
+
+    def _on_stop_request(self, environment: Any, **_kwargs: Any) -> None:
+        """Stop this worker's users (they finish their requests) and send the final delta."""
+        runner = environment.runner
+        if runner.state != "stopped":
+            runner.stop()  # fires test_stop, which sends the final delta
+        else:
+            runner.send_message(FLUSH_MESSAGE, self._delta_payload(final=True))
+
+    def _collect_final_deltas(self, environment: Any) -> None:
+        """Ask workers that still run users to stop, and wait for their final deltas."""
+        runner = environment.runner
+        workers = [c.id for c in (*runner.clients.running, *runner.clients.spawning)]
+        self._awaiting_final = set(workers)
+        for worker_id in workers:
+            runner.send_message(STOP_MESSAGE, None, client_id=worker_id)
+        deadline = time.monotonic() + (environment.stop_timeout or 0.0) + FINAL_DELTA_GRACE_S
+        while self._awaiting_final and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if self._awaiting_final:
+            logger.warning("llmload: no final token metrics from worker(s) %s; their last interval is missing",
+                           ", ".join(sorted(self._awaiting_final)))
 
     def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
         data[WIRE_KEY] = self._delta_payload()
@@ -248,9 +280,11 @@ class LLMLoadPlugin:
             self._merge_payload(msg.node_id, msg.data)
 
     def _merge_payload(self, client_id: str, payload: dict[str, Any]) -> None:
-        if payload.get("groups"):
-            self.seen_workers.add(client_id)
         try:
+            if payload.get("final"):
+                self._awaiting_final.discard(client_id)
+            if payload["groups"]:
+                self.seen_workers.add(client_id)
             self.store.merge_wire(payload["groups"])
             for window in self.windows.values():
                 window.merge_wire(payload["groups"])

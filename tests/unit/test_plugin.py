@@ -22,7 +22,7 @@ def make_record(ttft=0.1, user_class="U"):
 
 def new_plugin(parsed=None):
     environment = Environment(events=Events(), parsed_options=parsed)
-    environment.runner = SimpleNamespace(user_count=3)
+    environment.runner = SimpleNamespace(user_count=3, register_message=lambda *args, **kwargs: None)
     return LLMLoadPlugin().register(environment)
 
 
@@ -45,7 +45,8 @@ def test_worker_delta_ships_and_resets_and_master_merges_into_windows():
 def test_malformed_worker_report_is_ignored_with_a_warning(caplog):
     master = new_plugin()
     master._on_worker_report(client_id="w9", data={"llmload": {"groups": [{"key": ["b"]}]}})
-    assert "malformed token-metrics report from worker w9" in caplog.text
+    master._on_worker_report(client_id="w9", data={"llmload": ["not", "a", "dict"]})
+    assert caplog.text.count("malformed token-metrics report from worker w9") == 2
 
 
 def test_timeline_points_and_bound(monkeypatch):
@@ -78,5 +79,6 @@ def test_worker_flushes_its_delta_at_test_stop_through_a_custom_message():
     worker._on_test_stop(environment=worker.environment)
     assert [kind for kind, _ in sent] == [plugin_module.FLUSH_MESSAGE] and worker.store.is_empty()
     master = new_plugin()
+    master._awaiting_final = {"w1"}
     master._on_flush_message(environment=master.environment, msg=SimpleNamespace(node_id="w1", data=msgpack.unpackb(msgpack.packb(sent[0][1]))))
-    assert master.store.total().counters["ok"] == 1
+    assert master.store.total().counters["ok"] == 1 and master._awaiting_final == set()
