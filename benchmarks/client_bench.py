@@ -4,6 +4,7 @@ One command, one run, a few minutes on 2 cores::
 
     .venv/bin/python benchmarks/client_bench.py            # every workload
     .venv/bin/python benchmarks/client_bench.py --only paced64 --json out.json
+    .venv/bin/python benchmarks/client_bench.py --only --soak 1000000   # RSS over 1M requests
 
 For each workload it starts ``benchmarks/_truth_server.py`` (the simulator's
 ``fixed`` profile plus a log of every token's true send time; pinned to core
@@ -212,6 +213,10 @@ def run_llmload(workload: Workload, tmp: str, *, processes: int = 1, cores: str 
         try:
             measured = measure_window(client, server, workload)
             client.wait(timeout=run_time + 60)
+        except Exception as exc:
+            with open(out_path, "rb") as handle:
+                tail = handle.read()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"llmload run failed ({exc}); Locust output ends with:\n{tail}") from exc
         finally:
             stop_process(client)
             truth = server.stop()
@@ -230,6 +235,42 @@ def run_llmload(workload: Workload, tmp: str, *, processes: int = 1, cores: str 
                 os.remove(os.path.join(tmp, name))
         measured["accuracy"] = accuracy(kept, truth, measured["window"])
     return measured
+
+
+def run_soak(tmp: str, *, requests: int, max_s: float, cores: str | None, server_cores: str | None) -> dict:
+    """Run llmload (one process) until the server has answered ``requests`` short requests; sample its RSS."""
+    workload = Workload("soak", 64, 4, 0.0, 0.0, warmup_s=0.0, window_s=max_s, truth=False, continuous_usage=False)
+    server = TruthServer(workload, None, server_cores)
+    results = os.path.join(tmp, "results-soak.json")
+    cmd = [*LOCUST, "-f", str(ROOT / "benchmarks" / "_locust_bench.py"), "--headless", "--only-summary",
+           "-u", "64", "-r", "64", "-t", f"{int(max_s) + 30}s", "--host", server.url, "--llm-max-tokens", "4",
+           "--llm-results", results, "--stop-timeout", "0", "--loglevel", "WARNING"]  # fmt: skip
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    samples = []  # (seconds, requests answered, RSS MiB)
+    with open(os.path.join(tmp, "locust-soak.out"), "wb") as out:
+        client = subprocess.Popen(pinned(cmd, cores), stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            ps = psutil.Process(client.pid)
+            start = time.monotonic()
+            while time.monotonic() - start < max_s and client.poll() is None:
+                time.sleep(5)
+                done = server.stats()["requests"]
+                samples.append((round(time.monotonic() - start, 1), done, round(ps.memory_info().rss / 2**20, 1)))
+                print(f"  soak: {samples[-1][0]:6.0f} s  {done:>9,} requests  RSS {samples[-1][2]:.1f} MiB", flush=True)
+                if done >= requests:
+                    break
+            client.send_signal(signal.SIGTERM)  # Locust quits cleanly and writes the results
+            client.wait(timeout=120)
+        finally:
+            stop_process(client)
+            server.stop()
+    with open(results, "rb") as handle:
+        doc = json.loads(handle.read())
+    after_warmup = [s for s in samples if s[1] >= min(50_000, requests // 10)] or samples
+    return {"samples": samples, "requests_ok": doc["total"]["requests"]["ok"],
+            "rss_mib_first": after_warmup[0][2], "rss_mib_last": samples[-1][2],
+            "rss_mib_max": max(s[2] for s in samples), "generator": doc.get("generator")}  # fmt: skip
 
 
 def run_reference(workload: Workload, tmp: str, *, cores: str | None = "1", server_cores: str | None = "0") -> dict:
@@ -350,6 +391,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--clients", nargs="*", choices=("llmload", "reference"), default=["llmload", "reference"])
     parser.add_argument("--json", default=None, help="also write every figure here")
+    parser.add_argument("--soak", type=int, default=0, metavar="N",
+                        help="also run llmload until the server answered N short requests, sampling its RSS")
+    parser.add_argument("--soak-max-s", type=float, default=600.0, help="time limit of --soak")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
     parser.add_argument("--with-vllm-bench", action="store_true", help="not implemented: no such tool here")
     args = parser.parse_args()
@@ -386,6 +430,12 @@ def main() -> int:
                 for client, r in pair.items():
                     print(f"\n== {name} {client} ==\n" + json.dumps({k: v for k, v in r.items() if k != 'window'},
                                                                        indent=1, default=str))  # fmt: skip
+        if args.soak:
+            print(f"\n== soak: llmload, 64 streams at full speed, 4-token answers, until {args.soak:,} requests ==")
+            soak = run_soak(tmp, requests=args.soak, max_s=args.soak_max_s, cores=cores, server_cores=server_cores)
+            report["soak"] = soak
+            print(f"requests ok {soak['requests_ok']:,}; RSS after warm-up {soak['rss_mib_first']:.1f} MiB, "
+                  f"at the end {soak['rss_mib_last']:.1f} MiB, max {soak['rss_mib_max']:.1f} MiB")  # fmt: skip
     load = os.getloadavg()
     report["load_after"] = load
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -73,6 +73,9 @@ class LLMClient:
         }
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        elif getattr(session, "auth_header", None):
+            # user:password@ in the host URL: the Basic auth FastHttpSession.request would add.
+            self._headers["Authorization"] = session.auth_header
         session.client.valid_response_codes = ALL_STATUS_CODES
 
     def list_models(self) -> list[str]:
@@ -162,11 +165,12 @@ class LLMClient:
             start_wall=time.time(),
             t_intended=t_intended,
         )
+        url = f"{self.session.base_url}{path}"
         record.t_send = time.perf_counter()
         try:
-            response = self.session.request(
-                "POST", path, data=payload, headers=self._headers, stream=True, catch_response=True
-            )
+            # The session's user agent directly (as FastHttpSession.request calls it, minus the
+            # request-event bookkeeping it would wrap around it, which llmload does itself).
+            response = self.session.client.urlopen(url, method="POST", payload=payload, headers=self._headers)
         except Exception as exc:  # geventhttpclient raises more than Locust's FAILURE_EXCEPTIONS
             return self._failed_before_response(record, exc)
         raw = getattr(response, "_response", None)

@@ -61,8 +61,20 @@ class Distribution:
             self.min = value
         if value > self.max:
             self.max = value
-        scaled = int(round(value * self._scale))
-        self._hist.record_value(min(max(scaled, 1), self._highest))
+        self._record_scaled(int(round(value * self._scale)))
+
+    def _record_scaled(self, scaled: int) -> None:
+        # hdrh's record_value, inlined (see record_many); the value is clamped to the trackable range.
+        hist, highest = self._hist, self._highest
+        scaled = 1 if scaled < 1 else highest if scaled > highest else scaled
+        bucket = (scaled | hist.sub_bucket_mask).bit_length() - hist.unit_magnitude - hist.sub_bucket_half_count_magnitude - 1
+        index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (scaled >> (bucket + hist.unit_magnitude))
+        hist.counts[index - hist.sub_bucket_half_count] += 1
+        hist.total_count += 1
+        if scaled < hist.min_value:
+            hist.min_value = scaled
+        if scaled > hist.max_value:
+            hist.max_value = scaled
 
     def record_many(self, values: Iterable[float]) -> None:
         """Add several samples (one pass; the same result as ``record`` on each, much cheaper)."""

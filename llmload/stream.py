@@ -199,17 +199,17 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
     ``readline`` calls and two decoder calls per event.
     """
     buf = getattr(raw, "_body_buffer", None)
-    sock = getattr(raw, "_sock", None)
-    if type(buf) is not bytearray or not hasattr(raw, "feed") or not hasattr(sock, "gettimeout"):
+    if type(buf) is not bytearray or not hasattr(raw, "feed") or not hasattr(raw, "message_complete"):
         _read_stream_by_line(raw, reader)
         return
+    sock = getattr(raw, "_sock", None)  # None when the whole body came with the headers
     on_event = reader.on_event
     perf_counter = time.perf_counter
     record = reader.record
     feed = raw.feed
     tail = b""  # an incomplete last line, completed by the next read
     pending: bytes | None = None  # data of the event being assembled
-    stall_s = sock.gettimeout()
+    stall_s = sock.gettimeout() if hasattr(sock, "gettimeout") else None
     watch = None
     # A plain gevent socket is read directly: wait for readability, then one non-blocking recv
     # (gevent's recv tries first, fails with EAGAIN once per paced token, then waits).
@@ -250,7 +250,7 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
                 raise HTTPConnectionClosed("connection closed.")
             try:
                 if inner is None:
-                    chunk = sock.recv(READ_SIZE)
+                    chunk = raw._sock.recv(READ_SIZE)
                 else:
                     if drained:
                         wait(read_event)
