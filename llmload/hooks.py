@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import gevent
 from locust import events
 
 from llmload.options import add_arguments
@@ -45,3 +46,7 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
         plugin = LLMLoadPlugin().register(environment)
         for extension in _extensions():
             extension.register(environment, plugin)
+    # Locust arms --run-time with gevent.spawn_later, which counts from the event loop's cached
+    # clock; after a start-up that never yielded (slow imports on a loaded machine, loading a
+    # dataset) that clock is stale and a short run ends at once, with no request sent.
+    gevent.get_hub().loop.update_now()

@@ -135,3 +135,14 @@ def test_unreachable_host_is_one_line_and_non_zero_exit(tmp_path):
     assert run.returncode == 1
     assert f"llmload: cannot reach {host}: [Errno 111] Connection refused" in run.output
     assert "Traceback" not in run.output
+
+
+def test_a_slow_start_does_not_cut_the_run_short(fixed_sim, tmp_path):
+    from tests.support.processes import ROOT
+
+    locustfile = str(ROOT / "tests" / "support" / "slow_start_locustfile.py")
+    run = run_locust(tmp_path, locustfile, fixed_sim.base_url, "-u", "2", "-r", "2", "-t", "3s",
+                     "--llm-think-time", "0", "--llm-max-tokens", "5")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.results["run"]["duration_s"] >= 2.9
+    assert run.results["total"]["requests"]["ok"] > 20
