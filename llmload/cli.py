@@ -21,7 +21,7 @@ _SUBCOMMANDS = {
     "target": "llmload.target.cli",
     "demo": "llmload.demo",
     "grafana": "llmload.grafana",
-    "capacity": "llmload.capacity",
+    "capacity": "llmload.capacity_cli",
     "compare": "llmload.compare",
     "report": "llmload.report",
 }

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmload import capacity
+from llmload import capacity, capacity_cli
 from llmload.capacity import CapacitySearch, CapacitySettings, answer_text, format_table, step_figures
 from llmload.errors import ConfigError
 from llmload.metrics import MetricsStore
@@ -196,7 +196,7 @@ def test_wrapper_command_line():
                               start="100", growth="2", max="400", resolution="0.2", warmup="3", hold="8",
                               attainment="0.95", min_requests="", processes=0, backends="", arrival="poisson",
                               locust_args=["--", "--llm-capacity-spawn-rate", "1000"])  # fmt: skip
-    cmd = capacity.locust_command(args, host="http://h:1", label="rtx3090", results="r.json")
+    cmd = capacity_cli.locust_command(args, host="http://h:1", label="rtx3090", results="r.json")
     assert cmd[1:5] == ["-m", "locust", "-f", "lf.py"]
     text = " ".join(cmd)
     for part in ("--headless", "--llm-results r.json", "--llm-capacity-label rtx3090", "--llm-capacity-start 100",
@@ -205,7 +205,7 @@ def test_wrapper_command_line():
         assert part in text
     assert "--llm-capacity-min-requests" not in text and "--llm-arrival" not in text
     args.backends, args.mode = "b.toml", "rate"
-    text = " ".join(capacity.locust_command(args, host=None, label="a100", results="r.json", backend="a100"))
+    text = " ".join(capacity_cli.locust_command(args, host=None, label="a100", results="r.json", backend="a100"))
     assert "--llm-backends b.toml --llm-backend a100" in text and "--llm-arrival poisson --llm-rate 100" in text
 
 
