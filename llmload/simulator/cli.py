@@ -45,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="natural answer length: stop after min(max_tokens, N) tokens with finish_reason "
                    "'stop' unless ignore_eos (default: always max_tokens)")
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request omits it")
-    p.add_argument("--max-num-seqs", type=int, default=256, help="most requests decoded together (vLLM: 256)")
+    p.add_argument("--max-num-seqs", type=int, default=None,
+                   help="most requests decoded together (default: vLLM's for the GPU: 1024 on h100-80gb, else 256)")
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
                    help="tokens per step (default: the GPU profile's, as vLLM picks it)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="share of GPU memory used (0.9)")

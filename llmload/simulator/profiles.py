@@ -34,6 +34,9 @@ class GPUProfile:
     """Device memory in GiB."""
     max_num_batched_tokens: int = 2048
     """Per-step token budget; vLLM's V1 API-server default is 2048 below 70 GiB, 8192 above."""
+    max_num_seqs: int = 256
+    """Most requests decoded together; vLLM V1's API-server default is 1024 on GPUs of 70 GiB
+    or more other than the A100, 256 below."""
 
     @property
     def memory_bytes(self) -> float:
@@ -96,6 +99,7 @@ GPU_PROFILES: dict[str, GPUProfile] = {
             fp16_tflops=989.0,
             memory_gib=80.0,
             max_num_batched_tokens=8192,
+            max_num_seqs=1024,
         ),
     )
 }

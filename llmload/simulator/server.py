@@ -52,7 +52,7 @@ class SimConfig:
     reject_stream_options: bool = False
     answer_tokens: int | None = None
     default_max_tokens: int = 256
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.9
     kv_cache_tokens: int | None = None
@@ -62,8 +62,10 @@ class SimConfig:
         """Return the performance model, or None for the ``fixed`` profile."""
         if self.profile == FIXED_PROFILE:
             return None
-        return PerfModel(gpu=get_gpu_profile(self.profile), model=get_model_profile(self.model_profile),
-                         gpu_memory_utilization=self.gpu_memory_utilization, max_num_seqs=self.max_num_seqs,
+        gpu = get_gpu_profile(self.profile)
+        return PerfModel(gpu=gpu, model=get_model_profile(self.model_profile),
+                         gpu_memory_utilization=self.gpu_memory_utilization,
+                         max_num_seqs=self.max_num_seqs or gpu.max_num_seqs,
                          max_num_batched_tokens=self.max_num_batched_tokens,
                          kv_cache_tokens_override=self.kv_cache_tokens,
                          max_model_len_override=self.max_model_len)  # fmt: skip
