@@ -25,7 +25,11 @@ the true p50/p99 over the same requests (true TTFT = first token write minus
 request receipt; true ITL = gap between consecutive token writes), and the
 per-request error distribution (client TTFT minus true TTFT).
 
-Workloads: ``paced64`` (64 streams, 256 tokens, TTFT 50 ms, ITL 10 ms),
+Workloads: ``paced64`` (64 streams, 256 tokens, TTFT 50 ms, ITL 10 ms, the
+streams' starts spread over one request's duration, so every token is a wake-up
+of its own: the client's worst case), ``paced64sync`` (the same, all streams
+started together: tokens arrive in bursts, one per step, as from a
+continuous-batching server),
 ``full64`` (64 streams at full speed), ``paced1000`` (1,000 streams, 64
 tokens, TTFT 50 ms, ITL 40 ms), ``procs`` (llmload at full speed with
 ``--processes 2`` against one process, unpinned). No other tool is run:
@@ -73,6 +77,7 @@ class Workload:
     window_s: float
     truth: bool
     continuous_usage: bool = True
+    staggered: bool = True
 
     @property
     def paced(self) -> bool:
@@ -81,11 +86,17 @@ class Workload:
     @property
     def stagger_s(self) -> float:
         """One request's duration: streams start spread over it, so paced ones are not phase-locked."""
+        if not self.staggered:
+            return 0.0
         return (self.ttft_ms + (self.max_tokens - 1) * self.itl_ms) / 1e3
 
 
 WORKLOADS = {
     "paced64": Workload("paced64", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True),
+    # All streams start together and stay in step, as on a continuous-batching server whose decode
+    # step emits a token for every running request at once: the client reads a burst per step.
+    "paced64sync": Workload("paced64sync", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True,
+                            staggered=False),
     "full64": Workload("full64", 64, 256, 0.0, 0.0, warmup_s=3.0, window_s=8.0, truth=False, continuous_usage=False),
     "paced1000": Workload("paced1000", 1000, 64, 50.0, 40.0, warmup_s=6.0, window_s=10.0, truth=True),
     "procs": Workload("procs", 128, 256, 0.0, 0.0, warmup_s=5.0, window_s=8.0, truth=False, continuous_usage=False),
@@ -133,8 +144,14 @@ class TruthServer:
         self.url = line.rsplit(" ", 1)[1].strip()
 
     def stats(self) -> dict:
-        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as resp:
-            return json.loads(resp.read())
+        for attempt in range(3):  # a busy shared machine can delay an answer; do not fail the run for it
+            try:
+                with urllib.request.urlopen(f"{self.url}/stats", timeout=10) as resp:
+                    return json.loads(resp.read())
+            except OSError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def stop(self) -> dict | None:
         stop_process(self.proc)

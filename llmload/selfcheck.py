@@ -12,6 +12,11 @@ users (a local run, each worker) samples:
 * **dispatch lag** (open-loop arrivals only) is already in the token store
   (``dispatch_lag_s``: ``t_send - t_intended``) and is read from there.
 
+It also removes one known source of lag: once every user has spawned, the
+objects that exist then (users, sessions, Locust's own) are frozen out of the
+cyclic garbage collector (``gc.freeze()``), so full collections stop walking
+them; with 1,000 users a full collection otherwise stalls the loop ~40 ms.
+
 Workers ship their samples as a delta in each ``report_to_master`` under
 ``WIRE_KEY`` (next to llmload's own key) and the master merges them per
 worker. At the end, the results JSON gets a ``generator`` section and the
@@ -27,6 +32,7 @@ console a verdict. A run is **not trustworthy** when any of these holds
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -245,6 +251,13 @@ class SelfCheck:
         if not self.plugin.is_master:
             self.start()
 
+    def _on_spawning_complete(self, **_kwargs: Any) -> None:
+        # What exists once every user is up lives for the whole run: move it out of the cyclic
+        # collector's generations (as Locust does before --processes forks), so that a full
+        # collection no longer walks it and stalls every stream for tens of milliseconds.
+        if not self.plugin.is_master:
+            gc.freeze()
+
     def _on_test_stop(self, **_kwargs: Any) -> None:
         self.stop()
 
@@ -326,6 +339,7 @@ def register(environment: Any, plugin: Any) -> None:
     plugin.selfcheck = check
     events = environment.events
     events.test_start.add_listener(check._on_test_start)
+    events.spawning_complete.add_listener(check._on_spawning_complete)
     events.test_stop.add_listener(check._on_test_stop)
     events.report_to_master.add_listener(check._on_report_to_master)
     events.worker_report.add_listener(check._on_worker_report)
