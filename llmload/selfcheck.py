@@ -14,8 +14,9 @@ users (a local run, each worker) samples:
 
 It also removes one known source of lag: once every user has spawned, the
 objects that exist then (users, sessions, Locust's own) are frozen out of the
-cyclic garbage collector (``gc.freeze()``), so full collections stop walking
-them; with 1,000 users a full collection otherwise stalls the loop ~40 ms.
+cyclic garbage collector (``gc.freeze()``, undone at test stop), so full
+collections stop walking them; with 1,000 users a full collection otherwise
+stalls the loop ~40 ms.
 
 Workers ship their samples as a delta in each ``report_to_master`` under
 ``WIRE_KEY`` (next to llmload's own key) and the master merges them per
@@ -206,6 +207,7 @@ class SelfCheck:
         self.processes: dict[str, ProcessStats] = {}  # master: per worker; local run: "local"
         self._sampler: gevent.Greenlet | None = None
         self._warned = False
+        self._frozen = False
 
     # -- sampling (local and worker processes) ---------------------------------------------
 
@@ -255,11 +257,17 @@ class SelfCheck:
         # What exists once every user is up lives for the whole run: move it out of the cyclic
         # collector's generations (as Locust does before --processes forks), so that a full
         # collection no longer walks it and stalls every stream for tens of milliseconds.
-        if not self.plugin.is_master:
+        # Once per test, and undone at test stop, so that users stopped later in a run (a
+        # capacity search's steps) are collected after it.
+        if not self.plugin.is_master and not self._frozen:
             gc.freeze()
+            self._frozen = True
 
     def _on_test_stop(self, **_kwargs: Any) -> None:
         self.stop()
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen = False
 
     def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
         if self._sampler is None and getattr(self.plugin.environment.runner, "state", None) in ("spawning", "running"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from types import SimpleNamespace
 
@@ -151,3 +152,20 @@ def test_sampler_measures_a_blocked_hub_as_loop_lag():
     assert lag.count >= 3
     assert lag.max >= 0.15  # lower bound only: blocking 250 ms cannot look shorter
     assert lag.percentile(50) < lag.max
+
+
+def test_gc_freeze_once_per_test_and_undone_at_stop():
+    check = SelfCheck(_Plugin(), Thresholds())
+    gc.unfreeze()  # whatever an earlier test in this process left frozen
+    try:
+        check._on_spawning_complete(user_count=4)
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        check._on_spawning_complete(user_count=8)  # a later ramp in the same test: no second freeze
+        assert gc.get_freeze_count() == frozen
+    finally:
+        check._on_test_stop()
+    assert gc.get_freeze_count() == 0
+    master = SelfCheck(_Plugin(master=True), Thresholds())
+    master._on_spawning_complete(user_count=4)
+    assert gc.get_freeze_count() == 0  # the master runs no users
