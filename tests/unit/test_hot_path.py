@@ -192,3 +192,31 @@ def test_stall_timeout_counts_silence_between_bytes_not_the_whole_stream():
         assert ok.ok, ok.error_detail
         assert ok.t_end - ok.t_send > 1.1 and len(ok.token_times) == 4
         session.client.clientpool.close()
+
+
+def _one_request(script) -> RequestRecord:
+    with ScriptedServer(lambda i, request: script) as server:
+        session = FastHttpSession(server.base_url, request_event=EventHook(), user=None, network_timeout=2,
+                                  connection_timeout=2)  # fmt: skip
+        client = LLMClient(session, request_event=EventHook(), backend="be", user_class="U",
+                           capabilities=HostCapabilities())  # fmt: skip
+        try:
+            return client.chat([{"role": "user", "content": "hi"}], model="m")
+        finally:
+            session.client.clientpool.close()
+
+
+def test_body_read_until_the_server_closes():
+    events = [chat_chunk("", role="assistant"), chat_chunk("a"), 0.05, chat_chunk("b", finish="stop"),
+              usage_chunk(1, 2), DONE]  # fmt: skip
+    record = _one_request(sse_response(events, chunked=False))
+    assert record.ok, record.error_detail
+    assert len(record.token_times) == 2 and record.output_tokens == 2 and record.saw_done
+
+
+def test_body_with_content_length_arrives_whole_with_the_headers():
+    body = chat_chunk("a") + chat_chunk("b", finish="stop") + usage_chunk(1, 2) + DONE
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    record = _one_request([head + body])
+    assert record.ok, record.error_detail
+    assert len(record.token_times) == 2 and record.output_tokens == 2
