@@ -1,6 +1,7 @@
 """llmload's streaming client, side by side with a minimal asyncio reference client.
 
-One command, one run, a few minutes on 2 cores::
+One command, one run, about 5.5 minutes on 2 cores (needs the ``bench`` extra:
+``pip install -e '.[bench]'``)::
 
     .venv/bin/python benchmarks/client_bench.py            # every workload
     .venv/bin/python benchmarks/client_bench.py --only paced64 --json out.json
@@ -29,16 +30,20 @@ Workloads: ``paced64`` (64 streams, 256 tokens, TTFT 50 ms, ITL 10 ms, the
 streams' starts spread over one request's duration, so every token is a wake-up
 of its own: the client's worst case), ``paced64sync`` (the same, all streams
 started together: tokens arrive in bursts, one per step, as from a
-continuous-batching server),
-``full64`` (64 streams at full speed), ``paced1000`` (1,000 streams, 64
-tokens, TTFT 50 ms, ITL 40 ms), ``procs`` (llmload at full speed with
-``--processes 2`` against one process, unpinned). No other tool is run:
+continuous-batching server), ``full64`` (64 streams at full speed),
+``paced1000`` (1,000 streams, 64 tokens, TTFT 50 ms, ITL 40 ms, staggered),
+``procs`` (llmload at full speed, 128 streams, with ``--processes 2`` against
+one process, unpinned); ``--soak N`` also runs llmload until the server has
+answered N 4-token requests and samples its RSS. No other tool is run:
 ``--with-vllm-bench`` is not implemented (no such tool is installed here).
+Take figures only when the machine is otherwise idle (the load average is
+printed before and after). Results: docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -416,6 +421,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.with_vllm_bench:
         print("client_bench: --with-vllm-bench is not implemented (vllm bench serve is not installed here)")
+    if "reference" in args.clients and importlib.util.find_spec("aiohttp") is None:
+        print("client_bench: the reference client needs aiohttp: pip install -e '.[bench]' "
+              "(or run only llmload with --clients llmload)", file=sys.stderr)  # fmt: skip
+        return 2
     cores, server_cores = (None, None) if args.no_pin else ("1", "0")
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
