@@ -34,8 +34,8 @@ continuous-batching server), ``full64`` (64 streams at full speed),
 ``paced1000`` (1,000 streams, 64 tokens, TTFT 50 ms, ITL 40 ms, staggered),
 ``procs`` (llmload at full speed, 128 streams, with ``--processes 2`` against
 one process, unpinned); ``--soak N`` also runs llmload until the server has
-answered N 4-token requests and samples its RSS. No other tool is run:
-``--with-vllm-bench`` is not implemented (no such tool is installed here).
+answered N 4-token requests and samples its RSS. No other tool (``vllm bench
+serve``, GuideLLM, AIPerf) is run: none is installed here.
 Take figures only when the machine is otherwise idle (the load average is
 printed before and after). Results: docs/performance.md.
 """
@@ -417,10 +417,7 @@ def main() -> int:
                         help="also run llmload until the server answered N short requests, sampling its RSS")
     parser.add_argument("--soak-max-s", type=float, default=600.0, help="time limit of --soak")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
-    parser.add_argument("--with-vllm-bench", action="store_true", help="not implemented: no such tool here")
     args = parser.parse_args()
-    if args.with_vllm_bench:
-        print("client_bench: --with-vllm-bench is not implemented (vllm bench serve is not installed here)")
     if "reference" in args.clients and importlib.util.find_spec("aiohttp") is None:
         print("client_bench: the reference client needs aiohttp: pip install -e '.[bench]' "
               "(or run only llmload with --clients llmload)", file=sys.stderr)  # fmt: skip
