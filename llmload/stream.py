@@ -145,6 +145,10 @@ class StreamReader:
         return False
 
 
+# socket.timeout is TimeoutError, an OSError; gevent.Timeout is neither.
+_READ_ERRORS = (gevent.Timeout, HTTPConnectionClosed, HTTPParseError, OSError)
+
+
 # Bytes asked of the socket per read while streaming (geventhttpclient's default is 4 KiB); a
 # full-speed server writes up to tens of KiB at once, and each read costs a parser call.
 READ_SIZE = 65536
@@ -277,9 +281,7 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
         event = decoder.flush()
         if event is not None and not on_event(event, perf_counter()):
             return
-    except (socket.timeout, TimeoutError, gevent.Timeout) as exc:
-        record.error_kind, record.error_detail = "timeout", f"no data for too long ({type(exc).__name__})"
-    except (HTTPConnectionClosed, HTTPParseError, ConnectionError, OSError) as exc:
+    except _READ_ERRORS as exc:
         _classify_read_error(record, exc)
     finally:
         if watch is not None:
@@ -318,9 +320,7 @@ def _read_stream_by_line(raw: Any, reader: StreamReader) -> None:
         data = decoder.flush()
         if data is not None and not on_event(data, perf_counter()):
             return
-    except (socket.timeout, TimeoutError, gevent.Timeout) as exc:
-        record.error_kind, record.error_detail = "timeout", f"no data for too long ({type(exc).__name__})"
-    except (HTTPConnectionClosed, HTTPParseError, ConnectionError, OSError) as exc:
+    except _READ_ERRORS as exc:
         _classify_read_error(record, exc)
     finally:
         record.t_end = perf_counter()
