@@ -95,18 +95,9 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--stagger-s", type=float, default=0.0, help="spread the streams' first requests over this")
     args = parser.parse_args()
-    try:
-        import resource
+    from _asyncio_main import run_main  # benchmarks/ is sys.path[0] when run as a script
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        uvloop = None
-    (uvloop.run if uvloop is not None else asyncio.run)(run(args))
+    run_main(run(args))
     return 0
 
 

@@ -173,18 +173,9 @@ def main() -> int:
                         help="ignore continuous_usage_stats (usage only in the final chunk): a cheaper stream")
     parser.add_argument("--log", default=None, help="write every request's receive and write times here at exit")
     args = parser.parse_args()
-    try:
-        import resource
+    from _asyncio_main import run_main  # benchmarks/ is sys.path[0] when run as a script
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        uvloop = None
-    (uvloop.run if uvloop is not None else asyncio.run)(serve(args))
+    run_main(serve(args))
     return 0
 
 
