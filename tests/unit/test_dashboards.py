@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.support.http_server import LocalHTTPServer
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 FILES = sorted(DASHBOARDS.glob("*.json"))
@@ -150,12 +151,11 @@ def test_provisioning_files_point_at_the_dashboards():
 # -- llmload grafana push, against a fake Grafana that records the API calls ---------------------------
 
 
-class FakeGrafana:
+class FakeGrafana(LocalHTTPServer):
     """A tiny Grafana HTTP API on 127.0.0.1: folders and dashboards, bearer-token auth."""
 
     def __init__(self, *, token: str = "good-token", folders: list[dict] | None = None) -> None:
         import http.server
-        import threading
 
         self.token = token
         self.folders = list(folders or [])
@@ -197,18 +197,7 @@ class FakeGrafana:
             def do_POST(self):
                 self._handle("POST")
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeGrafana:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 def test_grafana_push_creates_the_folder_and_uploads_each_dashboard(monkeypatch, capsys):

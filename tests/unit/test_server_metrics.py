@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import logging
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +13,7 @@ from locust.event import Events
 from llmload import server_metrics as sm
 from llmload.metrics import MetricsStore
 from llmload.options import LLMOptions
+from tests.support.http_server import LocalHTTPServer
 
 # A vLLM V1 page (two engines, trimmed to a few buckets), as vLLM's prometheus_client renders it.
 VLLM_V1 = """\
@@ -219,7 +219,7 @@ def test_irrelevant_families_are_not_parsed():
 # -- the scraper against a live local server ----------------------------------------------------------
 
 
-class Pages:
+class Pages(LocalHTTPServer):
     """A /metrics server on 127.0.0.1 whose page the test changes between scrapes."""
 
     def __init__(self, text: str) -> None:
@@ -240,18 +240,7 @@ class Pages:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Pages:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
 def make_plugin(host: str, *, user_classes=()) -> SimpleNamespace:
