@@ -26,8 +26,16 @@ import orjson
 STREAM_OPTIONS = {"include_usage": True, "continuous_usage_stats": True}
 
 
-async def stream_worker(session: aiohttp.ClientSession, url: str, index: int, max_tokens: int, deadline: float,
-                        kept: list, counts: list[int], delay: float) -> None:  # fmt: skip
+async def stream_worker(
+    session: aiohttp.ClientSession,
+    url: str,
+    index: int,
+    max_tokens: int,
+    deadline: float,
+    kept: list,
+    counts: list[int],
+    delay: float,
+) -> None:
     """Send requests one after another until ``deadline``, the first after ``delay`` seconds."""
     if delay:
         await asyncio.sleep(delay)
@@ -38,11 +46,16 @@ async def stream_worker(session: aiohttp.ClientSession, url: str, index: int, ma
     while perf_counter() < deadline:
         n += 1
         key = f"{os.getpid()}.{index}.{n}"
-        body = orjson.dumps({
-            "model": "bench-model",
-            "messages": [{"role": "user", "content": f"{key} Tell me a story about a lighthouse keeper."}],
-            "stream": True, "max_tokens": max_tokens, "ignore_eos": True, "stream_options": STREAM_OPTIONS,
-        })  # fmt: skip
+        body = orjson.dumps(
+            {
+                "model": "bench-model",
+                "messages": [{"role": "user", "content": f"{key} Tell me a story about a lighthouse keeper."}],
+                "stream": True,
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "stream_options": STREAM_OPTIONS,
+            }
+        )
         times: list[float] = []
         t_send = perf_counter()
         try:
@@ -79,9 +92,14 @@ async def run(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
         deadline = time.perf_counter() + args.seconds
         url = f"{args.url}/v1/chat/completions"
-        await asyncio.gather(*(stream_worker(session, url, i, args.max_tokens, deadline, kept, counts,
-                                             args.stagger_s * i / args.streams)
-                               for i in range(args.streams)))  # fmt: skip
+        await asyncio.gather(
+            *(
+                stream_worker(
+                    session, url, i, args.max_tokens, deadline, kept, counts, args.stagger_s * i / args.streams
+                )
+                for i in range(args.streams)
+            )
+        )
     with open(args.out, "wb") as handle:
         handle.write(orjson.dumps({"ok": counts[0], "failed": counts[1], "requests": kept}))
 

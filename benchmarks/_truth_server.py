@@ -51,8 +51,9 @@ class TruthSink:
 
     __slots__ = ("app", "conn", "fmt", "req", "sent", "timer", "writes")
 
-    def __init__(self, app: TruthApp, conn: Connection, fmt: StreamFormat, req: SimRequest,
-                 writes: list[float] | None) -> None:  # fmt: skip
+    def __init__(
+        self, app: TruthApp, conn: Connection, fmt: StreamFormat, req: SimRequest, writes: list[float] | None
+    ) -> None:
         self.app, self.conn, self.fmt, self.req = app, conn, fmt, req
         self.sent = 0
         self.timer = None
@@ -82,8 +83,9 @@ class TruthSink:
 class TruthApp:
     """Route requests; feed generation requests to a ``FixedEngine``."""
 
-    def __init__(self, *, ttft_s: float, itl_s: float, log: bool, continuous_usage: bool,
-                 loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
+    def __init__(
+        self, *, ttft_s: float, itl_s: float, log: bool, continuous_usage: bool, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.loop = loop
         self.continuous_usage = continuous_usage
         self.metrics = SimMetrics(model_name=MODEL, max_model_len=MAX_MODEL_LEN)
@@ -105,8 +107,9 @@ class TruthApp:
         if request.path == "/v1/chat/completions" and request.method == "POST":
             return self.generate(conn, request, t_recv)
         if request.path == "/stats":
-            return conn.send(200, orjson.dumps({"tokens": self.tokens, "requests": self.requests,
-                                                "t": time.perf_counter()}))  # fmt: skip
+            return conn.send(
+                200, orjson.dumps({"tokens": self.tokens, "requests": self.requests, "t": time.perf_counter()})
+            )
         if request.path == "/v1/models":
             return conn.send(200, models_response(model=MODEL, max_model_len=MAX_MODEL_LEN))
         if request.path == "/health":
@@ -116,8 +119,14 @@ class TruthApp:
     def generate(self, conn: Connection, request: HttpRequest, t_recv: float) -> None:
         """Validate, key and schedule one streamed chat request."""
         try:
-            gen = parse_request(chat=True, body=request.body, served_model=MODEL, max_model_len=MAX_MODEL_LEN,
-                                default_max_tokens=256, reject_stream_options=False)  # fmt: skip
+            gen = parse_request(
+                chat=True,
+                body=request.body,
+                served_model=MODEL,
+                max_model_len=MAX_MODEL_LEN,
+                default_max_tokens=256,
+                reject_stream_options=False,
+            )
         except ApiError as exc:
             return conn.send(exc.status, exc.body())
         if not gen.stream:
@@ -132,10 +141,21 @@ class TruthApp:
             key = content.split(" ", 1)[0] if isinstance(content, str) else str(self._next)
             writes = []
             self.log[key] = [t_recv, writes]
-        req = SimRequest(rid=self._next, prompt_tokens=gen.prompt_tokens, n_target=gen.max_tokens,
-                         finish_reason="length", arrival=self.loop.time())  # fmt: skip
-        fmt = StreamFormat(req=gen, rid=f"chatcmpl-{self._next}", created=int(time.time()), model=MODEL,
-                           vocab=self.vocab, offset=self.vocab.start_offset())  # fmt: skip
+        req = SimRequest(
+            rid=self._next,
+            prompt_tokens=gen.prompt_tokens,
+            n_target=gen.max_tokens,
+            finish_reason="length",
+            arrival=self.loop.time(),
+        )
+        fmt = StreamFormat(
+            req=gen,
+            rid=f"chatcmpl-{self._next}",
+            created=int(time.time()),
+            model=MODEL,
+            vocab=self.vocab,
+            offset=self.vocab.start_offset(),
+        )
         req.sink = TruthSink(self, conn, fmt, req, writes)
         conn.start_stream(first=fmt.head())
         conn.on_lost = lambda: self.engine.abort(req)
@@ -146,8 +166,13 @@ class TruthApp:
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT, then write the log."""
     loop = asyncio.get_running_loop()
-    app = TruthApp(ttft_s=args.ttft_ms / 1e3, itl_s=args.itl_ms / 1e3, log=bool(args.log),
-                   continuous_usage=not args.no_continuous_usage, loop=loop)  # fmt: skip
+    app = TruthApp(
+        ttft_s=args.ttft_ms / 1e3,
+        itl_s=args.itl_ms / 1e3,
+        log=bool(args.log),
+        continuous_usage=not args.no_continuous_usage,
+        loop=loop,
+    )
     server = await loop.create_server(app.protocol, "127.0.0.1", args.port, reuse_address=True, backlog=4096)
     print(f"truth-server listening on http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
@@ -160,8 +185,9 @@ async def serve(args: argparse.Namespace) -> None:
         if conn.transport is not None:
             conn.transport.abort()
     if args.log:
-        Path(args.log).write_bytes(orjson.dumps({"ttft_s": args.ttft_ms / 1e3, "itl_s": args.itl_ms / 1e3,
-                                                 "requests": app.log}))  # fmt: skip
+        Path(args.log).write_bytes(
+            orjson.dumps({"ttft_s": args.ttft_ms / 1e3, "itl_s": args.itl_ms / 1e3, "requests": app.log})
+        )
 
 
 def main() -> int:
@@ -169,8 +195,11 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--itl-ms", type=float, default=0.0)
-    parser.add_argument("--no-continuous-usage", action="store_true",
-                        help="ignore continuous_usage_stats (usage only in the final chunk): a cheaper stream")
+    parser.add_argument(
+        "--no-continuous-usage",
+        action="store_true",
+        help="ignore continuous_usage_stats (usage only in the final chunk): a cheaper stream",
+    )
     parser.add_argument("--log", default=None, help="write every request's receive and write times here at exit")
     args = parser.parse_args()
     from _asyncio_main import run_main  # benchmarks/ is sys.path[0] when run as a script

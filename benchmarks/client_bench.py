@@ -100,8 +100,9 @@ WORKLOADS = {
     "paced64": Workload("paced64", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True),
     # All streams start together and stay in step, as on a continuous-batching server whose decode
     # step emits a token for every running request at once: the client reads a burst per step.
-    "paced64sync": Workload("paced64sync", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True,
-                            staggered=False),
+    "paced64sync": Workload(
+        "paced64sync", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True, staggered=False
+    ),
     "full64": Workload("full64", 64, 256, 0.0, 0.0, warmup_s=3.0, window_s=8.0, truth=False, continuous_usage=False),
     "paced1000": Workload("paced1000", 1000, 64, 50.0, 40.0, warmup_s=6.0, window_s=10.0, truth=True),
     "procs": Workload("procs", 128, 256, 0.0, 0.0, warmup_s=5.0, window_s=8.0, truth=False, continuous_usage=False),
@@ -134,8 +135,16 @@ class TruthServer:
     """The benchmark's server as a child process."""
 
     def __init__(self, workload: Workload, log: str | None, cores: str | None) -> None:
-        cmd = [PY, str(ROOT / "benchmarks" / "_truth_server.py"), "--port", "0",
-               "--ttft-ms", str(workload.ttft_ms), "--itl-ms", str(workload.itl_ms)]  # fmt: skip
+        cmd = [
+            PY,
+            str(ROOT / "benchmarks" / "_truth_server.py"),
+            "--port",
+            "0",
+            "--ttft-ms",
+            str(workload.ttft_ms),
+            "--itl-ms",
+            str(workload.itl_ms),
+        ]
         if log:
             cmd += ["--log", log]
         if not workload.continuous_usage:
@@ -208,23 +217,51 @@ def measure_window(client: subprocess.Popen, server: TruthServer, workload: Work
     }
 
 
-def run_llmload(workload: Workload, tmp: str, *, processes: int = 1, cores: str | None = "1",
-                server_cores: str | None = "0") -> dict:
+def run_llmload(
+    workload: Workload, tmp: str, *, processes: int = 1, cores: str | None = "1", server_cores: str | None = "0"
+) -> dict:
     """Run headless Locust with llmload against a fresh truth server."""
     log = os.path.join(tmp, f"truth-llmload-{workload.name}-{processes}.json") if workload.truth else None
     server = TruthServer(workload, log, server_cores)
     times = os.path.join(tmp, f"times-llmload-{workload.name}")
     results = os.path.join(tmp, f"results-{workload.name}-{processes}.json")
     run_time = int(workload.warmup_s + workload.window_s + 8)
-    cmd = [*LOCUST, "-f", str(ROOT / "benchmarks" / "_locust_bench.py"), "--headless", "--only-summary",
-           "-u", str(workload.streams), "-r", str(workload.streams), "-t", f"{run_time}s",
-           "--host", server.url, "--llm-max-tokens", str(workload.max_tokens), "--llm-results", results,
-           "--stop-timeout", "0", "--loglevel", "WARNING"]  # fmt: skip
+    cmd = [
+        *LOCUST,
+        "-f",
+        str(ROOT / "benchmarks" / "_locust_bench.py"),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(workload.streams),
+        "-r",
+        str(workload.streams),
+        "-t",
+        f"{run_time}s",
+        "--host",
+        server.url,
+        "--llm-max-tokens",
+        str(workload.max_tokens),
+        "--llm-results",
+        results,
+        "--stop-timeout",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
     if processes > 1:
         # An own master port: the default (5557) may belong to another Locust run on this machine.
         port = str(free_port())
-        cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
-                "--master-port", port]  # fmt: skip
+        cmd += [
+            "--processes",
+            str(processes),
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            port,
+            "--master-port",
+            port,
+        ]
     env = dict(os.environ, LLMLOAD_BENCH_STAGGER_S=str(workload.stagger_s), LLMLOAD_BENCH_STREAMS=str(workload.streams))
     if workload.truth:
         env["LLMLOAD_BENCH_TIMES"] = times
@@ -264,9 +301,29 @@ def run_soak(tmp: str, *, requests: int, max_s: float, cores: str | None, server
     workload = Workload("soak", 64, 4, 0.0, 0.0, warmup_s=0.0, window_s=max_s, truth=False, continuous_usage=False)
     server = TruthServer(workload, None, server_cores)
     results = os.path.join(tmp, "results-soak.json")
-    cmd = [*LOCUST, "-f", str(ROOT / "benchmarks" / "_locust_bench.py"), "--headless", "--only-summary",
-           "-u", "64", "-r", "64", "-t", f"{int(max_s) + 30}s", "--host", server.url, "--llm-max-tokens", "4",
-           "--llm-results", results, "--stop-timeout", "0", "--loglevel", "WARNING"]  # fmt: skip
+    cmd = [
+        *LOCUST,
+        "-f",
+        str(ROOT / "benchmarks" / "_locust_bench.py"),
+        "--headless",
+        "--only-summary",
+        "-u",
+        "64",
+        "-r",
+        "64",
+        "-t",
+        f"{int(max_s) + 30}s",
+        "--host",
+        server.url,
+        "--llm-max-tokens",
+        "4",
+        "--llm-results",
+        results,
+        "--stop-timeout",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     samples = []  # (seconds, requests answered, RSS MiB)
@@ -290,9 +347,14 @@ def run_soak(tmp: str, *, requests: int, max_s: float, cores: str | None, server
     with open(results, "rb") as handle:
         doc = json.loads(handle.read())
     after_warmup = [s for s in samples if s[1] >= min(50_000, requests // 10)] or samples
-    return {"samples": samples, "requests_ok": doc["total"]["requests"]["ok"],
-            "rss_mib_first": after_warmup[0][2], "rss_mib_last": samples[-1][2],
-            "rss_mib_max": max(s[2] for s in samples), "generator": doc.get("generator")}  # fmt: skip
+    return {
+        "samples": samples,
+        "requests_ok": doc["total"]["requests"]["ok"],
+        "rss_mib_first": after_warmup[0][2],
+        "rss_mib_last": samples[-1][2],
+        "rss_mib_max": max(s[2] for s in samples),
+        "generator": doc.get("generator"),
+    }
 
 
 def run_reference(workload: Workload, tmp: str, *, cores: str | None = "1", server_cores: str | None = "0") -> dict:
@@ -301,9 +363,22 @@ def run_reference(workload: Workload, tmp: str, *, cores: str | None = "1", serv
     server = TruthServer(workload, log, server_cores)
     out = os.path.join(tmp, f"ref-{workload.name}.json")
     seconds = workload.warmup_s + workload.window_s + 6
-    cmd = [PY, str(ROOT / "benchmarks" / "_ref_client.py"), "--url", server.url, "--streams", str(workload.streams),
-           "--seconds", str(seconds), "--max-tokens", str(workload.max_tokens), "--out", out,
-           "--stagger-s", str(workload.stagger_s)]  # fmt: skip
+    cmd = [
+        PY,
+        str(ROOT / "benchmarks" / "_ref_client.py"),
+        "--url",
+        server.url,
+        "--streams",
+        str(workload.streams),
+        "--seconds",
+        str(seconds),
+        "--max-tokens",
+        str(workload.max_tokens),
+        "--out",
+        out,
+        "--stagger-s",
+        str(workload.stagger_s),
+    ]
     client = subprocess.Popen(pinned(cmd, cores))
     try:
         measured = measure_window(client, server, workload)
@@ -357,8 +432,10 @@ def accuracy(kept: list, truth: dict, window: tuple[float, float]) -> dict:
             itl_err.append(cg - tg)
     if not matched:
         return {"matched": 0}
-    dists = {name: _dist(values) for name, values in
-             (("c_ttft", c_ttft), ("t_ttft", t_ttft), ("c_itl", c_itl), ("t_itl", t_itl))}  # fmt: skip
+    dists = {
+        name: _dist(values)
+        for name, values in (("c_ttft", c_ttft), ("t_ttft", t_ttft), ("c_itl", c_itl), ("t_itl", t_itl))
+    }
     for values in (ttft_err, itl_err, send_lag, first_lag):
         values.sort()
 
@@ -387,22 +464,32 @@ def print_pair(name: str, llm: dict, ref: dict) -> None:
     ratio = llm["cpu_s_per_1m_tokens"] / ref["cpu_s_per_1m_tokens"]
     print(f"\n== {name} ==")
     print(f"{'':34}{'llmload':>14}{'reference':>14}{'ratio':>10}")
-    print(f"{'CPU-s per 1M tokens':34}{llm['cpu_s_per_1m_tokens']:14.1f}{ref['cpu_s_per_1m_tokens']:14.1f}{ratio:10.2f}")
+    print(
+        f"{'CPU-s per 1M tokens':34}{llm['cpu_s_per_1m_tokens']:14.1f}{ref['cpu_s_per_1m_tokens']:14.1f}{ratio:10.2f}"
+    )
     print(f"{'client CPU share of a core':34}{llm['cpu_share']:14.0%}{ref['cpu_share']:14.0%}")
-    print(f"{'tokens/s (server-counted)':34}{llm['tokens_per_s']:14,.0f}{ref['tokens_per_s']:14,.0f}"
-          f"{llm['tokens_per_s'] / ref['tokens_per_s']:10.2f}")  # fmt: skip
+    print(
+        f"{'tokens/s (server-counted)':34}{llm['tokens_per_s']:14,.0f}{ref['tokens_per_s']:14,.0f}"
+        f"{llm['tokens_per_s'] / ref['tokens_per_s']:10.2f}"
+    )
     if "accuracy" in llm and "accuracy" in ref and llm["accuracy"].get("matched") and ref["accuracy"].get("matched"):
         a, b = llm["accuracy"], ref["accuracy"]
         print(f"{'matched requests':34}{a['matched']:14}{b['matched']:14}")
         for metric in ("ttft", "itl"):
             for p in (50, 99):
                 key = f"{metric}_p{p}"
-                print(f"{metric.upper() + f' p{p} client - true (ms)':34}{fmt_ms(a[key]['diff']):>14}"
-                      f"{fmt_ms(b[key]['diff']):>14}   true {fmt_ms(a[key]['true'])} / {fmt_ms(b[key]['true'])}")
-        print(f"{'TTFT error per request p50/p99':34}{fmt_ms(a['ttft_err']['p50']) + '/' + fmt_ms(a['ttft_err']['p99']):>14}"
-              f"{fmt_ms(b['ttft_err']['p50']) + '/' + fmt_ms(b['ttft_err']['p99']):>14}")
-        print(f"{'ITL error per gap p50/p99':34}{fmt_ms(a['itl_err']['p50']) + '/' + fmt_ms(a['itl_err']['p99']):>14}"
-              f"{fmt_ms(b['itl_err']['p50']) + '/' + fmt_ms(b['itl_err']['p99']):>14}")
+                print(
+                    f"{metric.upper() + f' p{p} client - true (ms)':34}{fmt_ms(a[key]['diff']):>14}"
+                    f"{fmt_ms(b[key]['diff']):>14}   true {fmt_ms(a[key]['true'])} / {fmt_ms(b[key]['true'])}"
+                )
+        print(
+            f"{'TTFT error per request p50/p99':34}{fmt_ms(a['ttft_err']['p50']) + '/' + fmt_ms(a['ttft_err']['p99']):>14}"
+            f"{fmt_ms(b['ttft_err']['p50']) + '/' + fmt_ms(b['ttft_err']['p99']):>14}"
+        )
+        print(
+            f"{'ITL error per gap p50/p99':34}{fmt_ms(a['itl_err']['p50']) + '/' + fmt_ms(a['itl_err']['p99']):>14}"
+            f"{fmt_ms(b['itl_err']['p50']) + '/' + fmt_ms(b['itl_err']['p99']):>14}"
+        )
     if llm.get("generator"):
         g = llm["generator"]
         print(f"llmload self-check: trustworthy={g.get('trustworthy')} reasons={g.get('reasons')}")
@@ -413,19 +500,29 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--clients", nargs="*", choices=("llmload", "reference"), default=["llmload", "reference"])
     parser.add_argument("--json", default=None, help="also write every figure here")
-    parser.add_argument("--soak", type=int, default=0, metavar="N",
-                        help="also run llmload until the server answered N short requests, sampling its RSS")
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run llmload until the server answered N short requests, sampling its RSS",
+    )
     parser.add_argument("--soak-max-s", type=float, default=600.0, help="time limit of --soak")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to cores")
     args = parser.parse_args()
     if "reference" in args.clients and importlib.util.find_spec("aiohttp") is None:
-        print("client_bench: the reference client needs aiohttp: pip install -e '.[bench]' "
-              "(or run only llmload with --clients llmload)", file=sys.stderr)  # fmt: skip
+        print(
+            "client_bench: the reference client needs aiohttp: pip install -e '.[bench]' "
+            "(or run only llmload with --clients llmload)",
+            file=sys.stderr,
+        )
         return 2
     cores, server_cores = (None, None) if args.no_pin else ("1", "0")
     load = os.getloadavg()
-    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-          f"pinning: {'server core 0, client core 1' if TASKSET and not args.no_pin else 'none'}")
+    print(
+        f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
+        f"pinning: {'server core 0, client core 1' if TASKSET and not args.no_pin else 'none'}"
+    )
     report: dict = {"load_before": load}
     with tempfile.TemporaryDirectory(prefix="llmload-bench-") as tmp:
         for name in args.only:
@@ -436,8 +533,10 @@ def main() -> int:
                 report[name] = {"processes_1": one, "processes_2": two}
                 print(f"\n== procs (llmload, full speed, {workload.streams} streams, unpinned) ==")
                 for label, r in (("--processes 1", one), ("--processes 2", two)):
-                    print(f"{label:34}{r['tokens_per_s']:14,.0f} tokens/s  CPU {r['cpu_share']:.0%} of a core  "
-                          f"{r['cpu_s_per_1m_tokens']:.1f} CPU-s/1M")  # fmt: skip
+                    print(
+                        f"{label:34}{r['tokens_per_s']:14,.0f} tokens/s  CPU {r['cpu_share']:.0%} of a core  "
+                        f"{r['cpu_s_per_1m_tokens']:.1f} CPU-s/1M"
+                    )
                 print(f"{'speed-up':34}{two['tokens_per_s'] / one['tokens_per_s']:14.2f}x")
                 continue
             pair = {}
@@ -447,18 +546,26 @@ def main() -> int:
                 pair["reference"] = run_reference(workload, tmp, cores=cores, server_cores=server_cores)
             report[name] = pair
             if len(pair) == 2:
-                print_pair(f"{name}: {workload.streams} streams, {workload.max_tokens} tokens, "
-                           f"TTFT {workload.ttft_ms:g} ms, ITL {workload.itl_ms:g} ms", pair["llmload"], pair["reference"])
+                print_pair(
+                    f"{name}: {workload.streams} streams, {workload.max_tokens} tokens, "
+                    f"TTFT {workload.ttft_ms:g} ms, ITL {workload.itl_ms:g} ms",
+                    pair["llmload"],
+                    pair["reference"],
+                )
             else:
                 for client, r in pair.items():
-                    print(f"\n== {name} {client} ==\n" + json.dumps({k: v for k, v in r.items() if k != 'window'},
-                                                                       indent=1, default=str))  # fmt: skip
+                    print(
+                        f"\n== {name} {client} ==\n"
+                        + json.dumps({k: v for k, v in r.items() if k != "window"}, indent=1, default=str)
+                    )
         if args.soak:
             print(f"\n== soak: llmload, 64 streams at full speed, 4-token answers, until {args.soak:,} requests ==")
             soak = run_soak(tmp, requests=args.soak, max_s=args.soak_max_s, cores=cores, server_cores=server_cores)
             report["soak"] = soak
-            print(f"requests ok {soak['requests_ok']:,}; RSS after warm-up {soak['rss_mib_first']:.1f} MiB, "
-                  f"at the end {soak['rss_mib_last']:.1f} MiB, max {soak['rss_mib_max']:.1f} MiB")  # fmt: skip
+            print(
+                f"requests ok {soak['requests_ok']:,}; RSS after warm-up {soak['rss_mib_first']:.1f} MiB, "
+                f"at the end {soak['rss_mib_last']:.1f} MiB, max {soak['rss_mib_max']:.1f} MiB"
+            )
     load = os.getloadavg()
     report["load_after"] = load
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -33,19 +33,24 @@ END_MARK = b"\r\n0\r\n\r\n"
 
 def build_request(host: str, max_tokens: int) -> bytes:
     """Return the bytes of one streamed chat request."""
-    body = json.dumps({
-        "model": "meta-llama/Llama-3.1-8B-Instruct",
-        "messages": [{"role": "user", "content": "Tell me a story about a lighthouse keeper."}],
-        "max_tokens": max_tokens, "ignore_eos": True, "stream": True,
-        "stream_options": {"include_usage": True},
-    }).encode()  # fmt: skip
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Accept-Encoding: identity\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    body = json.dumps(
+        {
+            "model": "meta-llama/Llama-3.1-8B-Instruct",
+            "messages": [{"role": "user", "content": "Tell me a story about a lighthouse keeper."}],
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Accept-Encoding: identity\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
-async def worker(host: str, port: int, payload: bytes, deadline: float, totals: list[int],
-                 e2e: list[float]) -> None:  # fmt: skip
+async def worker(host: str, port: int, payload: bytes, deadline: float, totals: list[int], e2e: list[float]) -> None:
     """Send requests on one connection until ``deadline``; add tokens and requests to ``totals``."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -75,13 +80,20 @@ async def measure(url: str, streams: int, seconds: float, max_tokens: int, itl_s
     payload = build_request(parts.netloc, max_tokens)
     totals, e2e = [0, 0], []
     start = time.perf_counter()
-    await asyncio.gather(*(worker(parts.hostname, parts.port, payload, start + seconds, totals, e2e)
-                           for _ in range(streams)))  # fmt: skip
+    await asyncio.gather(
+        *(worker(parts.hostname, parts.port, payload, start + seconds, totals, e2e) for _ in range(streams))
+    )
     elapsed = time.perf_counter() - start
     late = sorted(1e3 * (e - (max_tokens - 1) * itl_s) for e in e2e)
-    return {"streams": streams, "tokens_per_s": totals[0] / elapsed, "requests_per_s": totals[1] / elapsed,
-            "tokens": totals[0], "seconds": elapsed, "late_p50_ms": late[len(late) // 2],
-            "late_p99_ms": late[int(0.99 * (len(late) - 1))]}  # fmt: skip
+    return {
+        "streams": streams,
+        "tokens_per_s": totals[0] / elapsed,
+        "requests_per_s": totals[1] / elapsed,
+        "tokens": totals[0],
+        "seconds": elapsed,
+        "late_p50_ms": late[len(late) // 2],
+        "late_p99_ms": late[int(0.99 * (len(late) - 1))],
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -130,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_level(sim, streams, args))
     pace = f"itl {args.itl_ms:g} ms" if args.itl_ms else "itl 0 (full speed)"
     print(f"llmload sim, profile fixed, ttft 0, {pace}, max_tokens {args.max_tokens}, one process")
-    print(f"{'streams':>8} {'tokens/s':>10} {'requests/s':>11} {'sim CPU':>8} {'client CPU':>10} "
-          f"{'sim late p50/p99 (le)':>22} {'client E2E late p50/p99':>24}")  # fmt: skip
+    print(
+        f"{'streams':>8} {'tokens/s':>10} {'requests/s':>11} {'sim CPU':>8} {'client CPU':>10} "
+        f"{'sim late p50/p99 (le)':>22} {'client E2E late p50/p99':>24}"
+    )
     for r in rows:
-        print(f"{r['streams']:>8} {r['tokens_per_s']:>10,.0f} {r['requests_per_s']:>11,.1f} {r['sim_cpu']:>8.0%} "
-              f"{r['client_cpu']:>10.0%} {r['sim_late_p50_ms']:>14g}/{r['sim_late_p99_ms']:g} ms "
-              f"{r['late_p50_ms']:>15.1f}/{r['late_p99_ms']:.1f} ms")  # fmt: skip
+        print(
+            f"{r['streams']:>8} {r['tokens_per_s']:>10,.0f} {r['requests_per_s']:>11,.1f} {r['sim_cpu']:>8.0%} "
+            f"{r['client_cpu']:>10.0%} {r['sim_late_p50_ms']:>14g}/{r['sim_late_p99_ms']:g} ms "
+            f"{r['late_p50_ms']:>15.1f}/{r['late_p99_ms']:.1f} ms"
+        )
     return 0
 
 

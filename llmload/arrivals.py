@@ -68,8 +68,15 @@ class Assignment:
     seed: int
 
     def to_wire(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "mode": self.mode, "rate_rps": self.rate_rps, "slot": self.slot,
-                "slots": self.slots, "t0_wall": self.t0_wall, "seed": self.seed}  # fmt: skip
+        return {
+            "epoch": self.epoch,
+            "mode": self.mode,
+            "rate_rps": self.rate_rps,
+            "slot": self.slot,
+            "slots": self.slots,
+            "t0_wall": self.t0_wall,
+            "seed": self.seed,
+        }
 
 
 def offsets(assignment: Assignment) -> Iterator[float]:
@@ -126,8 +133,12 @@ class ArrivalStats:
         self.dists["e2e_from_intended_s"].record(max(record.token_times[-1] - record.t_intended, 0.0))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"scheduled": self.scheduled, "sent": self.sent, "skipped": self.skipped,
-                "dists": {name: d.to_wire() for name, d in self.dists.items()}}  # fmt: skip
+        return {
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "dists": {name: d.to_wire() for name, d in self.dists.items()},
+        }
 
     def merge_wire(self, wire: dict[str, Any]) -> None:
         self.scheduled += wire["scheduled"]
@@ -292,7 +303,9 @@ class Arrivals:
         t0 = time.time()
         for slot, client_id in enumerate(ids):
             runner.send_message(MESSAGE, self._assignment(slot, len(ids), t0).to_wire(), client_id=client_id)
-        logger.debug("llmload: open-loop rate %.3g/s divided among %d workers (epoch %d)", self.rate_rps, len(ids), self._epoch)
+        logger.debug(
+            "llmload: open-loop rate %.3g/s divided among %d workers (epoch %d)", self.rate_rps, len(ids), self._epoch
+        )
 
     def set_rate(self, rate_rps: float) -> None:
         """Change the whole test's rate (the capacity search's rate mode)."""
@@ -384,11 +397,15 @@ class Arrivals:
         lag_p99 = lag.percentile(99)
         warnings = []
         if total.skipped:
-            warnings.append(f"{total.skipped} of {total.scheduled} arrivals skipped because no user was free "
-                            f"within {SKIP_AFTER_S:g} s (raise -u, the pool of users)")  # fmt: skip
+            warnings.append(
+                f"{total.skipped} of {total.scheduled} arrivals skipped because no user was free "
+                f"within {SKIP_AFTER_S:g} s (raise -u, the pool of users)"
+            )
         if lag_p99 is not None and lag_p99 > LAG_WARN_P99_S:
-            warnings.append(f"dispatch lag p99 {lag_p99 * 1000:.0f} ms exceeds {LAG_WARN_P99_S * 1000:.0f} ms "
-                            f"(the load generator is short of CPU: add workers)")  # fmt: skip
+            warnings.append(
+                f"dispatch lag p99 {lag_p99 * 1000:.0f} ms exceeds {LAG_WARN_P99_S * 1000:.0f} ms "
+                f"(the load generator is short of CPU: add workers)"
+            )
         return {
             "mode": self.plugin.options.arrival,
             "rate_rps": self.rate_rps,

@@ -106,8 +106,9 @@ def _parse(path: str, text: str) -> tuple[Backend, ...]:
                 raise ConfigError(f"{where}: {key} must be a number >= 0, got {value!r}")
         if not table["base_url"].startswith(("http://", "https://")):
             raise ConfigError(f"{where}: base_url must start with http:// or https://, got {table['base_url']!r}")
-        backend = Backend(**{**table, "base_url": table["base_url"].rstrip("/"),
-                             "weight": float(table.get("weight", 1.0))})  # fmt: skip
+        backend = Backend(
+            **{**table, "base_url": table["base_url"].rstrip("/"), "weight": float(table.get("weight", 1.0))}
+        )
         if backend.name in {b.name for b in out}:
             raise ConfigError(f"{where}: duplicate backend name {backend.name!r}")
         out.append(backend)
@@ -199,7 +200,11 @@ def register(environment: Any, plugin: Any) -> None:
         if plugin.is_worker or plugin.finished or not getattr(environment.parsed_options, "headless", False):
             return
         try:
-            backends = load_backends(plugin.options.backends, only=plugin.options.backend_names) if plugin.options.backends else ()
+            backends = (
+                load_backends(plugin.options.backends, only=plugin.options.backend_names)
+                if plugin.options.backends
+                else ()
+            )
         except ConfigError:
             return  # reported by the plugin's own option check
         if not all([plugin._host_reachable(b.base_url) for b in backends]):

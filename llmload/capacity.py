@@ -69,6 +69,7 @@ class CapacitySettings:
     @classmethod
     def from_parsed(cls, parsed: Any) -> CapacitySettings:
         """Validate Locust's parsed options; a bad value raises a one-line ``ConfigError``."""
+
         def number(name: str, default: float, *, low: float, high: float = math.inf, low_ok: bool = True) -> float:
             raw = getattr(parsed, f"llm_capacity_{name}", "")
             if raw in (None, ""):
@@ -100,7 +101,9 @@ class CapacitySettings:
             label=str(getattr(parsed, "llm_capacity_label", "") or ""),
         )
         if settings.start > settings.max:
-            raise ConfigError(f"--llm-capacity-start ({settings.start:g}) is above --llm-capacity-max ({settings.max:g})")
+            raise ConfigError(
+                f"--llm-capacity-start ({settings.start:g}) is above --llm-capacity-max ({settings.max:g})"
+            )
         if mode == "users" and (settings.start != int(settings.start) or settings.max != int(settings.max)):
             raise ConfigError("--llm-capacity-start and --llm-capacity-max: whole numbers of users")
         if mode == "rate" and getattr(parsed, "llm_arrival", "closed") in ("", "closed", None):
@@ -154,19 +157,29 @@ class CapacitySearch:
         value = None if best is None else (int(best["level"]) if s.mode == "users" else best["level"])
         out: dict[str, Any] = {
             key: value,
-            "first_failing": None if self.failing is None else (int(self.failing) if s.mode == "users" else self.failing),
+            "first_failing": None
+            if self.failing is None
+            else (int(self.failing) if s.mode == "users" else self.failing),
             "limit_reached": self.failing is None and best is not None and best["level"] >= s.max,
             "complete": self.done,
         }
         if best is not None:
-            for name in ("users" if s.mode == "users" else "rate_rps", "stream_rate_p50_tps", "stream_rate_p10_tps", "ttft_p50_s", "ttft_p99_s",
-                         "output_tokens_per_s", "attainment"):  # fmt: skip
+            for name in (
+                "users" if s.mode == "users" else "rate_rps",
+                "stream_rate_p50_tps",
+                "stream_rate_p10_tps",
+                "ttft_p50_s",
+                "ttft_p99_s",
+                "output_tokens_per_s",
+                "attainment",
+            ):
                 out.setdefault(name, best.get(name))
         return out
 
 
-def step_figures(window: Any, *, level: float, users: int, mode: str, elapsed_s: float, attainment_target: float,
-                 skipped: int = 0) -> dict[str, Any]:  # fmt: skip
+def step_figures(
+    window: Any, *, level: float, users: int, mode: str, elapsed_s: float, attainment_target: float, skipped: int = 0
+) -> dict[str, Any]:
     """Summarize one step's metrics window (a ``MetricsStore``) as a results-JSON step."""
     total = window.total()
     counters, dists = total.counters, total.dists
@@ -225,19 +238,47 @@ def answer_text(doc: dict[str, Any]) -> str:
 def format_table(doc: dict[str, Any]) -> str:
     """Render every step and the answer as a fixed-width table."""
     rate_mode = doc["mode"] == "rate"
-    header = ["step", "req/s" if rate_mode else "users", "requests", "rate p50", "p10", "TTFT p50", "p99",
-              "out tok/s", "SLO met", "result"]  # fmt: skip
+    header = [
+        "step",
+        "req/s" if rate_mode else "users",
+        "requests",
+        "rate p50",
+        "p10",
+        "TTFT p50",
+        "p99",
+        "out tok/s",
+        "SLO met",
+        "result",
+    ]
     rows = []
     for i, st in enumerate(doc["steps"], start=1):
-        rows.append([str(i), f"{st['level']:g}", str(st["requests"]), _fmt(st["stream_rate_p50_tps"]),
-                     _fmt(st["stream_rate_p10_tps"]), _fmt(st["ttft_p50_s"], 1000, 0), _fmt(st["ttft_p99_s"], 1000, 0),
-                     _fmt(st["output_tokens_per_s"], digits=0), _fmt(st["attainment"], 100) + ("%" if st["attainment"] is not None else ""),
-                     "pass" if st["passed"] else "FAIL"])  # fmt: skip
+        rows.append(
+            [
+                str(i),
+                f"{st['level']:g}",
+                str(st["requests"]),
+                _fmt(st["stream_rate_p50_tps"]),
+                _fmt(st["stream_rate_p10_tps"]),
+                _fmt(st["ttft_p50_s"], 1000, 0),
+                _fmt(st["ttft_p99_s"], 1000, 0),
+                _fmt(st["output_tokens_per_s"], digits=0),
+                _fmt(st["attainment"], 100) + ("%" if st["attainment"] is not None else ""),
+                "pass" if st["passed"] else "FAIL",
+            ]
+        )
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     title = f"Capacity search (rates in tok/s, TTFT in ms; SLO: {slo_text(doc['slo'])})"
-    return "\n".join([title, line(header), line(["-" * w for w in widths]), *(line(r) for r in rows), "",
-                      "Answer: " + answer_text(doc)])  # fmt: skip
+    return "\n".join(
+        [
+            title,
+            line(header),
+            line(["-" * w for w in widths]),
+            *(line(r) for r in rows),
+            "",
+            "Answer: " + answer_text(doc),
+        ]
+    )
 
 
 def build_doc(search: CapacitySearch, *, label: str, slo: dict[str, Any]) -> dict[str, Any]:
@@ -278,8 +319,11 @@ class _CapacityShapeMixin:
 
     def _slo(self) -> dict[str, Any]:
         store = self.plugin.store
-        return {"stream_rate_tps": store.slo_stream_rate_tps, "ttft_s": store.slo_ttft_s,
-                "attainment": self.settings.attainment}  # fmt: skip
+        return {
+            "stream_rate_tps": store.slo_stream_rate_tps,
+            "ttft_s": store.slo_ttft_s,
+            "attainment": self.settings.attainment,
+        }
 
     def _arrivals(self) -> Any:
         from llmload.arrivals import get_arrivals
@@ -301,8 +345,12 @@ class _CapacityShapeMixin:
         ramp_s = self.previous_e2e_p50 or min(self.settings.warmup_s, FIRST_RAMP_S)
         self.spawn_rate = self.settings.spawn_rate or max(change / max(ramp_s, 1.0), 1.0)
         self.phase, self.phase_since = "ramp", time.monotonic()
-        logger.info("llmload capacity: step %d, %g %s", len(self.search.steps) + 1, level,
-                    "users" if self.settings.mode == "users" else "requests/s")  # fmt: skip
+        logger.info(
+            "llmload capacity: step %d, %g %s",
+            len(self.search.steps) + 1,
+            level,
+            "users" if self.settings.mode == "users" else "requests/s",
+        )
 
     def _skipped(self) -> int:
         arrivals = self._arrivals()
@@ -332,8 +380,12 @@ class _CapacityShapeMixin:
                 counters = window.total().counters
                 finished = counters["ok"] + counters["failed"]
             level = self.search.level
-            wanted = self.settings.min_requests or (self.users if self.settings.mode == "users" else int(level * self.settings.hold_s))
-            if elapsed >= self.settings.hold_s and (finished >= wanted or elapsed >= HOLD_CAP_FACTOR * self.settings.hold_s):
+            wanted = self.settings.min_requests or (
+                self.users if self.settings.mode == "users" else int(level * self.settings.hold_s)
+            )
+            if elapsed >= self.settings.hold_s and (
+                finished >= wanted or elapsed >= HOLD_CAP_FACTOR * self.settings.hold_s
+            ):
                 self._finish_step(level, elapsed)
                 if self.search.done:
                     return self._finish_search()
@@ -346,16 +398,27 @@ class _CapacityShapeMixin:
             from llmload.metrics import MetricsStore
 
             window = MetricsStore()
-        step = step_figures(window, level=level, users=self.users, mode=self.settings.mode, elapsed_s=elapsed,
-                            attainment_target=self.settings.attainment,
-                            skipped=self._skipped() - self.skipped_at_open)  # fmt: skip
+        step = step_figures(
+            window,
+            level=level,
+            users=self.users,
+            mode=self.settings.mode,
+            elapsed_s=elapsed,
+            attainment_target=self.settings.attainment,
+            skipped=self._skipped() - self.skipped_at_open,
+        )
         self.previous_e2e_p99 = step["e2e_p99_s"] or 0.0
         self.previous_e2e_p50 = window.total().dists["e2e_s"].percentile(50) or 0.0
         self.search.record(step)
         self.publish()
-        logger.info("llmload capacity: %g %s -> stream rate p50 %s tok/s, SLO met %s -> %s", level,
-                    "users" if self.settings.mode == "users" else "requests/s", _fmt(step["stream_rate_p50_tps"]),
-                    _fmt(step["attainment"], 100) + "%", "pass" if step["passed"] else "FAIL")  # fmt: skip
+        logger.info(
+            "llmload capacity: %g %s -> stream rate p50 %s tok/s, SLO met %s -> %s",
+            level,
+            "users" if self.settings.mode == "users" else "requests/s",
+            _fmt(step["stream_rate_p50_tps"]),
+            _fmt(step["attainment"], 100) + "%",
+            "pass" if step["passed"] else "FAIL",
+        )
 
     def publish(self) -> dict[str, Any]:
         """Put the search so far on the plugin, where the results JSON picks it up."""
@@ -411,15 +474,22 @@ def add_arguments(parser: Any) -> None:
     """Register the ``--llm-capacity-*`` options."""
 
     def add(name: str, help: str, default: str = "") -> None:
-        parser.add_argument(f"--llm-capacity-{name}", env_var=f"LOCUST_LLM_CAPACITY_{name.upper().replace('-', '_')}",
-                            default=default, help=help)  # fmt: skip
+        parser.add_argument(
+            f"--llm-capacity-{name}",
+            env_var=f"LOCUST_LLM_CAPACITY_{name.upper().replace('-', '_')}",
+            default=default,
+            help=help,
+        )
 
     add("mode", "Capacity search: step users (closed loop) or rate (open loop, requests/s)", "users")
     add("start", "Capacity search: first level (default 10)")
     add("growth", "Capacity search: factor between levels until the SLO breaks (default 2)")
     add("max", "Capacity search: highest level tried (default 1000)")
     add("resolution", "Capacity search: stop bisecting when failing - passing <= this share of failing (default 0.05)")
-    add("warmup", "Capacity search: seconds after each ramp before measuring (default 30; at least the last step's E2E p99)")
+    add(
+        "warmup",
+        "Capacity search: seconds after each ramp before measuring (default 30; at least the last step's E2E p99)",
+    )
     add("hold", "Capacity search: seconds measured per step (default 60)")
     add("min-requests", "Capacity search: requests a step needs before it ends (default: one per user)")
     add("attainment", "Capacity search: share of requests that must meet the SLO (default 0.95)")

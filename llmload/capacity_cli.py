@@ -23,10 +23,11 @@ REPO_LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "capa
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``capacity`` sub-command."""
     p = subparsers.add_parser(
-        "capacity", help="find how many users a backend serves within the SLO",
+        "capacity",
+        help="find how many users a backend serves within the SLO",
         description="Run Locust's capacity search (locustfiles/capacity.py) against a host, the simulator, or "
         "each backend of a backends file, and print the answer.",
-    )  # fmt: skip
+    )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--host", help="base URL of the OpenAI-compatible server")
     target.add_argument("--sim", metavar="PROFILE", help="start the embedded simulator with this profile")
@@ -36,8 +37,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", default="", help="name of the backend in the answer")
     p.add_argument("--results", default="", help="results JSON path (default results/capacity-LABEL.json)")
     p.add_argument("--mode", choices=MODES, default="users")
-    for name, default in (("start", "10"), ("growth", "2"), ("max", "1000"), ("resolution", "0.05"),
-                          ("warmup", "30"), ("hold", "60"), ("attainment", "0.95"), ("min-requests", "")):  # fmt: skip
+    for name, default in (
+        ("start", "10"),
+        ("growth", "2"),
+        ("max", "1000"),
+        ("resolution", "0.05"),
+        ("warmup", "30"),
+        ("hold", "60"),
+        ("attainment", "0.95"),
+        ("min-requests", ""),
+    ):
         p.add_argument(f"--{name}", default=default, help=f"--llm-capacity-{name} (default {default or 'auto'})")
     p.add_argument("--slo-stream-rate", default="10", help="SLO: stream rate in tokens/s (default 10)")
     p.add_argument("--slo-ttft", default=f"{DEFAULT_SLO_TTFT_S:g}", help="SLO: TTFT in seconds (default 2)")
@@ -49,13 +58,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def locust_command(args: argparse.Namespace, *, host: str | None, label: str, results: str,
-                   backend: str = "") -> list[str]:  # fmt: skip
+def locust_command(
+    args: argparse.Namespace, *, host: str | None, label: str, results: str, backend: str = ""
+) -> list[str]:
     """Return the Locust command line of one capacity search."""
-    cmd = [sys.executable, "-m", "locust", "-f", args.locustfile, "--headless", "--only-summary",
-           "--llm-results", results, "--llm-capacity-label", label, "--llm-capacity-mode", args.mode,
-           "--llm-slo-stream-rate", args.slo_stream_rate, "--llm-slo-ttft", args.slo_ttft,
-           "--llm-max-tokens", args.max_tokens, "--llm-think-time", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        args.locustfile,
+        "--headless",
+        "--only-summary",
+        "--llm-results",
+        results,
+        "--llm-capacity-label",
+        label,
+        "--llm-capacity-mode",
+        args.mode,
+        "--llm-slo-stream-rate",
+        args.slo_stream_rate,
+        "--llm-slo-ttft",
+        args.slo_ttft,
+        "--llm-max-tokens",
+        args.max_tokens,
+        "--llm-think-time",
+        "0",
+    ]
     for name in ("start", "growth", "max", "resolution", "warmup", "hold", "attainment", "min_requests"):
         value = getattr(args, name)
         if value != "":

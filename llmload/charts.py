@@ -38,7 +38,9 @@ def group_label(group: dict[str, Any]) -> str:
 
 def figure(chart: str, caption: str, note: str = "") -> str:
     """Wrap one chart in a captioned figure."""
-    return f"<figure><figcaption>{escape(caption)}</figcaption>{chart}{f'<p>{escape(note)}</p>' if note else ''}</figure>"
+    return (
+        f"<figure><figcaption>{escape(caption)}</figcaption>{chart}{f'<p>{escape(note)}</p>' if note else ''}</figure>"
+    )
 
 
 def _number(value: Any) -> bool:
@@ -68,21 +70,50 @@ def _percentile_series(doc: dict[str, Any], metric: str, scale: float) -> list[S
 def distribution_figures(doc: dict[str, Any]) -> str:
     """TTFT, ITL and stream rate per user: percentile curves per group, against the SLOs."""
     extra = len(doc.get("groups", [])) - MAX_CHART_GROUPS
-    note = f"Only the first {MAX_CHART_GROUPS} groups are drawn; {extra} more are in the summary table." if extra > 0 else ""
+    note = (
+        f"Only the first {MAX_CHART_GROUPS} groups are drawn; {extra} more are in the summary table."
+        if extra > 0
+        else ""
+    )
     rate_refs, ttft_refs = _slo_lines(doc["total"]["slo"])
     curve = functools.partial(svg.line_chart, x_label="percentile", x_categories=PERCENTILE_POINTS)
-    return "".join([
-        figure(curve(chart_id="ttft", title="TTFT percentiles", y_label="time to first token (ms)",
-                     series=_percentile_series(doc, "ttft_s", 1000), refs=ttft_refs),
-               "Time to first token by percentile", note or "Per request; p99 = 99% of requests got their first token sooner."),
-        figure(curve(chart_id="itl", title="ITL percentiles", y_label="inter-token latency (ms)",
-                     series=_percentile_series(doc, "itl_s", 1000)),
-               "Inter-token latency by percentile", note or "One sample per gap between token-carrying events."),
-        figure(curve(chart_id="stream-rate", title="Stream rate per user", y_label="stream rate per request (tokens/s)",
-                     series=_percentile_series(doc, "stream_rate_tps", 1.0), refs=rate_refs),
-               "Stream rate per user (output tokens / E2E) against the SLO",
-               note or "Low percentiles are the slowest streams: min and p10 below the SLO line are users served too slowly."),
-    ])  # fmt: skip
+    return "".join(
+        [
+            figure(
+                curve(
+                    chart_id="ttft",
+                    title="TTFT percentiles",
+                    y_label="time to first token (ms)",
+                    series=_percentile_series(doc, "ttft_s", 1000),
+                    refs=ttft_refs,
+                ),
+                "Time to first token by percentile",
+                note or "Per request; p99 = 99% of requests got their first token sooner.",
+            ),
+            figure(
+                curve(
+                    chart_id="itl",
+                    title="ITL percentiles",
+                    y_label="inter-token latency (ms)",
+                    series=_percentile_series(doc, "itl_s", 1000),
+                ),
+                "Inter-token latency by percentile",
+                note or "One sample per gap between token-carrying events.",
+            ),
+            figure(
+                curve(
+                    chart_id="stream-rate",
+                    title="Stream rate per user",
+                    y_label="stream rate per request (tokens/s)",
+                    series=_percentile_series(doc, "stream_rate_tps", 1.0),
+                    refs=rate_refs,
+                ),
+                "Stream rate per user (output tokens / E2E) against the SLO",
+                note
+                or "Low percentiles are the slowest streams: min and p10 below the SLO line are users served too slowly.",
+            ),
+        ]
+    )
 
 
 # -- over time -----------------------------------------------------------------------------------
@@ -131,26 +162,70 @@ def timeline_figures(doc: dict[str, Any]) -> str:
     series = timeline_series(doc)
     rate_refs, _ = _slo_lines(doc["total"]["slo"])
     line = functools.partial(svg.line_chart, x_label=f"time since start ({series['unit']})", x_span=series["span"])
-    return "".join([
-        figure(line(chart_id="users", title="Users over time", y_label="users / requests in flight",
-                    series=[Series("users", series["users"]), Series("requests in flight", series["in_flight"], dashed=True)]),
-               "Users and requests in flight"),
-        figure(line(chart_id="throughput", title="Output tokens/s over time", y_label="output tokens/s",
-                    series=[Series("output tokens/s (all groups)", series["output_tps"])]),
-               "Output tokens/s",
-               "Difference of cumulative output tokens between samples (every 2 s; workers report every 3 s)."),
-        figure(line(chart_id="slo-attainment", title="SLO attainment over time", y_label="SLO attainment (%)", y_max=100.0,
-                    series=[Series("per interval", series["attainment"]),
-                            Series("cumulative", series["attainment_cumulative"], dashed=True)]),
-               "SLO attainment", "Share of successful requests meeting every SLO."),
-        figure(line(chart_id="latency-over-time", title="TTFT and ITL over time", y_label="latency (ms)",
-                    series=[Series("TTFT p50", series["ttft_p50_s"]), Series("TTFT p99", series["ttft_p99_s"], dashed=True),
-                            Series("ITL p50", series["itl_p50_s"])]),
-               "TTFT and ITL over time", "Percentiles of each interval between samples."),
-        figure(line(chart_id="stream-rate-over-time", title="Stream rate over time", y_label="stream rate p50 (tokens/s)",
-                    refs=rate_refs, series=[Series("stream rate p50", series["stream_rate_p50_tps"])]),
-               "Stream rate per user over time (median of each interval)"),
-    ])  # fmt: skip
+    return "".join(
+        [
+            figure(
+                line(
+                    chart_id="users",
+                    title="Users over time",
+                    y_label="users / requests in flight",
+                    series=[
+                        Series("users", series["users"]),
+                        Series("requests in flight", series["in_flight"], dashed=True),
+                    ],
+                ),
+                "Users and requests in flight",
+            ),
+            figure(
+                line(
+                    chart_id="throughput",
+                    title="Output tokens/s over time",
+                    y_label="output tokens/s",
+                    series=[Series("output tokens/s (all groups)", series["output_tps"])],
+                ),
+                "Output tokens/s",
+                "Difference of cumulative output tokens between samples (every 2 s; workers report every 3 s).",
+            ),
+            figure(
+                line(
+                    chart_id="slo-attainment",
+                    title="SLO attainment over time",
+                    y_label="SLO attainment (%)",
+                    y_max=100.0,
+                    series=[
+                        Series("per interval", series["attainment"]),
+                        Series("cumulative", series["attainment_cumulative"], dashed=True),
+                    ],
+                ),
+                "SLO attainment",
+                "Share of successful requests meeting every SLO.",
+            ),
+            figure(
+                line(
+                    chart_id="latency-over-time",
+                    title="TTFT and ITL over time",
+                    y_label="latency (ms)",
+                    series=[
+                        Series("TTFT p50", series["ttft_p50_s"]),
+                        Series("TTFT p99", series["ttft_p99_s"], dashed=True),
+                        Series("ITL p50", series["itl_p50_s"]),
+                    ],
+                ),
+                "TTFT and ITL over time",
+                "Percentiles of each interval between samples.",
+            ),
+            figure(
+                line(
+                    chart_id="stream-rate-over-time",
+                    title="Stream rate over time",
+                    y_label="stream rate p50 (tokens/s)",
+                    refs=rate_refs,
+                    series=[Series("stream rate p50", series["stream_rate_p50_tps"])],
+                ),
+                "Stream rate per user over time (median of each interval)",
+            ),
+        ]
+    )
 
 
 # -- capacity search -----------------------------------------------------------------------------
@@ -183,23 +258,58 @@ def capacity_figures(doc: dict[str, Any]) -> str:
     target = slo.get("attainment")
     target_refs = [RefLine(target * 100, f"target {target * 100:g}%")] if _number(target) else []
     line = functools.partial(svg.line_chart, x_label=x_label)
-    return "".join([
-        figure(line(chart_id="capacity-stream-rate", title="Capacity: stream rate per user",
-                    y_label="stream rate per user (tokens/s)", refs=vline + rate_refs,
-                    series=[Series("p50", curve("stream_rate_p50_tps")),
-                            Series("p10", curve("stream_rate_p10_tps"), dashed=True)]),
-               f"Stream rate per user against {x_label}"),
-        figure(line(chart_id="capacity-ttft", title="Capacity: TTFT", y_label="time to first token (ms)",
+    return "".join(
+        [
+            figure(
+                line(
+                    chart_id="capacity-stream-rate",
+                    title="Capacity: stream rate per user",
+                    y_label="stream rate per user (tokens/s)",
+                    refs=vline + rate_refs,
+                    series=[
+                        Series("p50", curve("stream_rate_p50_tps")),
+                        Series("p10", curve("stream_rate_p10_tps"), dashed=True),
+                    ],
+                ),
+                f"Stream rate per user against {x_label}",
+            ),
+            figure(
+                line(
+                    chart_id="capacity-ttft",
+                    title="Capacity: TTFT",
+                    y_label="time to first token (ms)",
                     refs=vline + ttft_refs,
-                    series=[Series("p50", curve("ttft_p50_s", 1000)), Series("p99", curve("ttft_p99_s", 1000), dashed=True)]),
-               f"TTFT against {x_label}"),
-        figure(line(chart_id="capacity-throughput", title="Capacity: output tokens/s", y_label="output tokens/s", refs=vline,
-                    series=[Series("output tokens/s", curve("output_tokens_per_s"))]),
-               f"Output tokens/s against {x_label}"),
-        figure(line(chart_id="capacity-attainment", title="Capacity: SLO attainment", y_label="SLO attainment (%)",
-                    y_max=100.0, refs=vline + target_refs, series=[Series("attainment", curve("attainment", 100))]),
-               f"SLO attainment of each step against {x_label}", "A step passes when its attainment reaches the target."),
-    ])  # fmt: skip
+                    series=[
+                        Series("p50", curve("ttft_p50_s", 1000)),
+                        Series("p99", curve("ttft_p99_s", 1000), dashed=True),
+                    ],
+                ),
+                f"TTFT against {x_label}",
+            ),
+            figure(
+                line(
+                    chart_id="capacity-throughput",
+                    title="Capacity: output tokens/s",
+                    y_label="output tokens/s",
+                    refs=vline,
+                    series=[Series("output tokens/s", curve("output_tokens_per_s"))],
+                ),
+                f"Output tokens/s against {x_label}",
+            ),
+            figure(
+                line(
+                    chart_id="capacity-attainment",
+                    title="Capacity: SLO attainment",
+                    y_label="SLO attainment (%)",
+                    y_max=100.0,
+                    refs=vline + target_refs,
+                    series=[Series("attainment", curve("attainment", 100))],
+                ),
+                f"SLO attainment of each step against {x_label}",
+                "A step passes when its attainment reaches the target.",
+            ),
+        ]
+    )
 
 
 # -- client vs server ----------------------------------------------------------------------------
@@ -219,11 +329,22 @@ def server_figures(doc: dict[str, Any]) -> str:
             continue
         client = group.get("ttft_s") or {}
         ms = lambda d, k: None if d.get(k) is None else d[k] * 1000  # noqa: E731
-        chart = svg.bar_chart(chart_id=f"client-vs-server-ttft-{index}", title="Client vs server TTFT",
-                              y_label="time to first token (ms)", categories=stats,
-                              bars=[Bars("client (llmload)", [ms(client, k) for k in stats]),
-                                    Bars("server (/metrics)", [ms(srv, k) for k in stats])])  # fmt: skip
-        out.append(figure(chart, f"Client vs server TTFT: {group_label(group)}",
-                          "The gap between client and server is network, HTTP and client overhead; server quantiles "
-                          "are only as fine as its histogram buckets, so compare the means first."))  # fmt: skip
+        chart = svg.bar_chart(
+            chart_id=f"client-vs-server-ttft-{index}",
+            title="Client vs server TTFT",
+            y_label="time to first token (ms)",
+            categories=stats,
+            bars=[
+                Bars("client (llmload)", [ms(client, k) for k in stats]),
+                Bars("server (/metrics)", [ms(srv, k) for k in stats]),
+            ],
+        )
+        out.append(
+            figure(
+                chart,
+                f"Client vs server TTFT: {group_label(group)}",
+                "The gap between client and server is network, HTTP and client overhead; server quantiles "
+                "are only as fine as its histogram buckets, so compare the means first.",
+            )
+        )
     return "".join(out)

@@ -25,7 +25,14 @@ import orjson
 
 from llmload.errors import LLMRequestError
 from llmload.record import RequestRecord
-from llmload.stream import StreamReader, abort_connection, classify_connect_error, classify_status, error_message, read_stream
+from llmload.stream import (
+    StreamReader,
+    abort_connection,
+    classify_connect_error,
+    classify_status,
+    error_message,
+    read_stream,
+)
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -89,7 +96,9 @@ class LLMClient:
         except Exception as exc:
             raise LLMRequestError(classify_connect_error(exc), f"GET {MODELS_PATH}: {type(exc).__name__}") from exc
         if status != 200:
-            raise LLMRequestError(classify_status(status), f"GET {MODELS_PATH}: HTTP {status}: {error_message(body)}", status=status)
+            raise LLMRequestError(
+                classify_status(status), f"GET {MODELS_PATH}: HTTP {status}: {error_message(body)}", status=status
+            )
         try:
             models = [entry["id"] for entry in orjson.loads(body)["data"]]
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
@@ -129,9 +138,13 @@ class LLMClient:
     ) -> RequestRecord:
         """Stream one text completion and return its record."""
         body = {"model": model, "prompt": prompt, "stream": True}
-        return self._request(COMPLETIONS_PATH, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended)
+        return self._request(
+            COMPLETIONS_PATH, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended
+        )
 
-    def _request(self, path, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended) -> RequestRecord:
+    def _request(
+        self, path, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended
+    ) -> RequestRecord:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if ignore_eos:

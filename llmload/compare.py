@@ -94,14 +94,22 @@ def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict
         info = _backend_info(doc, label, extra)
         models = sorted({g.get("model", "") for g in doc.get("groups", [])})
         users = answer.get("users")
-        row = Row(source=source, backend=label, model=", ".join(models),
-                  users_at_slo=users if capacity.get("mode", "users") == "users" else None,
-                  users_limit_reached=bool(answer.get("limit_reached")), users=users,
-                  output_tokens_per_s=answer.get("output_tokens_per_s"), ttft_p50_s=answer.get("ttft_p50_s"),
-                  ttft_p99_s=answer.get("ttft_p99_s"), stream_rate_p50_tps=answer.get("stream_rate_p50_tps"),
-                  stream_rate_p10_tps=answer.get("stream_rate_p10_tps"), slo_attainment=answer.get("attainment"),
-                  slo=_slo_text(capacity.get("slo")),
-                  window="capacity search: " + (f"step at {users} users" if users is not None else "no step met the SLO"))  # fmt: skip
+        row = Row(
+            source=source,
+            backend=label,
+            model=", ".join(models),
+            users_at_slo=users if capacity.get("mode", "users") == "users" else None,
+            users_limit_reached=bool(answer.get("limit_reached")),
+            users=users,
+            output_tokens_per_s=answer.get("output_tokens_per_s"),
+            ttft_p50_s=answer.get("ttft_p50_s"),
+            ttft_p99_s=answer.get("ttft_p99_s"),
+            stream_rate_p50_tps=answer.get("stream_rate_p50_tps"),
+            stream_rate_p10_tps=answer.get("stream_rate_p10_tps"),
+            slo_attainment=answer.get("attainment"),
+            slo=_slo_text(capacity.get("slo")),
+            window="capacity search: " + (f"step at {users} users" if users is not None else "no step met the SLO"),
+        )
         _fill(row, info)
         return [row]
     rows = []
@@ -109,14 +117,20 @@ def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict
     duration = (doc.get("run") or {}).get("duration_s")
     for group in doc.get("groups", []):
         slo = group.get("slo") or {}
-        row = Row(source=source, backend=group.get("backend", ""), model=group.get("model", ""),
-                  users=peak if len(doc.get("groups", [])) == 1 else None,
-                  output_tokens_per_s=(group.get("throughput") or {}).get("output_tokens_per_s"),
-                  ttft_p50_s=(group.get("ttft_s") or {}).get("p50"), ttft_p99_s=(group.get("ttft_s") or {}).get("p99"),
-                  stream_rate_p50_tps=(group.get("stream_rate_tps") or {}).get("p50"),
-                  stream_rate_p10_tps=(group.get("stream_rate_tps") or {}).get("p10"),
-                  slo_attainment=slo.get("attainment"), slo=_slo_text({**slo, "attainment": None}),
-                  window=f"whole run ({duration:.0f} s, {peak} users)" if duration and peak else "whole run")  # fmt: skip
+        row = Row(
+            source=source,
+            backend=group.get("backend", ""),
+            model=group.get("model", ""),
+            users=peak if len(doc.get("groups", [])) == 1 else None,
+            output_tokens_per_s=(group.get("throughput") or {}).get("output_tokens_per_s"),
+            ttft_p50_s=(group.get("ttft_s") or {}).get("p50"),
+            ttft_p99_s=(group.get("ttft_s") or {}).get("p99"),
+            stream_rate_p50_tps=(group.get("stream_rate_tps") or {}).get("p50"),
+            stream_rate_p10_tps=(group.get("stream_rate_tps") or {}).get("p10"),
+            slo_attainment=slo.get("attainment"),
+            slo=_slo_text({**slo, "attainment": None}),
+            window=f"whole run ({duration:.0f} s, {peak} users)" if duration and peak else "whole run",
+        )
         if len({g.get("user_class") for g in doc.get("groups", []) if g.get("backend") == row.backend}) > 1:
             row.backend = f"{row.backend} ({group.get('user_class')})"
             _fill(row, _backend_info(doc, group.get("backend", ""), extra))
@@ -137,13 +151,44 @@ def _fill(row: Row, info: dict[str, Any]) -> None:
 
 # -- rendering ---------------------------------------------------------------------------------
 
-COLUMNS = ("Backend", "GPU", "Engine", "Quant.", "Users at SLO", "Output tok/s", "TTFT p50 / p99 (ms)",
-           "Stream rate p50 / p10 (tok/s)", "SLO met", "$/hour", "$ per 1M output tokens", "Users per $/hour",
-           "Measured over", "Results file")  # fmt: skip
-CSV_COLUMNS = ("backend", "model", "gpu", "engine", "quantization", "users_at_slo", "users_limit_reached", "users",
-               "output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "stream_rate_p50_tps", "stream_rate_p10_tps",
-               "slo_attainment", "slo", "price_per_hour", "cost_per_million_output_tokens", "users_per_dollar_hour",
-               "window", "source")  # fmt: skip
+COLUMNS = (
+    "Backend",
+    "GPU",
+    "Engine",
+    "Quant.",
+    "Users at SLO",
+    "Output tok/s",
+    "TTFT p50 / p99 (ms)",
+    "Stream rate p50 / p10 (tok/s)",
+    "SLO met",
+    "$/hour",
+    "$ per 1M output tokens",
+    "Users per $/hour",
+    "Measured over",
+    "Results file",
+)
+CSV_COLUMNS = (
+    "backend",
+    "model",
+    "gpu",
+    "engine",
+    "quantization",
+    "users_at_slo",
+    "users_limit_reached",
+    "users",
+    "output_tokens_per_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "stream_rate_p50_tps",
+    "stream_rate_p10_tps",
+    "slo_attainment",
+    "slo",
+    "price_per_hour",
+    "cost_per_million_output_tokens",
+    "users_per_dollar_hour",
+    "window",
+    "source",
+)
 
 
 def _num(value: float | None, digits: int = 1, *, money: bool = False) -> str:
@@ -154,17 +199,35 @@ def _num(value: float | None, digits: int = 1, *, money: bool = False) -> str:
 
 def _cells(row: Row) -> list[str]:
     users = "-" if row.users_at_slo is None else f"{'>= ' if row.users_limit_reached else ''}{row.users_at_slo}"
-    ttft = "-" if row.ttft_p50_s is None else f"{row.ttft_p50_s * 1000:,.0f} / {_num(None if row.ttft_p99_s is None else row.ttft_p99_s * 1000, 0)}"
-    rate = "-" if row.stream_rate_p50_tps is None else f"{row.stream_rate_p50_tps:.1f} / {_num(row.stream_rate_p10_tps)}"
-    return [row.backend, row.gpu or "-", row.engine or "-", row.quantization or "-", users,
-            _num(row.output_tokens_per_s, 0), ttft, rate,
-            "-" if row.slo_attainment is None else f"{row.slo_attainment * 100:.1f}%",
-            _num(row.price_per_hour, 2, money=True), _num(row.cost_per_million_output_tokens, 2, money=True),
-            _num(row.users_per_dollar_hour, 1), row.window, os.path.basename(row.source)]  # fmt: skip
+    ttft = (
+        "-"
+        if row.ttft_p50_s is None
+        else f"{row.ttft_p50_s * 1000:,.0f} / {_num(None if row.ttft_p99_s is None else row.ttft_p99_s * 1000, 0)}"
+    )
+    rate = (
+        "-" if row.stream_rate_p50_tps is None else f"{row.stream_rate_p50_tps:.1f} / {_num(row.stream_rate_p10_tps)}"
+    )
+    return [
+        row.backend,
+        row.gpu or "-",
+        row.engine or "-",
+        row.quantization or "-",
+        users,
+        _num(row.output_tokens_per_s, 0),
+        ttft,
+        rate,
+        "-" if row.slo_attainment is None else f"{row.slo_attainment * 100:.1f}%",
+        _num(row.price_per_hour, 2, money=True),
+        _num(row.cost_per_million_output_tokens, 2, money=True),
+        _num(row.users_per_dollar_hour, 1),
+        row.window,
+        os.path.basename(row.source),
+    ]
 
 
 def to_markdown(rows: list[Row]) -> str:
     """Render the comparison as a Markdown section: a table, the SLO, the formulas and a one-line summary."""
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -175,21 +238,29 @@ def to_markdown(rows: list[Row]) -> str:
     out += [""]
     if slos:
         out.append("SLO: " + "; ".join(slos) + ".")
-    out.append("Users at SLO: the largest load the capacity search found within the SLO (\">=\": the search's "
-               "upper limit still passed). Figures of capacity runs are those of that step, after warm-up; "
-               "other runs report the whole run.")  # fmt: skip
-    out.append("Cost per million output tokens = price per hour / (output tokens/s x 3600) x 1,000,000; "
-               "users per $/hour = users at SLO / price per hour.")  # fmt: skip
+    out.append(
+        'Users at SLO: the largest load the capacity search found within the SLO (">=": the search\'s '
+        "upper limit still passed). Figures of capacity runs are those of that step, after warm-up; "
+        "other runs report the whole run."
+    )
+    out.append(
+        "Cost per million output tokens = price per hour / (output tokens/s x 3600) x 1,000,000; "
+        "users per $/hour = users at SLO / price per hour."
+    )
     priced = [r for r in rows if r.cost_per_million_output_tokens is not None]
     if priced:
         cheapest = min(priced, key=lambda r: r.cost_per_million_output_tokens)
         out.append("")
-        out.append(f"Lowest cost per million output tokens: **{cheapest.backend}** "
-                   f"({_num(cheapest.cost_per_million_output_tokens, 2, money=True)}).")  # fmt: skip
+        out.append(
+            f"Lowest cost per million output tokens: **{cheapest.backend}** "
+            f"({_num(cheapest.cost_per_million_output_tokens, 2, money=True)})."
+        )
         served = [r for r in rows if r.users_per_dollar_hour is not None]
         if served:
             best = max(served, key=lambda r: r.users_per_dollar_hour)
-            out.append(f"Most users within the SLO per dollar-hour: **{best.backend}** ({best.users_per_dollar_hour:,.1f}).")
+            out.append(
+                f"Most users within the SLO per dollar-hour: **{best.backend}** ({best.users_per_dollar_hour:,.1f})."
+            )
     return "\n".join(out) + "\n"
 
 
@@ -212,9 +283,12 @@ def to_csv(rows: list[Row]) -> str:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``compare`` sub-command."""
-    p = subparsers.add_parser("compare", help="compare results files across runs and backends (Markdown, CSV)",
-                              description="Print a table of capacity at SLO, throughput, latency percentiles and "
-                              "cost across results files, and write it as Markdown and CSV.")  # fmt: skip
+    p = subparsers.add_parser(
+        "compare",
+        help="compare results files across runs and backends (Markdown, CSV)",
+        description="Print a table of capacity at SLO, throughput, latency percentiles and "
+        "cost across results files, and write it as Markdown and CSV.",
+    )
     p.add_argument("results", nargs="+", help="results JSON files (llmload.results/1)")
     p.add_argument("-o", "--output-dir", default="", help="write compare.md and compare.csv into this directory")
     p.add_argument("--markdown", default="", help="write the Markdown table to this file")
@@ -254,7 +328,10 @@ def run(args: argparse.Namespace) -> int:
     print(markdown, end="")
     targets = []
     if args.output_dir:
-        targets += [(os.path.join(args.output_dir, "compare.md"), markdown), (os.path.join(args.output_dir, "compare.csv"), table_csv)]
+        targets += [
+            (os.path.join(args.output_dir, "compare.md"), markdown),
+            (os.path.join(args.output_dir, "compare.csv"), table_csv),
+        ]
     if args.markdown:
         targets.append((args.markdown, markdown))
     if args.csv:

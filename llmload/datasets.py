@@ -52,8 +52,17 @@ DISTRIBUTION_KINDS = {
     "normal": ("mean", "sd", "min", "max"),
     "lognormal": ("mean", "median", "sigma", "min", "max"),
 }
-_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}  # fmt: skip
+_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 
 
 def estimate_tokens(text: str) -> int:
@@ -133,7 +142,9 @@ def parse_distribution(spec: str, *, option: str = "llm-input-tokens") -> Length
         kind, params = ("uniform", {"min": low, "max": high}) if dash else ("fixed", {"value": low})
     else:
         if kind not in DISTRIBUTION_KINDS:
-            raise ConfigError(f"--{option}: unknown distribution {kind!r}; expected one of {', '.join(DISTRIBUTION_KINDS)}")
+            raise ConfigError(
+                f"--{option}: unknown distribution {kind!r}; expected one of {', '.join(DISTRIBUTION_KINDS)}"
+            )
         params = {}
         for item in filter(None, (part.strip() for part in rest.split(","))):
             key, eq, value = item.partition("=")
@@ -186,7 +197,9 @@ def _build(kind: str, params: dict[str, float], *, option: str, spec: str) -> Le
             raise ConfigError(f"--{option}: lognormal mean/median must be > 0 in {spec!r}")
         # mean = exp(mu + sigma^2 / 2); median = exp(mu)
         a = math.log(centre) - (b * b / 2 if "mean" in params else 0.0)
-    return LengthDistribution(kind, float(a), float(b), low=int(low), high=None if high is None else int(high), spec=spec)
+    return LengthDistribution(
+        kind, float(a), float(b), low=int(low), high=None if high is None else int(high), spec=spec
+    )
 
 
 # -- dataset files -------------------------------------------------------------------------
@@ -238,7 +251,7 @@ def _turns_from_sharegpt(conversations: Any, path: str, line: int) -> list[tuple
             raise _error(path, line, 'each conversation turn needs a string "value"')
         role = _ROLES.get(str(turn.get("from", "")).lower())
         if role is None:
-            raise _error(path, line, f'unknown speaker {turn.get("from")!r}; expected human, gpt or system')
+            raise _error(path, line, f"unknown speaker {turn.get('from')!r}; expected human, gpt or system")
         turns.append((role, turn["value"]))
     return turns
 
@@ -248,14 +261,18 @@ def _entry_from_object(obj: Any, path: str, line: int) -> Entry | None:
     if not isinstance(obj, dict):
         raise _error(path, line, f"expected a JSON object, got {type(obj).__name__}")
     output_tokens = obj.get("output_tokens", obj.get("max_tokens"))
-    if output_tokens is not None and (not isinstance(output_tokens, int) or isinstance(output_tokens, bool) or output_tokens < 1):
+    if output_tokens is not None and (
+        not isinstance(output_tokens, int) or isinstance(output_tokens, bool) or output_tokens < 1
+    ):
         raise _error(path, line, f"output_tokens must be a positive integer, got {output_tokens!r}")
     if "conversations" in obj:
         turns = _turns_from_sharegpt(obj["conversations"], path, line)
     elif "messages" in obj:
         messages = obj["messages"]
         if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") in ("user", "assistant", "system")
+            isinstance(m, dict)
+            and isinstance(m.get("content"), str)
+            and m.get("role") in ("user", "assistant", "system")
             for m in messages
         ):
             raise _error(path, line, '"messages" must be a list of {"role": user|assistant|system, "content": str}')
@@ -367,7 +384,9 @@ def _load_cached(path: str, _mtime: int, format: str, input_tokens, output_token
     entries, skipped = [], 0
     for line, obj in items:
         entry = _entry_from_object(obj, path, line)
-        if entry is None or not (_within(entry.input_tokens, input_tokens) and _within(entry.output_tokens, output_tokens)):
+        if entry is None or not (
+            _within(entry.input_tokens, input_tokens) and _within(entry.output_tokens, output_tokens)
+        ):
             skipped += 1
             continue
         entries.append(entry)

@@ -35,10 +35,29 @@ def locust_command(args: argparse.Namespace, host: str) -> list[str]:
     """Return the Locust command line the demo runs."""
     extra = [a for a in args.locust_args if a != "--"]
     return [
-        sys.executable, "-m", "locust", "-f", args.locustfile, "--headless",
-        "-u", str(args.users), "-r", str(args.users), "-t", args.run_time, "--host", host,
-        "--llm-think-time", "0", "--llm-max-tokens", "100", "--llm-results", args.results,
-        "--llm-html", os.path.splitext(args.results)[0] + ".html", "--only-summary",
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        args.locustfile,
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.users),
+        "-t",
+        args.run_time,
+        "--host",
+        host,
+        "--llm-think-time",
+        "0",
+        "--llm-max-tokens",
+        "100",
+        "--llm-results",
+        args.results,
+        "--llm-html",
+        os.path.splitext(args.results)[0] + ".html",
+        "--only-summary",
         *extra,
     ]
 
@@ -51,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.users < 1:
         raise ConfigError(f"--users: expected at least 1, got {args.users}")
     with SimulatorProcess(profile=args.profile) as sim:
-        print(f"llmload demo: simulator ({args.profile}) at {sim.base_url}; {args.users} users for {args.run_time}", flush=True)
+        print(
+            f"llmload demo: simulator ({args.profile}) at {sim.base_url}; {args.users} users for {args.run_time}",
+            flush=True,
+        )
         completed = subprocess.run(locust_command(args, sim.base_url), check=False)
     return completed.returncode

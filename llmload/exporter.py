@@ -46,28 +46,121 @@ MAX_GROUPS = 200
 GROUP_LABELS = ("backend", "model", "user_class")
 
 # Upper bounds in seconds (tokens/s for rates). TTFT spans 5 ms to minutes; ITL and TPOT start at 0.5 ms.
-TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
-                7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)  # fmt: skip
-ITL_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
-               0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
-E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0,
-               120.0, 180.0, 300.0, 600.0)  # fmt: skip
-STREAM_RATE_BUCKETS = (1.0, 2.0, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 75.0, 100.0,
-                       150.0, 200.0, 300.0, 500.0, 1000.0)  # fmt: skip
+TTFT_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+ITL_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+E2E_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    45.0,
+    60.0,
+    90.0,
+    120.0,
+    180.0,
+    300.0,
+    600.0,
+)
+STREAM_RATE_BUCKETS = (
+    1.0,
+    2.0,
+    5.0,
+    7.5,
+    10.0,
+    12.5,
+    15.0,
+    20.0,
+    25.0,
+    30.0,
+    40.0,
+    50.0,
+    75.0,
+    100.0,
+    150.0,
+    200.0,
+    300.0,
+    500.0,
+    1000.0,
+)
 
 # metric name -> (distribution in the store, help, buckets)
 HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
-    "llmload_ttft_seconds": ("ttft_s", "Time to first token: first token-carrying event minus send time.",
-                             TTFT_BUCKETS),
-    "llmload_itl_seconds": ("itl_s", "Inter-token latency: gap between consecutive token-carrying events.",
-                            ITL_BUCKETS),
-    "llmload_tpot_seconds": ("tpot_s", "Time per output token after the first: (E2E - TTFT) / (n - 1).",
-                             ITL_BUCKETS),
-    "llmload_e2e_seconds": ("e2e_s", "End-to-end latency: last token-carrying event minus send time.",
-                            E2E_BUCKETS),
-    "llmload_stream_rate_tokens_per_second": ("stream_rate_tps", "Per-request stream rate: output tokens / E2E.",
-                                              STREAM_RATE_BUCKETS),
-}  # fmt: skip
+    "llmload_ttft_seconds": (
+        "ttft_s",
+        "Time to first token: first token-carrying event minus send time.",
+        TTFT_BUCKETS,
+    ),
+    "llmload_itl_seconds": (
+        "itl_s",
+        "Inter-token latency: gap between consecutive token-carrying events.",
+        ITL_BUCKETS,
+    ),
+    "llmload_tpot_seconds": ("tpot_s", "Time per output token after the first: (E2E - TTFT) / (n - 1).", ITL_BUCKETS),
+    "llmload_e2e_seconds": ("e2e_s", "End-to-end latency: last token-carrying event minus send time.", E2E_BUCKETS),
+    "llmload_stream_rate_tokens_per_second": (
+        "stream_rate_tps",
+        "Per-request stream rate: output tokens / E2E.",
+        STREAM_RATE_BUCKETS,
+    ),
+}
 
 
 def cumulative_buckets(dist: Distribution, bounds: Sequence[float]) -> list[tuple[str, float]]:
@@ -111,8 +204,9 @@ class LLMLoadCollector(Collector):
                 self._warned_cap = True
                 logger.warning(
                     "llmload: %d (backend, model, user class) groups; Prometheus gets the first %d",
-                    len(groups), self.max_groups,
-                )  # fmt: skip
+                    len(groups),
+                    self.max_groups,
+                )
             groups = groups[: self.max_groups]
         return groups
 
@@ -130,9 +224,10 @@ class LLMLoadCollector(Collector):
             yield family
 
         requests = CounterMetricFamily(
-            "llmload_requests", "Finished LLM requests by outcome (ok, failed) and error kind.",
+            "llmload_requests",
+            "Finished LLM requests by outcome (ok, failed) and error kind.",
             labels=[*GROUP_LABELS, "outcome", "error"],
-        )  # fmt: skip
+        )
         output = CounterMetricFamily("llmload_output_tokens", "Output tokens received.", labels=GROUP_LABELS)
         prompt = CounterMetricFamily("llmload_prompt_tokens", "Prompt tokens sent (server usage).", labels=GROUP_LABELS)
         slo_met = CounterMetricFamily(
@@ -159,10 +254,14 @@ class LLMLoadCollector(Collector):
         yield GaugeMetricFamily(
             "llmload_workers", "Load-generating processes: connected workers, or 1 in a local run.", value=workers
         )
-        in_flight = GaugeMetricFamily("llmload_in_flight_requests", "Requests in flight per load generator.",
-                                      labels=["worker"])  # fmt: skip
-        cpu = GaugeMetricFamily("llmload_generator_cpu_percent", "CPU use of each load-generator process, percent of one core.",
-                                labels=["worker"])  # fmt: skip
+        in_flight = GaugeMetricFamily(
+            "llmload_in_flight_requests", "Requests in flight per load generator.", labels=["worker"]
+        )
+        cpu = GaugeMetricFamily(
+            "llmload_generator_cpu_percent",
+            "CPU use of each load-generator process, percent of one core.",
+            labels=["worker"],
+        )
         connected = set(runner.clients) if is_master else None
         for worker, gauges in sorted(plugin.generator_gauges.items()):
             if connected is not None and worker not in connected:
@@ -174,11 +273,15 @@ class LLMLoadCollector(Collector):
 
         options = plugin.options
         if options.slo_stream_rate_tps is not None:
-            yield GaugeMetricFamily("llmload_slo_stream_rate_tokens_per_second",
-                                    "Configured SLO: minimum per-request stream rate.", value=options.slo_stream_rate_tps)  # fmt: skip
+            yield GaugeMetricFamily(
+                "llmload_slo_stream_rate_tokens_per_second",
+                "Configured SLO: minimum per-request stream rate.",
+                value=options.slo_stream_rate_tps,
+            )
         if options.slo_ttft_s is not None:
-            yield GaugeMetricFamily("llmload_slo_ttft_seconds", "Configured SLO: maximum time to first token.",
-                                    value=options.slo_ttft_s)  # fmt: skip
+            yield GaugeMetricFamily(
+                "llmload_slo_ttft_seconds", "Configured SLO: maximum time to first token.", value=options.slo_ttft_s
+            )
         yield InfoMetricFamily("llmload", "llmload version.", value={"version": __version__})
 
 
@@ -266,7 +369,9 @@ class ExporterOptions:
             except ValueError:
                 port = -1
             if not 0 <= port <= 65535:
-                raise ConfigError(f"--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got {port_text!r}")
+                raise ConfigError(
+                    f"--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got {port_text!r}"
+                )
         host = str(getattr(parsed, "llm_prometheus_host", "") or DEFAULT_HOST)
         grace_text = getattr(parsed, "llm_prometheus_grace", DEFAULT_GRACE_S)
         try:

@@ -39,8 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     push.add_argument("--url", required=True, help="Grafana base URL, e.g. http://127.0.0.1:3000")
     push.add_argument("--folder", default=DEFAULT_FOLDER, help=f"folder title (default: {DEFAULT_FOLDER})")
-    push.add_argument("--dashboards", default=None, metavar="DIR",
-                      help="folder of dashboard JSON files (default: llmload's dashboards/)")  # fmt: skip
+    push.add_argument(
+        "--dashboards",
+        default=None,
+        metavar="DIR",
+        help="folder of dashboard JSON files (default: llmload's dashboards/)",
+    )
     push.set_defaults(func=run_push)
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
     return parser
@@ -85,8 +89,13 @@ def _redacted(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url)
 
 
-def push(url: str, *, folder: str = DEFAULT_FOLDER, dashboards_dir: Path | None = None,
-         credential: str | tuple[str, str] | None = None) -> list[str]:  # fmt: skip
+def push(
+    url: str,
+    *,
+    folder: str = DEFAULT_FOLDER,
+    dashboards_dir: Path | None = None,
+    credential: str | tuple[str, str] | None = None,
+) -> list[str]:
     """Upload the dashboards into ``folder`` and return their Grafana URLs."""
     try:
         from grafana_client import GrafanaApi
@@ -103,16 +112,24 @@ def push(url: str, *, folder: str = DEFAULT_FOLDER, dashboards_dir: Path | None 
         urls = []
         for _path, doc in docs:
             answer = api.dashboard.update_dashboard(
-                {"dashboard": {**doc, "id": None}, "folderUid": uid, "overwrite": True,
-                 "message": "llmload grafana push"}  # fmt: skip
+                {
+                    "dashboard": {**doc, "id": None},
+                    "folderUid": uid,
+                    "overwrite": True,
+                    "message": "llmload grafana push",
+                }
             )
             urls.append(where + (answer or {}).get("url", f"/d/{doc['uid']}"))
         return urls
     except GrafanaUnauthorizedError:
-        raise LLMLoadError(f"{where} rejected the credentials (401): check GRAFANA_TOKEN or GRAFANA_USER/GRAFANA_PASSWORD") from None
+        raise LLMLoadError(
+            f"{where} rejected the credentials (401): check GRAFANA_TOKEN or GRAFANA_USER/GRAFANA_PASSWORD"
+        ) from None
     except GrafanaClientError as exc:
         if exc.status_code == 403:
-            raise LLMLoadError(f"{where} refused (403): the token needs permission to write dashboards and folders") from None
+            raise LLMLoadError(
+                f"{where} refused (403): the token needs permission to write dashboards and folders"
+            ) from None
         raise LLMLoadError(f"{where}: {exc.message}") from None
     except GrafanaException as exc:
         raise LLMLoadError(f"{where}: {exc.message}") from None

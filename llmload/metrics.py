@@ -67,7 +67,12 @@ class Distribution:
         # hdrh's record_value, inlined (see record_many); the value is clamped to the trackable range.
         hist, highest = self._hist, self._highest
         scaled = 1 if scaled < 1 else highest if scaled > highest else scaled
-        bucket = (scaled | hist.sub_bucket_mask).bit_length() - hist.unit_magnitude - hist.sub_bucket_half_count_magnitude - 1
+        bucket = (
+            (scaled | hist.sub_bucket_mask).bit_length()
+            - hist.unit_magnitude
+            - hist.sub_bucket_half_count_magnitude
+            - 1
+        )
         index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (scaled >> (bucket + hist.unit_magnitude))
         hist.counts[index - hist.sub_bucket_half_count] += 1
         hist.total_count += 1
@@ -143,7 +148,11 @@ class Distribution:
 
     def summary(self) -> dict[str, float | int | None]:
         """Return count, mean, min, p10, p50, p90, p99 and max, as the results JSON shows them."""
-        out: dict[str, float | int | None] = {"count": self.count, "mean": self.mean, "min": self.min if self.count else None}
+        out: dict[str, float | int | None] = {
+            "count": self.count,
+            "mean": self.mean,
+            "min": self.min if self.count else None,
+        }
         for q in PERCENTILES:
             out[f"p{q:g}"] = self.percentile(q)
         out["max"] = self.max if self.count else None

@@ -31,11 +31,28 @@ def add_arguments(parser: Any) -> None:
         parser.add_argument(flag, env_var=env_var, **kwargs)
 
     add("--llm-model", default="", help="Model name to request (default: the first model of GET /v1/models)")
-    add("--llm-endpoint", default="", help="chat = /v1/chat/completions, completions = /v1/completions (default: the user class's)")
+    add(
+        "--llm-endpoint",
+        default="",
+        help="chat = /v1/chat/completions, completions = /v1/completions (default: the user class's)",
+    )
     add("--llm-max-tokens", default="", help="max_tokens per request, N or A-B (default: the user class's)")
-    add("--llm-prompt-tokens", default="", help="Approximate prompt length in tokens, N or A-B (default: the user class's)")
-    add("--llm-ignore-eos", default=False, action="store_true", help="Send ignore_eos=true so answers run to max_tokens (vLLM)")
-    add("--llm-think-time", default="", help="Seconds between a user's requests, N or A-B; 0 = closed loop (default: the user class's)")
+    add(
+        "--llm-prompt-tokens",
+        default="",
+        help="Approximate prompt length in tokens, N or A-B (default: the user class's)",
+    )
+    add(
+        "--llm-ignore-eos",
+        default=False,
+        action="store_true",
+        help="Send ignore_eos=true so answers run to max_tokens (vLLM)",
+    )
+    add(
+        "--llm-think-time",
+        default="",
+        help="Seconds between a user's requests, N or A-B; 0 = closed loop (default: the user class's)",
+    )
     add(
         "--llm-api-key",
         default="",
@@ -43,7 +60,11 @@ def add_arguments(parser: Any) -> None:
         help=f"API key sent as a Bearer token (default: ${API_KEY_ENV}); never logged or reported",
     )
     add("--llm-slo-ttft", default="", help="SLO: time to first token in seconds (default: none)")
-    add("--llm-slo-stream-rate", default=str(DEFAULT_SLO_STREAM_RATE_TPS), help="SLO: per-request stream rate in tokens/s")
+    add(
+        "--llm-slo-stream-rate",
+        default=str(DEFAULT_SLO_STREAM_RATE_TPS),
+        help="SLO: per-request stream rate in tokens/s",
+    )
     add(
         "--llm-stream-timeout",
         default=str(DEFAULT_STREAM_TIMEOUT_S),
@@ -52,15 +73,35 @@ def add_arguments(parser: Any) -> None:
     add("--llm-results", default="", help="Write the results JSON to this path at the end of the run")
     add("--llm-seed", default="0", help="Seed of the synthetic prompt generator and of open-loop arrivals")
     # Workload shape (docs/scenarios.md).
-    add("--llm-input-tokens", default="", help="Prompt length distribution: N, A-B, or e.g. lognormal:mean=200,sigma=0.5,min=10,max=1024")
+    add(
+        "--llm-input-tokens",
+        default="",
+        help="Prompt length distribution: N, A-B, or e.g. lognormal:mean=200,sigma=0.5,min=10,max=1024",
+    )
     add("--llm-output-tokens", default="", help="max_tokens distribution, same syntax as --llm-input-tokens")
     add("--llm-dataset", default="", help="Prompts from a local ShareGPT JSON or JSONL file")
     add("--llm-dataset-format", default="auto", help="auto, sharegpt or jsonl")
     add("--llm-dataset-input-tokens", default="", help="Keep dataset entries whose prompt has A-B tokens (estimated)")
-    add("--llm-dataset-output-tokens", default="", help="Keep dataset entries whose reference answer has A-B tokens (estimated)")
-    add("--llm-shared-prefix-tokens", default="0", help="Prepend the same N-token text to every prompt (prefix-cache workloads)")
-    add("--llm-turns", default="", help="Multi-turn sessions: turns per session, N, A-B or a distribution (default: the user class's)")
-    add("--llm-arrival", default="closed", help="closed (users with think time), poisson or constant (open loop at --llm-rate)")
+    add(
+        "--llm-dataset-output-tokens",
+        default="",
+        help="Keep dataset entries whose reference answer has A-B tokens (estimated)",
+    )
+    add(
+        "--llm-shared-prefix-tokens",
+        default="0",
+        help="Prepend the same N-token text to every prompt (prefix-cache workloads)",
+    )
+    add(
+        "--llm-turns",
+        default="",
+        help="Multi-turn sessions: turns per session, N, A-B or a distribution (default: the user class's)",
+    )
+    add(
+        "--llm-arrival",
+        default="closed",
+        help="closed (users with think time), poisson or constant (open loop at --llm-rate)",
+    )
     add("--llm-rate", default="", help="Open loop: requests/s for the whole test, divided among workers")
     add("--llm-backends", default="", help="TOML file of backends to spread users over (docs/scenarios.md)")
     add("--llm-backend", default="", help="Use only these backends (comma-separated names) of --llm-backends")
@@ -131,7 +172,9 @@ def _workload_options(get: Any) -> dict[str, Any]:
     if out["dataset"]:
         datasets.load_dataset(out["dataset"], **datasets_filters(out))
     elif out["dataset_format"] not in datasets.DATASET_FORMATS:
-        raise ConfigError(f"--llm-dataset-format: expected one of {', '.join(datasets.DATASET_FORMATS)}, got {out['dataset_format']!r}")
+        raise ConfigError(
+            f"--llm-dataset-format: expected one of {', '.join(datasets.DATASET_FORMATS)}, got {out['dataset_format']!r}"
+        )
     prefix = str(get("llm_shared_prefix_tokens", "0") or "0").strip()
     if not prefix.isdigit():
         raise ConfigError(f"--llm-shared-prefix-tokens: expected a whole number >= 0, got {prefix!r}")
@@ -158,8 +201,11 @@ def datasets_filters(options: Any) -> dict[str, Any]:
     """The keyword arguments of ``datasets.load_dataset`` for validated options (or their dict)."""
     get = options.get if isinstance(options, dict) else lambda name: getattr(options, name)  # noqa: E731
     bounds = lambda r: None if r is None else (int(r.low), int(r.high))  # noqa: E731
-    return {"format": get("dataset_format"), "input_tokens": bounds(get("dataset_input_tokens")),
-            "output_tokens": bounds(get("dataset_output_tokens"))}  # fmt: skip
+    return {
+        "format": get("dataset_format"),
+        "input_tokens": bounds(get("dataset_input_tokens")),
+        "output_tokens": bounds(get("dataset_output_tokens")),
+    }
 
 
 def _parse_bool(value: Any) -> bool:

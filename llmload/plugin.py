@@ -264,8 +264,10 @@ class LLMLoadPlugin:
         while self._awaiting_final and time.monotonic() < deadline:
             gevent.sleep(0.05)
         if self._awaiting_final:
-            logger.warning("llmload: no final token metrics from worker(s) %s; their last interval is missing",
-                           ", ".join(sorted(self._awaiting_final)))
+            logger.warning(
+                "llmload: no final token metrics from worker(s) %s; their last interval is missing",
+                ", ".join(sorted(self._awaiting_final)),
+            )
 
     def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
         data[WIRE_KEY] = self._delta_payload()
@@ -335,20 +337,22 @@ class LLMLoadPlugin:
                 totals[name] += group.counters[name]
         dists = interval.total().dists
         gauges = self.generator_gauges.values()
-        self.timeline.append({
-            "t": round(time.time(), 3),
-            "users": runner.user_count,
-            "in_flight": sum(g.get("in_flight", 0) for g in gauges),
-            "generator_cpu_percent": max((g.get("cpu_percent", 0) for g in gauges), default=0.0),
-            "requests_ok": totals["ok"],
-            "requests_failed": totals["failed"],
-            "output_tokens": totals["output_tokens"],
-            "slo_met": totals["slo_met"],
-            "ttft_p50_s": dists["ttft_s"].percentile(50),
-            "ttft_p99_s": dists["ttft_s"].percentile(99),
-            "itl_p50_s": dists["itl_s"].percentile(50),
-            "stream_rate_p50_tps": dists["stream_rate_tps"].percentile(50),
-        })
+        self.timeline.append(
+            {
+                "t": round(time.time(), 3),
+                "users": runner.user_count,
+                "in_flight": sum(g.get("in_flight", 0) for g in gauges),
+                "generator_cpu_percent": max((g.get("cpu_percent", 0) for g in gauges), default=0.0),
+                "requests_ok": totals["ok"],
+                "requests_failed": totals["failed"],
+                "output_tokens": totals["output_tokens"],
+                "slo_met": totals["slo_met"],
+                "ttft_p50_s": dists["ttft_s"].percentile(50),
+                "ttft_p99_s": dists["ttft_s"].percentile(99),
+                "itl_p50_s": dists["itl_s"].percentile(50),
+                "stream_rate_p50_tps": dists["stream_rate_tps"].percentile(50),
+            }
+        )
         if len(self.timeline) > MAX_TIMELINE_POINTS:
             self.timeline = self.timeline[::2]
             self._timeline_every *= 2

@@ -158,19 +158,33 @@ def _run_section(doc: dict[str, Any]) -> str:
     ]
     described = run.get("backends") if isinstance(run.get("backends"), list) else []
     columns = ("name", "base_url", "model", "gpu", "engine", "quantization", "price_per_hour", "api_key_set")
-    backends_table = "" if not described else (
-        "<h3>Backends (from the backends file)</h3><table><thead><tr>" + "".join(f'<th class="text">{c}</th>' for c in columns)
-        + "</tr></thead><tbody>" + "".join(
-            "<tr>" + "".join(f'<td class="text">{escape(_text(charts.redact(b.get(c))))}</td>' for c in columns) + "</tr>"
-            for b in described if isinstance(b, dict)) + "</tbody></table>"
-    )  # fmt: skip
+    backends_table = (
+        ""
+        if not described
+        else (
+            "<h3>Backends (from the backends file)</h3><table><thead><tr>"
+            + "".join(f'<th class="text">{c}</th>' for c in columns)
+            + "</tr></thead><tbody>"
+            + "".join(
+                "<tr>"
+                + "".join(f'<td class="text">{escape(_text(charts.redact(b.get(c))))}</td>' for c in columns)
+                + "</tr>"
+                for b in described
+                if isinstance(b, dict)
+            )
+            + "</tbody></table>"
+        )
+    )
     # The results never hold the API key (only api_key_set); drop it anyway should a foreign file carry one.
     options = "".join(
         f"<div><dt>{escape(k)}</dt><dd>{escape(_text(v))}</dd></div>"
-        for k, v in sorted((run.get("options") or {}).items()) if k != "api_key"
-    )  # fmt: skip
-    return (f'<section id="run"><h2>Run</h2>{_kv_table(meta)}{backends_table}'
-            f'<h3>Options (as in the results JSON)</h3><dl class="options">{options}</dl></section>')  # fmt: skip
+        for k, v in sorted((run.get("options") or {}).items())
+        if k != "api_key"
+    )
+    return (
+        f'<section id="run"><h2>Run</h2>{_kv_table(meta)}{backends_table}'
+        f'<h3>Options (as in the results JSON)</h3><dl class="options">{options}</dl></section>'
+    )
 
 
 def _summary_row(label: str, body: dict[str, Any], *, css: str = "") -> str:
@@ -193,8 +207,9 @@ def _summary_section(doc: dict[str, Any]) -> str:
     estimated = doc["total"]["tokens"].get("estimated_requests") or 0
     estimated_note = (
         f'<p class="note">Output tokens of {estimated} requests were estimated by counting events (no server usage).</p>'
-        if estimated else ""
-    )  # fmt: skip
+        if estimated
+        else ""
+    )
     return (
         '<section id="summary"><h2>Summary</h2>'
         f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -203,14 +218,21 @@ def _summary_section(doc: dict[str, Any]) -> str:
 
 
 def _distribution_section(doc: dict[str, Any]) -> str:
-    return (f'<section id="distributions"><h2>Latency and stream rate</h2><div class="grid">{charts.distribution_figures(doc)}'
-            f"</div>{_distribution_tables(doc)}</section>")  # fmt: skip
+    return (
+        f'<section id="distributions"><h2>Latency and stream rate</h2><div class="grid">{charts.distribution_figures(doc)}'
+        f"</div>{_distribution_tables(doc)}</section>"
+    )
 
 
 def _distribution_tables(doc: dict[str, Any]) -> str:
-    metrics = (("ttft_s", "TTFT (ms)", "ms"), ("itl_s", "ITL (ms)", "ms"), ("tpot_s", "TPOT (ms)", "ms"),
-               ("e2e_s", "E2E (s)", "s"), ("stream_rate_tps", "stream rate (tok/s)", "num"),
-               ("decode_rate_tps", "decode rate (tok/s)", "num"))  # fmt: skip
+    metrics = (
+        ("ttft_s", "TTFT (ms)", "ms"),
+        ("itl_s", "ITL (ms)", "ms"),
+        ("tpot_s", "TPOT (ms)", "ms"),
+        ("e2e_s", "E2E (s)", "s"),
+        ("stream_rate_tps", "stream rate (tok/s)", "num"),
+        ("decode_rate_tps", "decode rate (tok/s)", "num"),
+    )
     keys = ("count", "mean", "min", "p10", "p50", "p90", "p99", "max")
     head = '<th class="text">group</th><th class="text">metric</th>' + "".join(f"<th>{k}</th>" for k in keys)
     rows = []
@@ -219,8 +241,10 @@ def _distribution_tables(doc: dict[str, Any]) -> str:
             summary = body.get(metric) or {}
             cells = "".join(_cell(summary.get(k), "int" if k == "count" else kind, f"{metric}.{k}") for k in keys)
             rows.append(f'<tr><td class="text">{escape(label)}</td><td class="text">{title}</td>{cells}</tr>')
-    return (f"<details><summary>Every distribution (count, mean, min, percentiles, max)</summary>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>")  # fmt: skip
+    return (
+        f"<details><summary>Every distribution (count, mean, min, percentiles, max)</summary>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
+    )
 
 
 def _timeline_section(doc: dict[str, Any]) -> str:
@@ -233,25 +257,35 @@ def _capacity_section(doc: dict[str, Any]) -> str:
         return ""
     capacity = doc["capacity"]
     key, x_label = charts.capacity_axis(capacity)
-    columns = (("step", "step", "int"), (x_label, key, "int" if key == "users" else "num2"), ("requests", "requests", "int"),
-               ("stream rate p50 (tok/s)", "stream_rate_p50_tps", "num"),
-               ("stream rate p10 (tok/s)", "stream_rate_p10_tps", "num"),
-               ("TTFT p50 (ms)", "ttft_p50_s", "ms"), ("TTFT p99 (ms)", "ttft_p99_s", "ms"),
-               ("output tok/s", "output_tokens_per_s", "num"), ("SLO attainment", "attainment", "pct"))  # fmt: skip
+    columns = (
+        ("step", "step", "int"),
+        (x_label, key, "int" if key == "users" else "num2"),
+        ("requests", "requests", "int"),
+        ("stream rate p50 (tok/s)", "stream_rate_p50_tps", "num"),
+        ("stream rate p10 (tok/s)", "stream_rate_p10_tps", "num"),
+        ("TTFT p50 (ms)", "ttft_p50_s", "ms"),
+        ("TTFT p99 (ms)", "ttft_p99_s", "ms"),
+        ("output tok/s", "output_tokens_per_s", "num"),
+        ("SLO attainment", "attainment", "pct"),
+    )
     head = "".join(f"<th>{escape(t)}</th>" for t, _, _ in columns) + "<th>result</th>"
     rows = []
     for number, step in enumerate(capacity["steps"], start=1):
         values = {**step, "step": number, key: step.get(key, step.get("level"))}
         passed = step.get("passed")
         result = "-" if passed is None else ("pass" if passed else "FAIL")
-        rows.append("<tr>" + "".join(_cell(values.get(k), kind, k) for _, k, kind in columns) + f"<td>{result}</td></tr>")
+        rows.append(
+            "<tr>" + "".join(_cell(values.get(k), kind, k) for _, k, kind in columns) + f"<td>{result}</td></tr>"
+        )
     answer = capacity.get("answer") if isinstance(capacity.get("answer"), dict) else {}
     text = answer.get("text") or ""
     details = _kv_table(sorted((k, v) for k, v in answer.items() if k != "text")) if answer else ""
-    return (f'<section id="capacity"><h2>Capacity search</h2>{f"<p class=answer>{escape(text)}</p>" if text else ""}'
-            f'<div class="grid">{figures}</div><h3>Answer</h3>{details}'
-            f'<h3>Steps (in search order)</h3><table class="capacity"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></section>')  # fmt: skip
+    return (
+        f'<section id="capacity"><h2>Capacity search</h2>{f"<p class=answer>{escape(text)}</p>" if text else ""}'
+        f'<div class="grid">{figures}</div><h3>Answer</h3>{details}'
+        f'<h3>Steps (in search order)</h3><table class="capacity"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 def _server_section(doc: dict[str, Any]) -> str:
@@ -265,29 +299,58 @@ def _server_section(doc: dict[str, Any]) -> str:
             continue
         client, srv = group.get("ttft_s") or {}, body.get("ttft_s") or {}
         cells = [
-            (body.get("engine"), "text"), (body.get("scrapes"), "int"),
-            (group["tokens"]["output"], "int"), (body.get("generation_tokens"), "int"),
-            (client.get("mean"), "ms"), (srv.get("mean"), "ms"), ((group.get("itl_s") or {}).get("mean"), "ms"),
-            ((body.get("itl_s") or {}).get("mean"), "ms"), ((body.get("queue_time_s") or {}).get("mean"), "ms"),
-            (body.get("peak_running"), "num"), (body.get("peak_waiting"), "num"),
-            (body.get("peak_kv_cache_usage"), "pct"), (body.get("preemptions"), "int"),
-        ]  # fmt: skip
-        rows.append(f'<tr><td class="text label">{escape(charts.group_label(group))}</td>'
-                    + "".join(f"<td>{fmt(v, kind)}</td>" for v, kind in cells) + "</tr>")  # fmt: skip
+            (body.get("engine"), "text"),
+            (body.get("scrapes"), "int"),
+            (group["tokens"]["output"], "int"),
+            (body.get("generation_tokens"), "int"),
+            (client.get("mean"), "ms"),
+            (srv.get("mean"), "ms"),
+            ((group.get("itl_s") or {}).get("mean"), "ms"),
+            ((body.get("itl_s") or {}).get("mean"), "ms"),
+            ((body.get("queue_time_s") or {}).get("mean"), "ms"),
+            (body.get("peak_running"), "num"),
+            (body.get("peak_waiting"), "num"),
+            (body.get("peak_kv_cache_usage"), "pct"),
+            (body.get("preemptions"), "int"),
+        ]
+        rows.append(
+            f'<tr><td class="text label">{escape(charts.group_label(group))}</td>'
+            + "".join(f"<td>{fmt(v, kind)}</td>" for v, kind in cells)
+            + "</tr>"
+        )
     if not rows:
         return ""
-    head = ("engine", "scrapes", "client output tokens", "server generation tokens", "client TTFT mean (ms)",
-            "server TTFT mean (ms)", "client ITL mean (ms)", "server ITL mean (ms)", "server queue mean (ms)",
-            "peak running", "peak waiting", "peak KV cache", "preemptions")  # fmt: skip
+    head = (
+        "engine",
+        "scrapes",
+        "client output tokens",
+        "server generation tokens",
+        "client TTFT mean (ms)",
+        "server TTFT mean (ms)",
+        "client ITL mean (ms)",
+        "server ITL mean (ms)",
+        "server queue mean (ms)",
+        "peak running",
+        "peak waiting",
+        "peak KV cache",
+        "preemptions",
+    )
     head_html = '<th class="text">group</th>' + "".join(f"<th>{escape(h)}</th>" for h in head)
-    return (f'<section id="server"><h2>Client vs server</h2><div class="grid">{charts.server_figures(doc)}</div>'
-            f'<table class="server"><thead><tr>{head_html}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></section>')  # fmt: skip
+    return (
+        f'<section id="server"><h2>Client vs server</h2><div class="grid">{charts.server_figures(doc)}</div>'
+        f'<table class="server"><thead><tr>{head_html}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
-    _run_section, _summary_section, _distribution_section, _timeline_section, _capacity_section, _server_section,
-)  # fmt: skip
+    _run_section,
+    _summary_section,
+    _distribution_section,
+    _timeline_section,
+    _capacity_section,
+    _server_section,
+)
 
 
 def build_html(doc: dict[str, Any], *, secrets: Sequence[str] = ()) -> str:
@@ -306,7 +369,7 @@ def build_html(doc: dict[str, Any], *, secrets: Sequence[str] = ()) -> str:
         # No fetch of any kind: the report must open offline and leak nothing.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
-        f"<h1>llmload report</h1><p class=\"sub\">{escape(title)}</p>{body}"
+        f'<h1>llmload report</h1><p class="sub">{escape(title)}</p>{body}'
         f"<footer>Generated by llmload {escape(str(run.get('llmload_version', '')))} at {generated} from "
         f"{escape(str(doc.get('schema')))} results. Times in ms unless marked, rates in tokens/s.</footer>"
         "</main></body></html>"

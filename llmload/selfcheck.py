@@ -61,10 +61,18 @@ LIVE_WARN_AFTER = 5
 
 def add_arguments(parser: Any) -> None:
     """Register the self-check's thresholds."""
-    parser.add_argument("--llm-selfcheck-cpu", env_var="LOCUST_LLM_SELFCHECK_CPU", default=str(DEFAULT_CPU_PERCENT),
-                        help="Self-check: a generator process above this CPU percent of one core is saturated")
-    parser.add_argument("--llm-selfcheck-lag-ms", env_var="LOCUST_LLM_SELFCHECK_LAG_MS", default=str(DEFAULT_LAG_MS),
-                        help="Self-check: event-loop (and open-loop dispatch) lag p99 above this marks a run untrustworthy")  # fmt: skip
+    parser.add_argument(
+        "--llm-selfcheck-cpu",
+        env_var="LOCUST_LLM_SELFCHECK_CPU",
+        default=str(DEFAULT_CPU_PERCENT),
+        help="Self-check: a generator process above this CPU percent of one core is saturated",
+    )
+    parser.add_argument(
+        "--llm-selfcheck-lag-ms",
+        env_var="LOCUST_LLM_SELFCHECK_LAG_MS",
+        default=str(DEFAULT_LAG_MS),
+        help="Self-check: event-loop (and open-loop dispatch) lag p99 above this marks a run untrustworthy",
+    )
 
 
 @dataclass(frozen=True)
@@ -79,12 +87,18 @@ class Thresholds:
     def from_parsed(cls, parsed: Any) -> Thresholds:
         """Validate the options; a bad value is a one-line ``ConfigError``."""
         cpu = _number(getattr(parsed, "llm_selfcheck_cpu", None), DEFAULT_CPU_PERCENT, "--llm-selfcheck-cpu", 1, 100)
-        lag = _number(getattr(parsed, "llm_selfcheck_lag_ms", None), DEFAULT_LAG_MS, "--llm-selfcheck-lag-ms", 0.1, 60_000)
+        lag = _number(
+            getattr(parsed, "llm_selfcheck_lag_ms", None), DEFAULT_LAG_MS, "--llm-selfcheck-lag-ms", 0.1, 60_000
+        )
         return cls(cpu_percent=cpu, lag_s=lag / 1e3)
 
     def as_dict(self) -> dict[str, float]:
-        return {"cpu_percent": self.cpu_percent, "cpu_saturated_share": self.cpu_saturated_share,
-                "loop_lag_p99_s": self.lag_s, "dispatch_lag_p99_s": self.lag_s}  # fmt: skip
+        return {
+            "cpu_percent": self.cpu_percent,
+            "cpu_saturated_share": self.cpu_saturated_share,
+            "loop_lag_p99_s": self.lag_s,
+            "dispatch_lag_p99_s": self.lag_s,
+        }
 
 
 def _number(text: Any, default: float, option: str, low: float, high: float) -> float:
@@ -146,8 +160,12 @@ class CpuStats:
 
     def summary(self) -> dict[str, float | int | None]:
         n = self.samples
-        return {"mean": self.total / n if n else None, "max": self.max if n else None,
-                "saturated_share": self.saturated / n if n else None, "samples": n}  # fmt: skip
+        return {
+            "mean": self.total / n if n else None,
+            "max": self.max if n else None,
+            "saturated_share": self.saturated / n if n else None,
+            "samples": n,
+        }
 
 
 class ProcessStats:
@@ -172,13 +190,18 @@ class ProcessStats:
         lag = self.lag
         return {
             "cpu_percent": self.cpu.summary(),
-            "loop_lag_s": {"p50": lag.percentile(50), "p99": lag.percentile(99),
-                           "max": lag.max if lag.count else None, "count": lag.count},
-        }  # fmt: skip
+            "loop_lag_s": {
+                "p50": lag.percentile(50),
+                "p99": lag.percentile(99),
+                "max": lag.max if lag.count else None,
+                "count": lag.count,
+            },
+        }
 
 
-def judge(processes: dict[str, dict[str, Any]], dispatch_p99_s: float | None,
-          thresholds: Thresholds) -> tuple[bool, list[str]]:  # fmt: skip
+def judge(
+    processes: dict[str, dict[str, Any]], dispatch_p99_s: float | None, thresholds: Thresholds
+) -> tuple[bool, list[str]]:
     """Return (trustworthy, reasons) for per-process summaries and the dispatch lag p99."""
     reasons = []
     for name, proc in sorted(processes.items()):
@@ -192,8 +215,10 @@ def judge(processes: dict[str, dict[str, Any]], dispatch_p99_s: float | None,
         if lag_p99 is not None and lag_p99 > thresholds.lag_s:
             reasons.append(f"{name}: event-loop lag p99 {lag_p99 * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms")
     if dispatch_p99_s is not None and dispatch_p99_s > thresholds.lag_s:
-        reasons.append(f"open-loop dispatch lag p99 {dispatch_p99_s * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms "
-                       "(requests left later than scheduled)")  # fmt: skip
+        reasons.append(
+            f"open-loop dispatch lag p99 {dispatch_p99_s * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms "
+            "(requests left later than scheduled)"
+        )
     return not reasons, reasons
 
 
@@ -241,8 +266,9 @@ class SelfCheck:
                     logger.warning(
                         "llmload: this load-generator process has used over %g%% of a core for %d samples in a "
                         "row: measured TTFT/ITL include client-side delay (add --processes or workers)",
-                        self.thresholds.cpu_percent, streak,
-                    )  # fmt: skip
+                        self.thresholds.cpu_percent,
+                        streak,
+                    )
 
     # -- events ---------------------------------------------------------------------------
 
@@ -313,14 +339,17 @@ class SelfCheck:
         trustworthy, reasons = judge(processes, dispatch_summary and dispatch_summary["p99"], self.thresholds)
         return {
             "cpu_percent": {name: proc["cpu_percent"] for name, proc in processes.items()},
-            "loop_lag_s": {"p50": merged.percentile(50), "p99": merged.percentile(99),
-                           "max": merged.max if merged.count else None},
+            "loop_lag_s": {
+                "p50": merged.percentile(50),
+                "p99": merged.percentile(99),
+                "max": merged.max if merged.count else None,
+            },
             "loop_lag_by_process_s": {name: proc["loop_lag_s"] for name, proc in processes.items()},
             "dispatch_lag_s": dispatch_summary,
             "trustworthy": trustworthy,
             "reasons": reasons,
             "thresholds": self.thresholds.as_dict(),
-        }  # fmt: skip
+        }
 
     def console_line(self, summary: dict[str, Any] | None = None) -> str:
         """Return the end-of-run verdict for the console."""
@@ -328,11 +357,14 @@ class SelfCheck:
         cpu_max = max((c["max"] for c in s["cpu_percent"].values() if c["max"] is not None), default=None)
         lag = s["loop_lag_s"]["p99"]
         figures = (f"CPU max {cpu_max:.0f}% of a core" if cpu_max is not None else "no CPU samples") + (
-            f", event-loop lag p99 {lag * 1e3:.1f} ms" if lag is not None else "")  # fmt: skip
+            f", event-loop lag p99 {lag * 1e3:.1f} ms" if lag is not None else ""
+        )
         if s["trustworthy"]:
             return f"llmload: generator self-check OK ({figures})"
-        return ("llmload: WARNING: the load generator was a bottleneck; latencies are inflated and the results "
-                "are marked trustworthy: false:\n  - " + "\n  - ".join(s["reasons"]))  # fmt: skip
+        return (
+            "llmload: WARNING: the load generator was a bottleneck; latencies are inflated and the results "
+            "are marked trustworthy: false:\n  - " + "\n  - ".join(s["reasons"])
+        )
 
 
 def register(environment: Any, plugin: Any) -> None:

@@ -55,7 +55,9 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
     "itl_s": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
     "queue_time_s": ("vllm:request_queue_time_seconds",),
 }
-_WANTED = tuple(sorted({name for names in (*COUNTERS.values(), *GAUGES.values(), *HISTOGRAMS.values()) for name in names}))
+_WANTED = tuple(
+    sorted({name for names in (*COUNTERS.values(), *GAUGES.values(), *HISTOGRAMS.values()) for name in names})
+)
 # Gauges summed over series (one per engine or model); the KV-cache usage takes the highest.
 _MAX_GAUGES = ("kv_cache_usage",)
 
@@ -259,7 +261,9 @@ def fetch(url: str, *, timeout: float, api_key: str = "") -> str:
 class ServerMetrics:
     """Scrape the backends of one master or local process's run."""
 
-    def __init__(self, plugin: Any, *, interval_s: float = SCRAPE_INTERVAL_S, timeout_s: float = SCRAPE_TIMEOUT_S) -> None:
+    def __init__(
+        self, plugin: Any, *, interval_s: float = SCRAPE_INTERVAL_S, timeout_s: float = SCRAPE_TIMEOUT_S
+    ) -> None:
         self.plugin = plugin
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -307,7 +311,9 @@ class ServerMetrics:
             if not series.warned:
                 series.warned = True
                 reason = getattr(exc, "reason", None) or exc
-                logger.warning("llmload: cannot read server metrics from %s (%s); skipping it", series.metrics_url, reason)
+                logger.warning(
+                    "llmload: cannot read server metrics from %s (%s); skipping it", series.metrics_url, reason
+                )
             return
         series.add(snap)
 

@@ -87,7 +87,9 @@ def format_server_ttft(doc: dict[str, Any]) -> list[str]:
             continue
         client, srv, queue = group["ttft_s"], body["ttft_s"], body.get("queue_time_s") or {}
         label = f"{group['backend']} {group['model']} {group['user_class']}"
-        rows.append([label, _ms(client["mean"]), _ms(client["p50"]), _ms(srv["mean"]), _ms(srv["p50"]), _ms(queue.get("p50"))])
+        rows.append(
+            [label, _ms(client["mean"]), _ms(client["p50"]), _ms(srv["mean"]), _ms(srv["p50"]), _ms(queue.get("p50"))]
+        )
     if not rows:
         return []
     header = ["group", "client mean", "p50", "server mean", "p50", "queue p50"]

@@ -84,7 +84,9 @@ def format_number(value: float) -> str:
 class _Frame:
     """Scales from data to pixels, and the axes, grid, legend and reference lines of one chart."""
 
-    def __init__(self, *, x_range: tuple[float, float], y_ticks: list[float], legend: Sequence[tuple[str, str, bool]]) -> None:
+    def __init__(
+        self, *, x_range: tuple[float, float], y_ticks: list[float], legend: Sequence[tuple[str, str, bool]]
+    ) -> None:
         self.x0, self.x1 = x_range
         self.y_ticks = y_ticks
         self.legend = legend
@@ -118,18 +120,26 @@ class _Frame:
         for tick in self.y_ticks:
             y = self.y(tick)
             out.append(f'<line class="grid" x1="{self.left}" x2="{self.right}" y1="{y:.1f}" y2="{y:.1f}"/>')
-            out.append(f'<text class="tick" x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">{format_number(tick)}</text>')
+            out.append(
+                f'<text class="tick" x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">{format_number(tick)}</text>'
+            )
         for value, label in x_ticks:
             x = self.x(value)
             out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{self.bottom}" y2="{self.bottom + 4}"/>')
-            out.append(f'<text class="tick" x="{x:.1f}" y="{self.bottom + 17}" text-anchor="middle">{escape(label)}</text>')
+            out.append(
+                f'<text class="tick" x="{x:.1f}" y="{self.bottom + 17}" text-anchor="middle">{escape(label)}</text>'
+            )
         out.append(f'<line class="axis" x1="{self.left}" x2="{self.right}" y1="{self.bottom}" y2="{self.bottom}"/>')
         out.append(f'<line class="axis" x1="{self.left}" x2="{self.left}" y1="{self.top}" y2="{self.bottom}"/>')
         middle_x, middle_y = (self.left + self.right) / 2, (self.top + self.bottom) / 2
-        out.append(f'<text class="axis-label" x="{middle_x:.1f}" y="{self.bottom + 36}" '
-                   f'text-anchor="middle">{escape(x_label)}</text>')  # fmt: skip
-        out.append(f'<text class="axis-label" transform="translate(16,{middle_y:.1f}) rotate(-90)" '
-                   f'text-anchor="middle">{escape(y_label)}</text>')  # fmt: skip
+        out.append(
+            f'<text class="axis-label" x="{middle_x:.1f}" y="{self.bottom + 36}" '
+            f'text-anchor="middle">{escape(x_label)}</text>'
+        )
+        out.append(
+            f'<text class="axis-label" transform="translate(16,{middle_y:.1f}) rotate(-90)" '
+            f'text-anchor="middle">{escape(y_label)}</text>'
+        )
         return out
 
     def refs(self, refs: Sequence[RefLine]) -> list[str]:
@@ -139,13 +149,19 @@ class _Frame:
                 x = self.x(ref.value)
                 geometry = f'x1="{x:.1f}" x2="{x:.1f}" y1="{self.top}" y2="{self.bottom}"'
                 # Label on the side with room: a line in the right half gets its label on its left.
-                side = 'x="{:.1f}" text-anchor="end"'.format(x - 4) if x > (self.left + self.right) / 2 else f'x="{x + 4:.1f}"'
+                side = (
+                    'x="{:.1f}" text-anchor="end"'.format(x - 4)
+                    if x > (self.left + self.right) / 2
+                    else f'x="{x + 4:.1f}"'
+                )
                 text = f'<text class="ref-label" {side} y="{self.bottom - 6}">{escape(ref.label)}</text>'
             else:
                 y = self.y(ref.value)
                 geometry = f'x1="{self.left}" x2="{self.right}" y1="{y:.1f}" y2="{y:.1f}"'
-                text = (f'<text class="ref-label" x="{self.right - 4}" y="{y - 5:.1f}" '
-                        f'text-anchor="end">{escape(ref.label)}</text>')  # fmt: skip
+                text = (
+                    f'<text class="ref-label" x="{self.right - 4}" y="{y - 5:.1f}" '
+                    f'text-anchor="end">{escape(ref.label)}</text>'
+                )
             out.append(f'<g class="ref"><line {geometry} stroke="{REF_COLOUR}" stroke-dasharray="6 4"/>{text}</g>')
         return out
 
@@ -155,8 +171,10 @@ class _Frame:
             y = self.bottom + AXIS_BOTTOM + LEGEND_ROW * row_index + 8
             for x, label, colour, dashed in row:
                 dash = ' stroke-dasharray="5 3"' if dashed else ""
-                out.append(f'<line x1="{x:.1f}" x2="{x + 20:.1f}" y1="{y}" y2="{y}" '
-                           f'stroke="{colour}" stroke-width="2.5"{dash}/>')  # fmt: skip
+                out.append(
+                    f'<line x1="{x:.1f}" x2="{x + 20:.1f}" y1="{y}" y2="{y}" '
+                    f'stroke="{colour}" stroke-width="2.5"{dash}/>'
+                )
                 out.append(f'<text class="legend" x="{x + 26:.1f}" y="{y + 4}">{escape(label)}</text>')
         return out
 
@@ -229,7 +247,9 @@ def line_chart(
     return _svg(chart_id, title, frame, body)
 
 
-def _line(frame: _Frame, s: Series, *, label: str, colour: str, dashed: bool, x_categories: Sequence[str] | None) -> str:
+def _line(
+    frame: _Frame, s: Series, *, label: str, colour: str, dashed: bool, x_categories: Sequence[str] | None
+) -> str:
     segments: list[list[tuple[float, float]]] = [[]]
     markers = []
     drawn = [(x, y) for x, y in s.points if y is not None]
@@ -242,8 +262,10 @@ def _line(frame: _Frame, s: Series, *, label: str, colour: str, dashed: bool, x_
         segments[-1].append((px, py))
         if len(drawn) <= MAX_POINT_MARKERS:
             x_text = x_categories[int(x)] if x_categories is not None else format_number(x)
-            markers.append(f'<circle class="mark point" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
-                           f"<title>{escape(label)}: {x_text}, {format_number(y)}</title></circle>")  # fmt: skip
+            markers.append(
+                f'<circle class="mark point" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}">'
+                f"<title>{escape(label)}: {x_text}, {format_number(y)}</title></circle>"
+            )
     dash = ' stroke-dasharray="6 4"' if dashed else ""
     paths = [
         f'<path class="mark line" d="M{" L".join(f"{px:.1f},{py:.1f}" for px, py in seg)}" fill="none" '
@@ -272,11 +294,15 @@ def bar_chart(
                 continue
             x = frame.x(category) - slot * 0.35 + index * bar_width
             y = frame.y(value)
-            body.append(f'<rect class="mark bar" x="{x:.1f}" y="{y:.1f}" width="{bar_width - 2:.1f}" '
-                        f'height="{max(frame.bottom - y, 0.5):.1f}" fill="{colour}">'
-                        f"<title>{escape(label)} {escape(categories[category])}: "
-                        f"{format_number(value)}</title></rect>")  # fmt: skip
-            body.append(f'<text class="bar-value" x="{x + (bar_width - 2) / 2:.1f}" y="{y - 4:.1f}" '
-                        f'text-anchor="middle">{format_number(value)}</text>')  # fmt: skip
+            body.append(
+                f'<rect class="mark bar" x="{x:.1f}" y="{y:.1f}" width="{bar_width - 2:.1f}" '
+                f'height="{max(frame.bottom - y, 0.5):.1f}" fill="{colour}">'
+                f"<title>{escape(label)} {escape(categories[category])}: "
+                f"{format_number(value)}</title></rect>"
+            )
+            body.append(
+                f'<text class="bar-value" x="{x + (bar_width - 2) / 2:.1f}" y="{y - 4:.1f}" '
+                f'text-anchor="middle">{format_number(value)}</text>'
+            )
     body += frame.legend_marks()
     return _svg(chart_id, title, frame, body)

@@ -84,8 +84,16 @@ class LLMUser(FastHttpUser):
         self._think_time = options.think_time or _as_range(self.think_time, "think_time")
         self._ignore_eos = options.ignore_eos or self.ignore_eos
         self._model = options.model or self.model
-        self._input_dist = datasets.parse_distribution(options.input_tokens, option="llm-input-tokens") if options.input_tokens else None
-        self._output_dist = datasets.parse_distribution(options.output_tokens, option="llm-output-tokens") if options.output_tokens else None
+        self._input_dist = (
+            datasets.parse_distribution(options.input_tokens, option="llm-input-tokens")
+            if options.input_tokens
+            else None
+        )
+        self._output_dist = (
+            datasets.parse_distribution(options.output_tokens, option="llm-output-tokens")
+            if options.output_tokens
+            else None
+        )
         self._dataset = datasets.load_dataset(options.dataset, **datasets_filters(options)) if options.dataset else None
         self._dataset_max_tokens: int | None = None
         self._prefix = datasets.shared_prefix(options.shared_prefix_tokens, options.seed)
@@ -123,8 +131,13 @@ class LLMUser(FastHttpUser):
             self._model = self.llm.list_models()[0]
         except LLMRequestError as exc:
             self.environment.events.request.fire(
-                request_type="GET", name="/v1/models", response_time=0, response_length=0,
-                exception=exc, context=self.context(), response=None,
+                request_type="GET",
+                name="/v1/models",
+                response_time=0,
+                response_length=0,
+                exception=exc,
+                context=self.context(),
+                response=None,
             )
             return None
         return self._model
@@ -161,8 +174,14 @@ class LLMUser(FastHttpUser):
             return prompts.short_question(self.rng)
         return prompts.question_of_length(n_tokens, self.rng)
 
-    def send(self, prompt: str, *, history: list[dict[str, str]] | None = None, keep_text: bool = False,
-             t_intended: float | None = None) -> RequestRecord | None:  # fmt: skip
+    def send(
+        self,
+        prompt: str,
+        *,
+        history: list[dict[str, str]] | None = None,
+        keep_text: bool = False,
+        t_intended: float | None = None,
+    ) -> RequestRecord | None:
         """Stream one request for ``prompt`` (after ``history`` in chat) and return its record."""
         model = self.resolve_model()
         if model is None:

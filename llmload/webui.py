@@ -211,7 +211,9 @@ class LLMWebUI:
         page = report.build_html(results.build(self.plugin), secrets=[self.plugin.options.api_key])
         response = make_response(page)
         response.headers["Content-Type"] = "text/html; charset=utf-8"
-        response.headers["Content-Disposition"] = f"attachment; filename=llmload_report_{time.strftime('%Y%m%d_%H%M%S')}.html"
+        response.headers["Content-Disposition"] = (
+            f"attachment; filename=llmload_report_{time.strftime('%Y%m%d_%H%M%S')}.html"
+        )
         return response
 
 

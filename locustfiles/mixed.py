@@ -1,6 +1,6 @@
 """Chatbot and summarization users together: four chat users for every summarizer.
 
-    locust -f locustfiles/mixed.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 5m
+locust -f locustfiles/mixed.py --host http://127.0.0.1:8000 --headless -u 50 -r 10 -t 5m
 """
 
 from llmload import ChatbotUser, SummarizationUser

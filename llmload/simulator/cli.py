@@ -30,39 +30,62 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "performance model (or fixed latencies with --profile fixed).",
     )
     profiles = [*GPU_PROFILES, FIXED_PROFILE]
-    p.add_argument("--profile", default="rtx3090", metavar="NAME",
-                   help=f"GPU profile: {', '.join(profiles)} (default: rtx3090)")
-    p.add_argument("--model-profile", default="llama-3.1-8b", metavar="NAME",
-                   help=f"model profile: {', '.join(MODEL_PROFILES)} (default: llama-3.1-8b)")
-    p.add_argument("--served-model-name", default="meta-llama/Llama-3.1-8B-Instruct",
-                   help="model name in /v1/models and responses")
+    p.add_argument(
+        "--profile", default="rtx3090", metavar="NAME", help=f"GPU profile: {', '.join(profiles)} (default: rtx3090)"
+    )
+    p.add_argument(
+        "--model-profile",
+        default="llama-3.1-8b",
+        metavar="NAME",
+        help=f"model profile: {', '.join(MODEL_PROFILES)} (default: llama-3.1-8b)",
+    )
+    p.add_argument(
+        "--served-model-name", default="meta-llama/Llama-3.1-8B-Instruct", help="model name in /v1/models and responses"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default: 8000)")
     p.add_argument("--ttft-ms", type=float, default=0.0, help="profile fixed: time to first token (ms)")
     p.add_argument("--itl-ms", type=float, default=0.0, help="profile fixed: time between tokens (ms); 0 = full speed")
     p.add_argument("--seed", type=int, default=None, help="seed for answer words and fault choices")
-    p.add_argument("--answer-tokens", type=int, default=None, metavar="N",
-                   help="natural answer length: stop after min(max_tokens, N) tokens with finish_reason "
-                   "'stop' unless ignore_eos (default: always max_tokens)")
+    p.add_argument(
+        "--answer-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="natural answer length: stop after min(max_tokens, N) tokens with finish_reason "
+        "'stop' unless ignore_eos (default: always max_tokens)",
+    )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request omits it")
-    p.add_argument("--max-num-seqs", type=int, default=None,
-                   help="most requests decoded together (default: vLLM's for the GPU: 1024 on h100-80gb, else 256)")
-    p.add_argument("--max-num-batched-tokens", type=int, default=None,
-                   help="tokens per step (default: the GPU profile's, as vLLM picks it)")
+    p.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=None,
+        help="most requests decoded together (default: vLLM's for the GPU: 1024 on h100-80gb, else 256)",
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="tokens per step (default: the GPU profile's, as vLLM picks it)",
+    )
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="share of GPU memory used (0.9)")
-    p.add_argument("--kv-cache-tokens", type=int, default=None,
-                   help="override the KV-cache capacity derived from memory (tokens)")
+    p.add_argument(
+        "--kv-cache-tokens", type=int, default=None, help="override the KV-cache capacity derived from memory (tokens)"
+    )
     p.add_argument("--max-model-len", type=int, default=None, help="override the longest prompt + output")
-    p.add_argument("--fault", choices=FAULT_KINDS, default=None, metavar="KIND",
-                   help=f"inject a fault: {', '.join(FAULT_KINDS)}")
+    p.add_argument(
+        "--fault", choices=FAULT_KINDS, default=None, metavar="KIND", help=f"inject a fault: {', '.join(FAULT_KINDS)}"
+    )
     p.add_argument("--fault-rate", type=float, default=1.0, help="share of requests hit by --fault (default 1.0)")
-    p.add_argument("--fault-after", type=int, default=5,
-                   help="tokens sent before a mid-stream fault (default 5)")
+    p.add_argument("--fault-after", type=int, default=5, help="tokens sent before a mid-stream fault (default 5)")
     p.add_argument("--stall-s", type=float, default=30.0, help="--fault stall: silence before closing (default 30)")
-    p.add_argument("--reject-stream-options", action="store_true",
-                   help="answer 400 to any request with stream_options, like servers that do not know it")
+    p.add_argument(
+        "--reject-stream-options",
+        action="store_true",
+        help="answer 400 to any request with stream_options, like servers that do not know it",
+    )
     p.add_argument("--list-profiles", action="store_true", help="print the profiles and their derived figures")
-    p.set_defaults(func=run)  # fmt: skip
+    p.set_defaults(func=run)
     return p
 
 
@@ -81,13 +104,24 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         raise ConfigError(f"--answer-tokens must be >= 1, got {args.answer_tokens}")
     fault = FaultConfig(kind=args.fault, rate=args.fault_rate, after=args.fault_after, stall_s=args.stall_s)
     config = SimConfig(
-        profile=args.profile, model_profile=args.model_profile, served_model_name=args.served_model_name,
-        host=args.host, port=args.port, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, seed=args.seed, fault=fault,
-        reject_stream_options=args.reject_stream_options, answer_tokens=args.answer_tokens,
-        default_max_tokens=args.default_max_tokens, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
-        kv_cache_tokens=args.kv_cache_tokens, max_model_len=args.max_model_len,
-    )  # fmt: skip
+        profile=args.profile,
+        model_profile=args.model_profile,
+        served_model_name=args.served_model_name,
+        host=args.host,
+        port=args.port,
+        ttft_ms=args.ttft_ms,
+        itl_ms=args.itl_ms,
+        seed=args.seed,
+        fault=fault,
+        reject_stream_options=args.reject_stream_options,
+        answer_tokens=args.answer_tokens,
+        default_max_tokens=args.default_max_tokens,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        kv_cache_tokens=args.kv_cache_tokens,
+        max_model_len=args.max_model_len,
+    )
     config.perf_model()  # fail now on an impossible GPU/model combination
     return config
 
@@ -98,8 +132,11 @@ def list_profiles() -> int:
 
     for model in MODEL_PROFILES.values():
         for gpu in GPU_PROFILES.values():
-            print(json.dumps({"profile": gpu.name, "description": gpu.description,
-                              **PerfModel(gpu=gpu, model=model).describe()}))  # fmt: skip
+            print(
+                json.dumps(
+                    {"profile": gpu.name, "description": gpu.description, **PerfModel(gpu=gpu, model=model).describe()}
+                )
+            )
     print(json.dumps({"profile": FIXED_PROFILE, "description": "fixed --ttft-ms and --itl-ms, no batching"}))
     return 0
 
@@ -116,8 +153,11 @@ def _prepare_process() -> None:
         pass
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("socket"):
-        print("llmload sim: warning: gevent has monkey-patched this process (Locust was imported); "
-              "the simulator runs slower. Set LOCUST_SKIP_MONKEY_PATCH=1 to avoid it.", file=sys.stderr)  # fmt: skip
+        print(
+            "llmload sim: warning: gevent has monkey-patched this process (Locust was imported); "
+            "the simulator runs slower. Set LOCUST_SKIP_MONKEY_PATCH=1 to avoid it.",
+            file=sys.stderr,
+        )
 
 
 def run(args: argparse.Namespace) -> int:

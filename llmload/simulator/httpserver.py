@@ -177,16 +177,23 @@ class Connection(asyncio.Protocol):
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    def send(self, status: int, body: bytes, *, content_type: bytes = b"application/json",
-             extra: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: bytes = b"application/json",
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         """Send a whole response and finish it."""
         headers = [b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, len(body))]
         headers += [f"{k}: {v}\r\n".encode("latin-1") for k, v in extra]
         self.write(self._head(status, headers) + body)
         self.finish()
 
-    def start_stream(self, status: int = 200, *, content_type: bytes = b"text/event-stream; charset=utf-8",
-                     first: bytes = b"") -> None:  # fmt: skip
+    def start_stream(
+        self, status: int = 200, *, content_type: bytes = b"text/event-stream; charset=utf-8", first: bytes = b""
+    ) -> None:
         """Send the headers of a chunked response, and ``first`` as its first chunk."""
         head = self._head(status, [b"content-type: %s\r\ntransfer-encoding: chunked\r\n" % content_type])
         self.write(head + (b"%x\r\n%s\r\n" % (len(first), first) if first else b""))

@@ -23,8 +23,16 @@ MALFORMED_EVENT = b"data: {not json\n\n"
 class ApiError(Exception):
     """An error answer: HTTP status and vLLM's ``{"error": {...}}`` body."""
 
-    def __init__(self, status: int, message: str, *, err_type: str = "BadRequestError", param: str | None = None,
-                 code: int | str | None = -1, headers: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        err_type: str = "BadRequestError",
+        param: str | None = None,
+        code: int | str | None = -1,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -52,8 +60,15 @@ class GenRequest:
     continuous_usage: bool
 
 
-def parse_request(*, chat: bool, body: bytes, served_model: str, max_model_len: int, default_max_tokens: int,
-                  reject_stream_options: bool) -> GenRequest:  # fmt: skip
+def parse_request(
+    *,
+    chat: bool,
+    body: bytes,
+    served_model: str,
+    max_model_len: int,
+    default_max_tokens: int,
+    reject_stream_options: bool,
+) -> GenRequest:
     """Validate a chat or completions body; raise ApiError with vLLM's status and message."""
     try:
         data = orjson.loads(body)
@@ -62,8 +77,9 @@ def parse_request(*, chat: bool, body: bytes, served_model: str, max_model_len: 
     if not isinstance(data, dict):
         raise ApiError(400, "The request body must be a JSON object")
     if reject_stream_options and "stream_options" in data:
-        raise ApiError(400, "Unrecognized request argument supplied: stream_options",
-                       err_type="invalid_request_error", code=None)  # fmt: skip
+        raise ApiError(
+            400, "Unrecognized request argument supplied: stream_options", err_type="invalid_request_error", code=None
+        )
     model = data.get("model")
     if model is not None and model != served_model:
         raise ApiError(404, f"The model `{model}` does not exist.", err_type="NotFoundError", param="model")
@@ -95,22 +111,41 @@ def parse_request(*, chat: bool, body: bytes, served_model: str, max_model_len: 
             f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, {max_tokens} in the "
             f"completion). Please reduce the length of the {where} or completion.",
         )
-    return GenRequest(chat=chat, stream=stream, prompt_tokens=prompt_tokens, max_tokens=max_tokens,
-                      ignore_eos=data.get("ignore_eos") is True, include_usage=include_usage,
-                      continuous_usage=continuous)  # fmt: skip
+    return GenRequest(
+        chat=chat,
+        stream=stream,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        ignore_eos=data.get("ignore_eos") is True,
+        include_usage=include_usage,
+        continuous_usage=continuous,
+    )
 
 
 def _usage(prompt: int, completion: int, *, details: bool = False) -> bytes:
     tail = b',"prompt_tokens_details":null}' if details else b"}"
-    return b'{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d' % (
-        prompt, prompt + completion, completion) + tail  # fmt: skip
+    return (
+        b'{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d' % (prompt, prompt + completion, completion)
+        + tail
+    )
 
 
 class StreamFormat:
     """Byte templates of one streamed answer."""
 
-    __slots__ = ("chat", "head_prefix", "prefix", "mid", "close", "final", "prompt_tokens", "continuous",
-                 "include_usage", "vocab", "offset")  # fmt: skip
+    __slots__ = (
+        "chat",
+        "head_prefix",
+        "prefix",
+        "mid",
+        "close",
+        "final",
+        "prompt_tokens",
+        "continuous",
+        "include_usage",
+        "vocab",
+        "offset",
+    )
 
     def __init__(self, *, req: GenRequest, rid: str, created: int, model: str, vocab: Vocabulary, offset: int) -> None:
         self.chat = req.chat
@@ -121,7 +156,11 @@ class StreamFormat:
         self.offset = offset
         obj = b"chat.completion.chunk" if req.chat else b"text_completion"
         self.head_prefix = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":' % (
-            rid.encode(), obj, created, orjson.dumps(model))  # fmt: skip
+            rid.encode(),
+            obj,
+            created,
+            orjson.dumps(model),
+        )
         if req.chat:
             self.prefix = self.head_prefix + b'[{"index":0,"delta":{"content":'
             self.mid = b'},"logprobs":null,"finish_reason":null}]'
@@ -137,8 +176,10 @@ class StreamFormat:
         if not self.chat:
             return b""
         usage = b',"usage":' + _usage(self.prompt_tokens, 0) if self.continuous else b""
-        return (self.head_prefix + b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,'
-                b'"finish_reason":null}]' + usage + b"}\n\n")  # fmt: skip
+        return (
+            self.head_prefix + b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,'
+            b'"finish_reason":null}]' + usage + b"}\n\n"
+        )
 
     def token(self, k: int) -> bytes:
         """Return the event of token ``k`` when it is neither the last nor carries usage (the hot path)."""
@@ -150,8 +191,10 @@ class StreamFormat:
         prefix, mid = self.prefix, self.mid
         if self.continuous:
             p, details = self.prompt_tokens, not self.chat
-            parts = [prefix + f + mid + b',"usage":' + _usage(p, first + i + 1, details=details) + b"}\n\n"
-                     for i, f in enumerate(frags)]  # fmt: skip
+            parts = [
+                prefix + f + mid + b',"usage":' + _usage(p, first + i + 1, details=details) + b"}\n\n"
+                for i, f in enumerate(frags)
+            ]
         else:
             close = self.close
             parts = [prefix + f + close for f in frags]
@@ -172,29 +215,80 @@ class StreamFormat:
         return self.head_prefix + b'[],"usage":' + usage + b"}\n\n" + DONE_EVENT
 
 
-def full_response(*, req: GenRequest, rid: str, created: int, model: str, text: str, completion_tokens: int,
-                  finish_reason: str) -> bytes:  # fmt: skip
+def full_response(
+    *, req: GenRequest, rid: str, created: int, model: str, text: str, completion_tokens: int, finish_reason: str
+) -> bytes:
     """Return the non-streaming chat or completions response body."""
-    usage = {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens + completion_tokens,
-             "completion_tokens": completion_tokens, "prompt_tokens_details": None}  # fmt: skip
+    usage = {
+        "prompt_tokens": req.prompt_tokens,
+        "total_tokens": req.prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_details": None,
+    }
     if req.chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": []},
-                                  "logprobs": None, "finish_reason": finish_reason, "stop_reason": None}  # fmt: skip
-        return orjson.dumps({"id": rid, "object": "chat.completion", "created": created, "model": model,
-                             "choices": [choice], "usage": usage, "prompt_logprobs": None})  # fmt: skip
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None,
-              "prompt_logprobs": None}  # fmt: skip
-    return orjson.dumps({"id": rid, "object": "text_completion", "created": created, "model": model,
-                         "choices": [choice], "usage": usage})  # fmt: skip
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "tool_calls": []},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+            "stop_reason": None,
+        }
+        return orjson.dumps(
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+                "prompt_logprobs": None,
+            }
+        )
+    choice = {
+        "index": 0,
+        "text": text,
+        "logprobs": None,
+        "finish_reason": finish_reason,
+        "stop_reason": None,
+        "prompt_logprobs": None,
+    }
+    return orjson.dumps(
+        {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    )
 
 
 def models_response(*, model: str, max_model_len: int, created: int | None = None) -> bytes:
     """Return the ``/v1/models`` body listing the served model."""
     created = int(time.time()) if created is None else created
-    permission = {"id": f"modelperm-{created:x}", "object": "model_permission", "created": created,
-                  "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
-                  "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
-                  "organization": "*", "group": None, "is_blocking": False}  # fmt: skip
-    card = {"id": model, "object": "model", "created": created, "owned_by": "vllm", "root": model,
-            "parent": None, "max_model_len": max_model_len, "permission": [permission]}  # fmt: skip
+    permission = {
+        "id": f"modelperm-{created:x}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
+    card = {
+        "id": model,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": model,
+        "parent": None,
+        "max_model_len": max_model_len,
+        "permission": [permission],
+    }
     return orjson.dumps({"object": "list", "data": [card]})

@@ -30,8 +30,14 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 class SimulatorProcess:
     """A running ``llmload sim`` child process."""
 
-    def __init__(self, *, profile: str = "rtx3090", extra_args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, start_timeout_s: float = 20.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        profile: str = "rtx3090",
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        start_timeout_s: float = 20.0,
+    ) -> None:
         self.profile = profile
         self.extra_args = tuple(extra_args)
         self.env = dict(env) if env is not None else None
@@ -122,6 +128,7 @@ class SimulatorProcess:
     def __enter__(self) -> SimulatorProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -30,13 +30,36 @@ class SimRequest:
     """One generation request as both engines track it."""
 
     __slots__ = (
-        "rid", "prompt_tokens", "n_target", "finish_reason", "sink", "arrival", "queued_at",
-        "scheduled_at", "first_token_at", "last_token_at", "num_tokens", "num_computed",
-        "generated", "blocks", "aborted", "finished", "first_due", "parked",
-    )  # fmt: skip
+        "rid",
+        "prompt_tokens",
+        "n_target",
+        "finish_reason",
+        "sink",
+        "arrival",
+        "queued_at",
+        "scheduled_at",
+        "first_token_at",
+        "last_token_at",
+        "num_tokens",
+        "num_computed",
+        "generated",
+        "blocks",
+        "aborted",
+        "finished",
+        "first_due",
+        "parked",
+    )
 
-    def __init__(self, *, rid: int, prompt_tokens: int, n_target: int, finish_reason: str | None,
-                 sink: Any = None, arrival: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        rid: int,
+        prompt_tokens: int,
+        n_target: int,
+        finish_reason: str | None,
+        sink: Any = None,
+        arrival: float = 0.0,
+    ) -> None:
         self.rid = rid
         self.prompt_tokens = prompt_tokens
         self.n_target = n_target

@@ -23,8 +23,14 @@ from llmload.simulator.engine import FixedEngine, StepEngine
 from llmload.simulator.faults import HTTP_FAULTS, RETRY_AFTER_S, FaultConfig, FaultPlan
 from llmload.simulator.httpserver import Connection, HttpRequest
 from llmload.simulator.openai_api import (
-    MALFORMED_EVENT, ApiError, GenRequest, StreamFormat, full_response, models_response, parse_request,
-)  # fmt: skip
+    MALFORMED_EVENT,
+    ApiError,
+    GenRequest,
+    StreamFormat,
+    full_response,
+    models_response,
+    parse_request,
+)
 from llmload.simulator.perfmodel import PerfModel
 from llmload.simulator.profiles import FIXED_PROFILE, get_gpu_profile, get_model_profile
 from llmload.simulator.scheduler import Scheduler, SimRequest
@@ -63,12 +69,15 @@ class SimConfig:
         if self.profile == FIXED_PROFILE:
             return None
         gpu = get_gpu_profile(self.profile)
-        return PerfModel(gpu=gpu, model=get_model_profile(self.model_profile),
-                         gpu_memory_utilization=self.gpu_memory_utilization,
-                         max_num_seqs=self.max_num_seqs or gpu.max_num_seqs,
-                         max_num_batched_tokens=self.max_num_batched_tokens,
-                         kv_cache_tokens_override=self.kv_cache_tokens,
-                         max_model_len_override=self.max_model_len)  # fmt: skip
+        return PerfModel(
+            gpu=gpu,
+            model=get_model_profile(self.model_profile),
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_num_seqs=self.max_num_seqs or gpu.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            kv_cache_tokens_override=self.kv_cache_tokens,
+            max_model_len_override=self.max_model_len,
+        )
 
 
 class StreamSink:
@@ -111,9 +120,18 @@ class FullSink:
     __slots__ = ("app", "conn", "gen", "req", "fault", "rid", "offset", "timer")
     paused = False
 
-    def __init__(self, app: SimApp, conn: Connection, gen: GenRequest, req: SimRequest, fault: str | None,
-                 rid: str, offset: int) -> None:  # fmt: skip
-        self.app, self.conn, self.gen, self.req, self.fault, self.rid, self.offset = app, conn, gen, req, fault, rid, offset
+    def __init__(
+        self, app: SimApp, conn: Connection, gen: GenRequest, req: SimRequest, fault: str | None, rid: str, offset: int
+    ) -> None:
+        self.app, self.conn, self.gen, self.req, self.fault, self.rid, self.offset = (
+            app,
+            conn,
+            gen,
+            req,
+            fault,
+            rid,
+            offset,
+        )
         self.timer: asyncio.TimerHandle | None = None
 
     def on_tokens(self, count: int, done: bool) -> None:
@@ -125,8 +143,15 @@ class FullSink:
             self.app.full_fault(self)
             return
         text = self.app.vocab.text(self.offset, req.generated)
-        body = full_response(req=self.gen, rid=self.rid, created=int(time.time()), model=self.app.model_name,
-                             text=text, completion_tokens=req.generated, finish_reason=req.finish_reason)  # fmt: skip
+        body = full_response(
+            req=self.gen,
+            rid=self.rid,
+            created=int(time.time()),
+            model=self.app.model_name,
+            text=text,
+            completion_tokens=req.generated,
+            finish_reason=req.finish_reason,
+        )
         self.conn.send(200, body)
 
 
@@ -142,7 +167,8 @@ class SimApp:
         self.metrics = SimMetrics(model_name=self.model_name, max_model_len=self.max_model_len)
         if self.perf is None:
             self.engine: StepEngine | FixedEngine = FixedEngine(
-                ttft_s=config.ttft_ms / 1e3, itl_s=config.itl_ms / 1e3, metrics=self.metrics, loop=loop)
+                ttft_s=config.ttft_ms / 1e3, itl_s=config.itl_ms / 1e3, metrics=self.metrics, loop=loop
+            )
         else:
             self.engine = StepEngine(scheduler=Scheduler(perf=self.perf), metrics=self.metrics, loop=loop)
         self.metrics.gauges = self.engine.gauges
@@ -179,9 +205,14 @@ class SimApp:
         """Validate a generation request, maybe inject a fault, and hand it to the engine."""
         config = self.config
         try:
-            gen = parse_request(chat=chat, body=request.body, served_model=self.model_name,
-                                max_model_len=self.max_model_len, default_max_tokens=config.default_max_tokens,
-                                reject_stream_options=config.reject_stream_options)  # fmt: skip
+            gen = parse_request(
+                chat=chat,
+                body=request.body,
+                served_model=self.model_name,
+                max_model_len=self.max_model_len,
+                default_max_tokens=config.default_max_tokens,
+                reject_stream_options=config.reject_stream_options,
+            )
         except ApiError as exc:
             return conn.send(exc.status, exc.body(), extra=exc.headers)
         fault = self.faults.draw()
@@ -199,12 +230,14 @@ class SimApp:
             reason = None
         self._next_id += 1
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        req = SimRequest(rid=self._next_id, prompt_tokens=gen.prompt_tokens, n_target=n_target,
-                         finish_reason=reason, arrival=arrival)  # fmt: skip
+        req = SimRequest(
+            rid=self._next_id, prompt_tokens=gen.prompt_tokens, n_target=n_target, finish_reason=reason, arrival=arrival
+        )
         offset = self.vocab.start_offset()
         if gen.stream:
-            fmt = StreamFormat(req=gen, rid=rid, created=int(time.time()), model=self.model_name,
-                               vocab=self.vocab, offset=offset)  # fmt: skip
+            fmt = StreamFormat(
+                req=gen, rid=rid, created=int(time.time()), model=self.model_name, vocab=self.vocab, offset=offset
+            )
             req.sink = StreamSink(self, conn, fmt, req, fault)
             conn.start_stream(first=fmt.head())
         else:
@@ -232,8 +265,12 @@ class SimApp:
         """Answer with the injected HTTP error."""
         status = HTTP_FAULTS[fault]
         headers = (("retry-after", str(RETRY_AFTER_S)),) if status in (429, 503) else ()
-        err_type = {429: "RateLimitError", 400: "BadRequestError", 500: "InternalServerError",
-                    503: "ServiceUnavailableError"}[status]  # fmt: skip
+        err_type = {
+            429: "RateLimitError",
+            400: "BadRequestError",
+            500: "InternalServerError",
+            503: "ServiceUnavailableError",
+        }[status]
         err = ApiError(status, f"llmload sim injected fault {fault}", err_type=err_type, headers=headers)
         conn.send(status, err.body(), extra=err.headers)
 
@@ -257,10 +294,19 @@ class SimApp:
         if fault == "malformed":
             conn.send(200, b"{not json")
         elif fault == "incomplete":
-            body = full_response(req=sink.gen, rid=sink.rid, created=int(time.time()), model=self.model_name,
-                                 text="", completion_tokens=sink.req.generated, finish_reason="length")  # fmt: skip
-            conn.write(conn._head(200, [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)])
-                       + body[: len(body) // 2])  # fmt: skip
+            body = full_response(
+                req=sink.gen,
+                rid=sink.rid,
+                created=int(time.time()),
+                model=self.model_name,
+                text="",
+                completion_tokens=sink.req.generated,
+                finish_reason="length",
+            )
+            conn.write(
+                conn._head(200, [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)])
+                + body[: len(body) // 2]
+            )
             conn.close()
         elif fault == "stall":
             sink.timer = self.loop.call_later(self.config.fault.stall_s, conn.close)

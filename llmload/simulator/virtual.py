@@ -71,8 +71,9 @@ def simulate_closed_loop(
         nonlocal sent
         if sent >= total:
             return
-        req = SimRequest(rid=sent, prompt_tokens=rng.randint(*prompt_tokens), n_target=max_tokens,
-                         finish_reason="length", arrival=t)  # fmt: skip
+        req = SimRequest(
+            rid=sent, prompt_tokens=rng.randint(*prompt_tokens), n_target=max_tokens, finish_reason="length", arrival=t
+        )
         sends[req.rid] = t
         sent += 1
         push(t + frontend, "visible", req)

@@ -17,12 +17,74 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-                10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-               20.0, 40.0, 80.0)  # fmt: skip
-REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
-                           60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+REQUEST_LATENCY_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 FINISHED_REASONS = ("stop", "length", "abort")
@@ -73,34 +135,67 @@ _HISTOGRAMS = (
     # attribute, metric name, help, buckets (None: 1-2-5 up to max_model_len)
     ("ttft", "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS),
     ("itl_h", "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS),
-    ("tpot", "vllm:request_time_per_output_token_seconds",
-     "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS),
-    ("e2e", "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-     REQUEST_LATENCY_BUCKETS),
-    ("queue", "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
-     REQUEST_LATENCY_BUCKETS),
-    ("inference", "vllm:request_inference_time_seconds",
-     "Histogram of time spent in RUNNING phase for request.", REQUEST_LATENCY_BUCKETS),
-    ("prefill", "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.",
-     REQUEST_LATENCY_BUCKETS),
-    ("decode", "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.",
-     REQUEST_LATENCY_BUCKETS),
+    (
+        "tpot",
+        "vllm:request_time_per_output_token_seconds",
+        "Histogram of time_per_output_token_seconds per request.",
+        ITL_BUCKETS,
+    ),
+    (
+        "e2e",
+        "vllm:e2e_request_latency_seconds",
+        "Histogram of e2e request latency in seconds.",
+        REQUEST_LATENCY_BUCKETS,
+    ),
+    (
+        "queue",
+        "vllm:request_queue_time_seconds",
+        "Histogram of time spent in WAITING phase for request.",
+        REQUEST_LATENCY_BUCKETS,
+    ),
+    (
+        "inference",
+        "vllm:request_inference_time_seconds",
+        "Histogram of time spent in RUNNING phase for request.",
+        REQUEST_LATENCY_BUCKETS,
+    ),
+    (
+        "prefill",
+        "vllm:request_prefill_time_seconds",
+        "Histogram of time spent in PREFILL phase for request.",
+        REQUEST_LATENCY_BUCKETS,
+    ),
+    (
+        "decode",
+        "vllm:request_decode_time_seconds",
+        "Histogram of time spent in DECODE phase for request.",
+        REQUEST_LATENCY_BUCKETS,
+    ),
     ("prompt_h", "vllm:request_prompt_tokens", "Number of prefill tokens processed.", None),
     ("generation_h", "vllm:request_generation_tokens", "Number of generation tokens processed.", None),
-    ("iteration_h", "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
-     ITERATION_TOKEN_BUCKETS),
+    (
+        "iteration_h",
+        "vllm:iteration_tokens_total",
+        "Histogram of number of tokens per engine_step.",
+        ITERATION_TOKEN_BUCKETS,
+    ),
     # Not a vLLM metric: the simulator's own health. How long after their modelled time tokens were
     # written; large values mean the simulator host, not the model, is the bottleneck.
-    ("lateness_h", "llmload_sim_token_lateness_seconds",
-     "Delay between a token's modelled time and its write (simulator self-monitoring).", LATENESS_BUCKETS),
-)  # fmt: skip
+    (
+        "lateness_h",
+        "llmload_sim_token_lateness_seconds",
+        "Delay between a token's modelled time and its write (simulator self-monitoring).",
+        LATENESS_BUCKETS,
+    ),
+)
 
 
 class SimMetrics:
     """Counters and histograms of one simulator, exposed in vLLM's names."""
 
-    def __init__(self, *, model_name: str, max_model_len: int,
-                 gauges: Callable[[], tuple[int, int, float]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, *, model_name: str, max_model_len: int, gauges: Callable[[], tuple[int, int, float]] | None = None
+    ) -> None:
         self.labels = [model_name, "0"]
         self.gauges = gauges or (lambda: (0, 0, 0.0))
         self.prompt_tokens = 0
@@ -168,15 +263,19 @@ class SimMetrics:
             ("vllm:num_preemptions", "Cumulative number of preemption from the engine.", self.preemptions),
             ("vllm:prompt_tokens", "Number of prefill tokens processed.", self.prompt_tokens),
             ("vllm:generation_tokens", "Number of generation tokens processed.", self.generation_tokens),
-            ("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
-             self.prompt_tokens),
+            (
+                "vllm:prefix_cache_queries",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                self.prompt_tokens,
+            ),
             ("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", 0),
-        ):  # fmt: skip
+        ):
             c = CounterMetricFamily(name, doc, labels=names)
             c.add_metric(labels, value)
             yield c
-        c = CounterMetricFamily("vllm:request_success", "Count of successfully processed requests.",
-                                labels=[*names, "finished_reason"])  # fmt: skip
+        c = CounterMetricFamily(
+            "vllm:request_success", "Count of successfully processed requests.", labels=[*names, "finished_reason"]
+        )
         for reason, value in self.success.items():
             c.add_metric([*labels, reason], value)
         yield c

@@ -134,7 +134,9 @@ def build_tokenizer(spec: dict):
     tokenizer.train_from_iterator(synthetic_corpus(spec["seed"]), trainer=trainer)
     missing = spec["vocab_size"] - tokenizer.get_vocab_size()
     if missing < 0:
-        raise SystemExit(f"ValueError: trained {tokenizer.get_vocab_size()} tokens, more than vocab_size {spec['vocab_size']}")
+        raise SystemExit(
+            f"ValueError: trained {tokenizer.get_vocab_size()} tokens, more than vocab_size {spec['vocab_size']}"
+        )
     if missing:
         # Extra BPE vocabulary entries that no merge produces: never emitted by
         # encoding, but every id the model samples decodes to a word.
@@ -150,7 +152,9 @@ def build_tokenizer(spec: dict):
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
     if tokenizer.get_vocab_size() != spec["vocab_size"]:
-        raise SystemExit(f"ValueError: tokenizer has {tokenizer.get_vocab_size()} tokens, expected {spec['vocab_size']}")
+        raise SystemExit(
+            f"ValueError: tokenizer has {tokenizer.get_vocab_size()} tokens, expected {spec['vocab_size']}"
+        )
     return tokenizer
 
 

@@ -49,7 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vllm.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default: 8000)")
     vllm.add_argument("--served-model-name", metavar="NAME", help="model name clients send (default: llmload-SHAPE)")
     vllm.add_argument("--max-model-len", type=int, metavar="N", help="context length (default: 2048 tiny, 8192 8B)")
-    vllm.add_argument("--max-num-seqs", type=int, metavar="N", help="largest batch (default: 128 tiny, vLLM's own for 8B)")
+    vllm.add_argument(
+        "--max-num-seqs", type=int, metavar="N", help="largest batch (default: 128 tiny, vLLM's own for 8B)"
+    )
     vllm.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -124,7 +126,11 @@ def run_vllm(args: argparse.Namespace) -> int:
             print("llmload target: cancelled; vLLM stopped", file=sys.stderr, flush=True)
             return 0
         print(f"llmload target: vLLM ready at {server.base_url} (model {server.model})", flush=True)
-        print(f"llmload target: started in {server.startup_s:.1f} s; Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
+        print(
+            f"llmload target: started in {server.startup_s:.1f} s; Ctrl-C or SIGTERM stops it",
+            file=sys.stderr,
+            flush=True,
+        )
         rc = server.wait(cancelled=stop.is_set)
         if rc is not None:
             reason = server.exit_reason()

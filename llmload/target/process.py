@@ -111,7 +111,9 @@ class VLLMProcess:
         if self.vllm is None:
             self.vllm = ensure_vllm_python(cache_dir=self.cache_dir, python=self.python, say=self.say)
         if self.model_path is None:
-            self.model_path = ensure_model(python=self.vllm.python, cache_dir=self.cache_dir, shape=self.shape, say=self.say)
+            self.model_path = ensure_model(
+                python=self.vllm.python, cache_dir=self.cache_dir, shape=self.shape, say=self.say
+            )
 
     def start(self, *, cancelled: Callable[[], bool] | None = None) -> VLLMProcess:
         """Start the server and wait until ``/health`` answers; raise ``TargetError`` if it does not.
@@ -125,7 +127,9 @@ class VLLMProcess:
         if self.port == 0:
             self.port = free_port(self.host)
         elif port_in_use(self.host, self.port):
-            raise TargetError(f"port {self.port} on {self.host} is already in use; choose another with --port (0 = any free port)")
+            raise TargetError(
+                f"port {self.port} on {self.host} is already in use; choose another with --port (0 = any free port)"
+            )
         config = self._config()
         self.log_path = log_path_for(self.cache_dir, self.port)
         self.say(f"llmload target: starting vLLM {self.version} on {self.base_url} (log: {self.log_path})")

@@ -138,7 +138,9 @@ def find_vllm_python(
             path = Path(given).expanduser()
             version = probe(path)
             if version is None:
-                raise TargetError(f"{path} (from {_SOURCE_NAMES[source]}) cannot import vllm, transformers and tokenizers")
+                raise TargetError(
+                    f"{path} (from {_SOURCE_NAMES[source]}) cannot import vllm, transformers and tokenizers"
+                )
             return VLLMPython(path, version, source)
     venv = venv_dir(cache_dir)
     if venv_python(venv).exists():
@@ -174,10 +176,7 @@ def install_venv(*, cache_dir: Path, env: Mapping[str, str] | None = None, say: 
     if venv.exists():
         # A venv that does not import vllm is a failed or interrupted install: start over.
         shutil.rmtree(venv)
-    say(
-        f"llmload target: installing {requirement} into {venv} "
-        f"(a few minutes and about 3.5 GB, once; log: {log_path})"
-    )
+    say(f"llmload target: installing {requirement} into {venv} (a few minutes and about 3.5 GB, once; log: {log_path})")
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8") as log:
         for command in install_commands(venv, requirement, base_python=sys.executable, cuda=cuda):

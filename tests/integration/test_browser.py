@@ -43,14 +43,29 @@ from tests.support.scripted_server import ScriptedServer, plain_response, sse_re
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = ROOT / "test-artifacts"
 FIXED = ["--ttft-ms", "50", "--itl-ms", "10"]
 SECRET = "sk-browser-secret-9f3a7c"
 BASE = "/some/base"
-REPORT_CHARTS = ("ttft", "itl", "stream-rate", "users", "throughput", "slo-attainment", "latency-over-time",
-                 "stream-rate-over-time", "client-vs-server-ttft-0")  # fmt: skip
+REPORT_CHARTS = (
+    "ttft",
+    "itl",
+    "stream-rate",
+    "users",
+    "throughput",
+    "slo-attainment",
+    "latency-over-time",
+    "stream-rate-over-time",
+    "client-vs-server-ttft-0",
+)
 
 
 def _require_chromium():
@@ -76,9 +91,13 @@ def chromium(tmp_path: Path) -> Iterator:
     sync_api = _require_chromium()
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            accept_downloads=True, viewport={"width": 1500, "height": 900},
-        )  # fmt: skip
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            accept_downloads=True,
+            viewport={"width": 1500, "height": 900},
+        )
         try:
             yield context
         finally:
@@ -125,9 +144,26 @@ def test_llm_tab_fills_live_offers_its_csv_and_never_shows_the_key(tmp_path):
     with SimulatorProcess(profile="fixed", extra_args=FIXED) as sim, ProcessGroup() as group:
         port = free_port()
         log = tmp_path / "locust.log"
-        group.start(locust_command("chatbot.py", sim.base_url, "--web-host", "127.0.0.1", "--web-port", str(port),
-                                   "--web-base-path", BASE, "--llm-api-key", SECRET, "--llm-think-time", "0",
-                                   "--llm-max-tokens", "20"), tmp_path, log)  # fmt: skip
+        group.start(
+            locust_command(
+                "chatbot.py",
+                sim.base_url,
+                "--web-host",
+                "127.0.0.1",
+                "--web-port",
+                str(port),
+                "--web-base-path",
+                BASE,
+                "--llm-api-key",
+                SECRET,
+                "--llm-think-time",
+                "0",
+                "--llm-max-tokens",
+                "20",
+            ),
+            tmp_path,
+            log,
+        )
         url = f"http://127.0.0.1:{port}{BASE}/"
         wait_http(url, log)
         with chromium(tmp_path) as context:
@@ -165,8 +201,17 @@ def test_llm_tab_fills_live_offers_its_csv_and_never_shows_the_key(tmp_path):
                 page.wait_for_timeout(500)
             assert list(row) == [title for _, title in COLUMNS], row
             assert row[titles["group"]].endswith("Chatbot")
-            for key in ("requests", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "stream_rate_p50_tps",
-                        "stream_rate_p10_tps", "output_tokens_per_s", "slo_attainment_pct"):  # fmt: skip
+            for key in (
+                "requests",
+                "ttft_p50_ms",
+                "ttft_p99_ms",
+                "itl_p50_ms",
+                "itl_p99_ms",
+                "stream_rate_p50_tps",
+                "stream_rate_p10_tps",
+                "output_tokens_per_s",
+                "slo_attainment_pct",
+            ):
                 assert _number(row[titles[key]]) > 0, (key, row)
             # Known truth of the fixed profile, loose: the page shows what the master merged so far.
             assert 45 <= _number(row[titles["ttft_p50_ms"]]) <= 80
@@ -199,9 +244,28 @@ def test_report_opens_offline_with_every_chart_drawn(tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     html = tmp_path / "report.html"
     with SimulatorProcess(profile="fixed", extra_args=FIXED) as sim:
-        run = run_locust(tmp_path, "chatbot.py", sim.base_url, "-u", "6", "-r", "3", "-t", "7s", "--stop-timeout", "5",
-                         "--llm-think-time", "0", "--llm-max-tokens", "20", "--llm-server-metrics",
-                         "--llm-api-key", SECRET, "--llm-html", str(html))  # fmt: skip
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            sim.base_url,
+            "-u",
+            "6",
+            "-r",
+            "3",
+            "-t",
+            "7s",
+            "--stop-timeout",
+            "5",
+            "--llm-think-time",
+            "0",
+            "--llm-max-tokens",
+            "20",
+            "--llm-server-metrics",
+            "--llm-api-key",
+            SECRET,
+            "--llm-html",
+            str(html),
+        )
     assert run.returncode == 0, run.output[-3000:]
     assert html.exists() and SECRET not in html.read_text()
     with chromium(tmp_path) as context:
@@ -230,7 +294,10 @@ def test_report_opens_offline_with_every_chart_drawn(tmp_path):
         for chart in REPORT_CHARTS:
             assert chart in drawn, (chart, sorted(drawn))
             info = drawn[chart]
-            assert info["width"] > 100 and info["height"] > 100 and info["marks"] > 0 and not info["empty"], (chart, info)
+            assert info["width"] > 100 and info["height"] > 100 and info["marks"] > 0 and not info["empty"], (
+                chart,
+                info,
+            )
         page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
     assert requested == [] and failed == []
     assert time.monotonic() - started < 60
@@ -249,12 +316,41 @@ def test_blank_key_field_keeps_the_key_and_it_reaches_the_workers(tmp_path):
     with ScriptedServer(_scripted_llm) as server, ProcessGroup() as group:
         common = ["--llm-model", "m", "--llm-think-time", "0.5"]
         master_log = tmp_path / "master.log"
-        group.start(locust_command("chatbot.py", server.base_url, "--master", "--master-bind-host", "127.0.0.1",
-                                   "--master-bind-port", str(master_port), "--web-host", "127.0.0.1",
-                                   "--web-port", str(web_port), "--web-base-path", BASE, "--llm-api-key", SECRET,
-                                   *common), tmp_path, master_log)  # fmt: skip
-        group.start(locust_command("chatbot.py", server.base_url, "--worker", "--master-host", "127.0.0.1",
-                                   "--master-port", str(master_port)), tmp_path, tmp_path / "worker.log")  # fmt: skip
+        group.start(
+            locust_command(
+                "chatbot.py",
+                server.base_url,
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(master_port),
+                "--web-host",
+                "127.0.0.1",
+                "--web-port",
+                str(web_port),
+                "--web-base-path",
+                BASE,
+                "--llm-api-key",
+                SECRET,
+                *common,
+            ),
+            tmp_path,
+            master_log,
+        )
+        group.start(
+            locust_command(
+                "chatbot.py",
+                server.base_url,
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(master_port),
+            ),
+            tmp_path,
+            tmp_path / "worker.log",
+        )
         wait_http(f"{web}/", master_log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -265,8 +361,9 @@ def test_blank_key_field_keeps_the_key_and_it_reaches_the_workers(tmp_path):
             pytest.fail("the worker did not connect:\n" + master_log.read_text()[-3000:])
         page = urllib.request.urlopen(f"{web}/", timeout=5).read()
         assert SECRET.encode() not in page and b"llm_api_key" in page
-        form = urllib.parse.urlencode({"user_count": "2", "spawn_rate": "2", "host": server.base_url,
-                                       "llm_api_key": ""}).encode()  # fmt: skip
+        form = urllib.parse.urlencode(
+            {"user_count": "2", "spawn_rate": "2", "host": server.base_url, "llm_api_key": ""}
+        ).encode()
         with urllib.request.urlopen(urllib.request.Request(f"{web}/swarm", data=form), timeout=5) as response:
             assert json.loads(response.read())["success"]
         deadline = time.monotonic() + 15

@@ -29,17 +29,40 @@ PROFILES = {
     "a100-40gb": ["--max", "1000"],
     "h100-80gb": ["--max", "400", "--sim-args=--max-num-seqs 1024"],
 }
-STEP_KEYS = {"users", "stream_rate_p50_tps", "stream_rate_p10_tps", "ttft_p50_s", "ttft_p99_s",
-             "output_tokens_per_s", "attainment", "passed"}  # fmt: skip
+STEP_KEYS = {
+    "users",
+    "stream_rate_p50_tps",
+    "stream_rate_p10_tps",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "output_tokens_per_s",
+    "attainment",
+    "passed",
+}
 
 
 def test_capacity_answers_are_ordered_by_gpu(tmp_path):
     procs = {}
     for profile, extra in PROFILES.items():
         results = tmp_path / f"{profile}.json"
-        cmd = [sys.executable, "-m", "llmload", "capacity", "--sim", profile, "--results", str(results), *COMMON, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llmload",
+            "capacity",
+            "--sim",
+            profile,
+            "--results",
+            str(results),
+            *COMMON,
+            *extra,
+        ]
         log = open(tmp_path / f"{profile}.log", "w")
-        procs[profile] = (subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env()), log, results)
+        procs[profile] = (
+            subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env()),
+            log,
+            results,
+        )
     try:
         for proc, log, _ in procs.values():
             proc.wait(timeout=300)

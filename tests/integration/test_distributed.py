@@ -30,27 +30,46 @@ def fixed_sim():
 
 def master_cmd(sim, tmp_path, port, *args):
     return locust_command(
-        "chatbot.py", sim.base_url, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-        "--headless", "--llm-results", str(tmp_path / "results.json"), "--json-file", str(tmp_path / "stats"), *args, *WORKLOAD,
+        "chatbot.py",
+        sim.base_url,
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--headless",
+        "--llm-results",
+        str(tmp_path / "results.json"),
+        "--json-file",
+        str(tmp_path / "stats"),
+        *args,
+        *WORKLOAD,
     )
 
 
 def worker_cmd(sim, port):
-    return locust_command("chatbot.py", sim.base_url, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
+    return locust_command(
+        "chatbot.py", sim.base_url, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)
+    )
 
 
 def test_master_and_two_workers_one_joining_late(fixed_sim, tmp_path):
     port = free_port()
     before = scrape(fixed_sim.base_url)
     with ProcessGroup() as group:
-        master = group.start(master_cmd(fixed_sim, tmp_path, port, "--expect-workers", "1", "-u", "10", "-r", "10", "-t", "10s"),
-                             tmp_path, tmp_path / "master.log")
+        master = group.start(
+            master_cmd(fixed_sim, tmp_path, port, "--expect-workers", "1", "-u", "10", "-r", "10", "-t", "10s"),
+            tmp_path,
+            tmp_path / "master.log",
+        )
         group.start(worker_cmd(fixed_sim, port), tmp_path, tmp_path / "worker1.log")
         time.sleep(4)  # the second worker joins a running test; Locust rebalances users onto it
         group.start(worker_cmd(fixed_sim, port), tmp_path, tmp_path / "worker2.log")
         master.wait(timeout=60)
     after = scrape(fixed_sim.base_url)
-    run = collect(master.returncode, (tmp_path / "master.log").read_text(), tmp_path / "results.json", tmp_path / "stats")
+    run = collect(
+        master.returncode, (tmp_path / "master.log").read_text(), tmp_path / "results.json", tmp_path / "stats"
+    )
     assert run.returncode == 0, run.output[-3000:]
     total = run.results["total"]
     assert run.results["run"]["workers"] == 2
@@ -71,8 +90,24 @@ def test_master_and_two_workers_one_joining_late(fixed_sim, tmp_path):
 def test_processes_flag_merges_exactly(fixed_sim, tmp_path):
     before = scrape(fixed_sim.base_url)
     port = free_port()  # forked workers connect to --master-port, the parent binds --master-bind-port
-    run = run_locust(tmp_path, "chatbot.py", fixed_sim.base_url, "--processes", "2", "--master-bind-port", str(port),
-                     "--master-port", str(port), "-u", "10", "-r", "10", "-t", "6s", *WORKLOAD)
+    run = run_locust(
+        tmp_path,
+        "chatbot.py",
+        fixed_sim.base_url,
+        "--processes",
+        "2",
+        "--master-bind-port",
+        str(port),
+        "--master-port",
+        str(port),
+        "-u",
+        "10",
+        "-r",
+        "10",
+        "-t",
+        "6s",
+        *WORKLOAD,
+    )
     after = scrape(fixed_sim.base_url)
     assert run.returncode == 0, run.output[-3000:]
     total = run.results["total"]
@@ -85,8 +120,11 @@ def test_killed_worker_is_recorded_missing_and_run_finishes(fixed_sim, tmp_path)
     port = free_port()
     before = scrape(fixed_sim.base_url)
     with ProcessGroup() as group:
-        master = group.start(master_cmd(fixed_sim, tmp_path, port, "--expect-workers", "2", "-u", "10", "-r", "10", "-t", "16s"),
-                             tmp_path, tmp_path / "master.log")
+        master = group.start(
+            master_cmd(fixed_sim, tmp_path, port, "--expect-workers", "2", "-u", "10", "-r", "10", "-t", "16s"),
+            tmp_path,
+            tmp_path / "master.log",
+        )
         group.start(worker_cmd(fixed_sim, port), tmp_path, tmp_path / "worker1.log")
         victim = group.start(worker_cmd(fixed_sim, port), tmp_path, tmp_path / "worker2.log")
         time.sleep(7)
@@ -94,7 +132,9 @@ def test_killed_worker_is_recorded_missing_and_run_finishes(fixed_sim, tmp_path)
         victim.wait()
         master.wait(timeout=90)
     after = scrape(fixed_sim.base_url)
-    run = collect(master.returncode, (tmp_path / "master.log").read_text(), tmp_path / "results.json", tmp_path / "stats")
+    run = collect(
+        master.returncode, (tmp_path / "master.log").read_text(), tmp_path / "results.json", tmp_path / "stats"
+    )
     assert run.results is not None, run.output[-3000:]
     missing = run.results["run"]["missing_workers"]
     assert len(missing) == 1 and missing[0]["at"]

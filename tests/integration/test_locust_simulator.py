@@ -17,8 +17,21 @@ from tests.support.processes import run_locust, scrape
 pytestmark = pytest.mark.integration
 
 FIXED = ["--ttft-ms", "50", "--itl-ms", "10"]
-COMMON = ["-u", "10", "-r", "10", "-t", "8s", "--stop-timeout", "10", "--llm-think-time", "0",
-          "--llm-max-tokens", "20", "--llm-ignore-eos"]
+COMMON = [
+    "-u",
+    "10",
+    "-r",
+    "10",
+    "-t",
+    "8s",
+    "--stop-timeout",
+    "10",
+    "--llm-think-time",
+    "0",
+    "--llm-max-tokens",
+    "20",
+    "--llm-ignore-eos",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +72,25 @@ def test_timing_and_tokens_match_the_simulator(fixed_sim, tmp_path):
 
 
 def test_completions_endpoint_and_summarization_prompts(fixed_sim, tmp_path):
-    run = run_locust(tmp_path, "summarization.py", fixed_sim.base_url, "-u", "2", "-r", "2", "-t", "4s",
-                     "--stop-timeout", "10", "--llm-think-time", "0", "--llm-endpoint", "completions",
-                     "--llm-max-tokens", "5")
+    run = run_locust(
+        tmp_path,
+        "summarization.py",
+        fixed_sim.base_url,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "4s",
+        "--stop-timeout",
+        "10",
+        "--llm-think-time",
+        "0",
+        "--llm-endpoint",
+        "completions",
+        "--llm-max-tokens",
+        "5",
+    )
     assert run.returncode == 0, run.output[-3000:]
     group = run.results["groups"][0]
     assert group["user_class"] == "Summarization" and group["requests"]["ok"] > 0
@@ -87,8 +116,25 @@ def test_each_error_class_from_a_faulty_server(tmp_path, fault, kind):
     if fault == "stall":
         extra += ["--stall-s", "5"]
     with SimulatorProcess(profile="fixed", extra_args=extra) as sim:
-        run = run_locust(tmp_path, "chatbot.py", sim.base_url, "-u", "2", "-r", "2", "-t", "3s", "--stop-timeout", "5",
-                         "--llm-think-time", "0.1", "--llm-max-tokens", "10", "--llm-stream-timeout", "1")
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            sim.base_url,
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "3s",
+            "--stop-timeout",
+            "5",
+            "--llm-think-time",
+            "0.1",
+            "--llm-max-tokens",
+            "10",
+            "--llm-stream-timeout",
+            "1",
+        )
     assert run.returncode == 1, run.output[-3000:]  # Locust's exit code on failures
     errors = run.results["total"]["requests"]["errors"]
     assert set(errors) == {kind} and errors[kind] > 0
@@ -100,8 +146,24 @@ def test_each_error_class_from_a_faulty_server(tmp_path, fault, kind):
 
 def test_stream_options_rejected_falls_back_to_estimated_counts(tmp_path):
     with SimulatorProcess(profile="fixed", extra_args=[*FIXED, "--reject-stream-options"]) as sim:
-        run = run_locust(tmp_path, "chatbot.py", sim.base_url, "-u", "2", "-r", "2", "-t", "3s", "--stop-timeout", "5",
-                         "--llm-think-time", "0", "--llm-max-tokens", "10", "--llm-ignore-eos")
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            sim.base_url,
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "3s",
+            "--stop-timeout",
+            "5",
+            "--llm-think-time",
+            "0",
+            "--llm-max-tokens",
+            "10",
+            "--llm-ignore-eos",
+        )
     assert run.returncode == 0, run.output[-3000:]
     total = run.results["total"]
     assert total["requests"]["failed"] == 0 and total["requests"]["ok"] > 0
@@ -118,8 +180,25 @@ def test_bad_option_is_one_line_and_exit_code_2(fixed_sim, tmp_path):
 
 def test_api_key_never_reaches_output_or_results(fixed_sim, tmp_path):
     secret = "sk-llmload-test-SECRET-7f3a"
-    run = run_locust(tmp_path, "chatbot.py", fixed_sim.base_url, "-u", "2", "-r", "2", "-t", "2s",
-                     "--llm-think-time", "0", "--llm-max-tokens", "3", "--llm-api-key", secret, "--loglevel", "DEBUG")
+    run = run_locust(
+        tmp_path,
+        "chatbot.py",
+        fixed_sim.base_url,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "2s",
+        "--llm-think-time",
+        "0",
+        "--llm-max-tokens",
+        "3",
+        "--llm-api-key",
+        secret,
+        "--loglevel",
+        "DEBUG",
+    )
     assert run.returncode == 0, run.output[-3000:]
     assert secret not in run.output
     assert secret not in (tmp_path / "results.json").read_text()
@@ -141,8 +220,21 @@ def test_a_slow_start_does_not_cut_the_run_short(fixed_sim, tmp_path):
     from tests.support.processes import ROOT
 
     locustfile = str(ROOT / "tests" / "support" / "slow_start_locustfile.py")
-    run = run_locust(tmp_path, locustfile, fixed_sim.base_url, "-u", "2", "-r", "2", "-t", "3s",
-                     "--llm-think-time", "0", "--llm-max-tokens", "5")
+    run = run_locust(
+        tmp_path,
+        locustfile,
+        fixed_sim.base_url,
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "3s",
+        "--llm-think-time",
+        "0",
+        "--llm-max-tokens",
+        "5",
+    )
     assert run.returncode == 0, run.output[-3000:]
     assert run.results["run"]["duration_s"] >= 2.9
     assert run.results["total"]["requests"]["ok"] > 20

@@ -20,7 +20,9 @@ from tests.support.processes import free_port, run_locust
 
 pytestmark = pytest.mark.integration
 
-BODY = chat_chunk("", role="assistant") + chat_chunk("a") + chat_chunk(" b", finish="length") + usage_chunk(20, 2) + DONE
+BODY = (
+    chat_chunk("", role="assistant") + chat_chunk("a") + chat_chunk(" b", finish="length") + usage_chunk(20, 2) + DONE
+)
 
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
@@ -80,9 +82,31 @@ class TimestampServer:
 def test_poisson_rate_across_two_workers(tmp_path):
     rate = 60.0
     with TimestampServer() as server:
-        run = run_locust(tmp_path, "chatbot.py", server.base_url, "--processes", "2", "--master-port", str(port := free_port()),
-                         "--master-bind-port", str(port), "-u", "20", "-r", "20", "-t", "17s", "--stop-timeout", "5",
-                         "--llm-model", "m", "--llm-arrival", "poisson", "--llm-rate", str(rate))  # fmt: skip
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            server.base_url,
+            "--processes",
+            "2",
+            "--master-port",
+            str(port := free_port()),
+            "--master-bind-port",
+            str(port),
+            "-u",
+            "20",
+            "-r",
+            "20",
+            "-t",
+            "17s",
+            "--stop-timeout",
+            "5",
+            "--llm-model",
+            "m",
+            "--llm-arrival",
+            "poisson",
+            "--llm-rate",
+            str(rate),
+        )
         arrivals = sorted(server.arrivals)
     assert run.returncode == 0, run.output[-3000:]
     assert run.results["run"]["workers"] == 2
@@ -108,8 +132,25 @@ def test_poisson_rate_across_two_workers(tmp_path):
 
 def test_overloaded_pool_is_reported(tmp_path):
     with SimulatorProcess(profile="fixed", extra_args=["--ttft-ms", "400", "--itl-ms", "10"]) as sim:
-        run = run_locust(tmp_path, "chatbot.py", sim.base_url, "-u", "1", "-r", "1", "-t", "5s", "--stop-timeout", "5",
-                         "--llm-arrival", "constant", "--llm-rate", "10", "--llm-max-tokens", "5")  # fmt: skip
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            sim.base_url,
+            "-u",
+            "1",
+            "-r",
+            "1",
+            "-t",
+            "5s",
+            "--stop-timeout",
+            "5",
+            "--llm-arrival",
+            "constant",
+            "--llm-rate",
+            "10",
+            "--llm-max-tokens",
+            "5",
+        )
     assert run.returncode == 0, run.output[-3000:]
     summary = run.results["arrivals"]
     # One user finishes about 2 requests/s; 10/s are due: most arrivals wait, then are skipped.

@@ -30,18 +30,39 @@ from tests.support.processes import ProcessGroup, free_port, locust_command
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("prometheus") is None or shutil.which("promtool") is None,
-                       reason="needs Debian's prometheus package (make prometheus)"),
-]  # fmt: skip
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None or shutil.which("promtool") is None,
+        reason="needs Debian's prometheus package (make prometheus)",
+    ),
+]
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 RUN_S = 14
 GRACE_S = 3
 RATE_INTERVAL = "15s"
 SUBSTITUTIONS = {"$__rate_interval": RATE_INTERVAL, "$price_per_hour": "2.5"}
-WORKLOAD = ["--headless", "-u", "8", "-r", "8", "-t", f"{RUN_S}s", "--llm-think-time", "0", "--llm-max-tokens", "40",
-            "--llm-slo-ttft", "2", "--llm-server-metrics", "--llm-prometheus-grace", str(GRACE_S),
-            "--exit-code-on-error", "0", "--stop-timeout", "5"]  # fmt: skip
+WORKLOAD = [
+    "--headless",
+    "-u",
+    "8",
+    "-r",
+    "8",
+    "-t",
+    f"{RUN_S}s",
+    "--llm-think-time",
+    "0",
+    "--llm-max-tokens",
+    "40",
+    "--llm-slo-ttft",
+    "2",
+    "--llm-server-metrics",
+    "--llm-prometheus-grace",
+    str(GRACE_S),
+    "--exit-code-on-error",
+    "0",
+    "--stop-timeout",
+    "5",
+]
 
 
 def get_json(url: str, timeout: float = 10) -> dict:
@@ -79,7 +100,9 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def sim():
     # A few 429s so error series carry real values, not only zeros.
-    with SimulatorProcess(profile="rtx3090", extra_args=["--fault", "http_429", "--fault-rate", "0.05", "--seed", "3"]) as sim:
+    with SimulatorProcess(
+        profile="rtx3090", extra_args=["--fault", "http_429", "--fault-rate", "0.05", "--seed", "3"]
+    ) as sim:
         yield sim
 
 
@@ -100,10 +123,16 @@ def stack(sim, tmp_path_factory):
     prom_port = free_port()
     with ProcessGroup() as group:
         group.start(
-            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            tmp, tmp / "prometheus.log",
-        )  # fmt: skip
+            [
+                "prometheus",
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--log.level=warn",
+            ],
+            tmp,
+            tmp / "prometheus.log",
+        )
         url = f"http://127.0.0.1:{prom_port}"
         deadline = time.monotonic() + 30
         while True:
@@ -148,13 +177,16 @@ def substitute(expr: str) -> str:
     return re.sub(r"\$(\w+)", ".*", expr)
 
 
-def run_with_exporter(stack, sim, tmp_path: Path, mode: str, extra: list[str]) -> tuple[SimpleNamespace, float, str | None]:
+def run_with_exporter(
+    stack, sim, tmp_path: Path, mode: str, extra: list[str]
+) -> tuple[SimpleNamespace, float, str | None]:
     """Run Locust with the exporter on ``stack``'s port for ``mode``; lint a live scrape; return (run, mid, lint)."""
     prom, ports = stack
     port = ports[mode]
     results, log = tmp_path / "results.json", tmp_path / "locust.log"
-    cmd = locust_command("chatbot.py", sim.base_url, *WORKLOAD, "--llm-prometheus-port", str(port),
-                         "--llm-results", str(results), *extra)  # fmt: skip
+    cmd = locust_command(
+        "chatbot.py", sim.base_url, *WORKLOAD, "--llm-prometheus-port", str(port), "--llm-results", str(results), *extra
+    )
     exporter_url = f"http://127.0.0.1:{port}/metrics"
     lint = None
     with ProcessGroup() as group:
@@ -172,8 +204,11 @@ def run_with_exporter(stack, sim, tmp_path: Path, mode: str, extra: list[str]) -
                 break
             time.sleep(0.5)
         proc.wait(timeout=RUN_S + 60)
-    run = SimpleNamespace(returncode=proc.returncode, output=log.read_text(),
-                          results=json.loads(results.read_text()) if results.exists() else None)  # fmt: skip
+    run = SimpleNamespace(
+        returncode=proc.returncode,
+        output=log.read_text(),
+        results=json.loads(results.read_text()) if results.exists() else None,
+    )
     assert run.returncode == 0 and run.results, run.output[-3000:]
     # A moment inside the run with a full rate window of samples behind it.
     run_started = datetime.datetime.fromisoformat(run.results["run"]["started_at"]).timestamp()
@@ -230,10 +265,23 @@ def test_distributed_run(stack, sim, tmp_path):
     prom, ports = stack
     master_port = str(free_port())  # not Locust's default 5557, which other runs on this machine may use
     run, at, lint = run_with_exporter(
-        stack, sim, tmp_path, "distributed",
-        ["--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", master_port,
-         "--master-host", "127.0.0.1", "--master-port", master_port],
-    )  # fmt: skip
+        stack,
+        sim,
+        tmp_path,
+        "distributed",
+        [
+            "--processes",
+            "2",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            master_port,
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            master_port,
+        ],
+    )
     assert run.results["run"]["workers"] == 2
     check_run(prom, run, at, ports["distributed"], lint, workers=2)
     check_dashboards(prom, at, ports["distributed"])

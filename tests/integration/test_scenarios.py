@@ -32,14 +32,33 @@ OVERRIDES = {
     "gke-input-heavy": ["-u", "20", "-r", "20", "-t", "6s", "--stop-timeout", "5"],
     "gke-output-heavy": ["-u", "20", "-r", "20", "-t", "6s", "--stop-timeout", "5"],
     "soak": [*SHORT, "--llm-prometheus-port", "0", "--llm-prometheus-grace", "0"],
-    "capacity": ["--stop-timeout", "5", "--llm-capacity-start", "2", "--llm-capacity-max", "4",
-                 "--llm-capacity-warmup", "0.5", "--llm-capacity-hold", "1"],
-}  # fmt: skip
+    "capacity": [
+        "--stop-timeout",
+        "5",
+        "--llm-capacity-start",
+        "2",
+        "--llm-capacity-max",
+        "4",
+        "--llm-capacity-warmup",
+        "0.5",
+        "--llm-capacity-hold",
+        "1",
+    ],
+}
 
 
 def test_the_expected_scenarios_exist():
-    assert SCENARIOS == ["backprop-long-context", "backprop-rtx3090", "capacity", "gke-input-heavy",
-                         "gke-output-heavy", "mixed", "multi-turn-chat", "soak", "summarization"]  # fmt: skip
+    assert SCENARIOS == [
+        "backprop-long-context",
+        "backprop-rtx3090",
+        "capacity",
+        "gke-input-heavy",
+        "gke-output-heavy",
+        "mixed",
+        "multi-turn-chat",
+        "soak",
+        "summarization",
+    ]
     for name in SCENARIOS:
         text = (ROOT / "scenarios" / f"{name}.conf").read_text()
         assert text.startswith("# "), f"{name}: starts with a comment saying what it models"
@@ -56,8 +75,18 @@ def test_every_scenario_runs_against_the_simulator(tmp_path):
             for name in batch:
                 out = tmp_path / name
                 out.mkdir()
-                cmd = [sys.executable, "-m", "locust", "--config", f"scenarios/{name}.conf", "--host", sim.base_url,
-                       "--llm-results", str(out / "results.json"), *OVERRIDES.get(name, SHORT)]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "locust",
+                    "--config",
+                    f"scenarios/{name}.conf",
+                    "--host",
+                    sim.base_url,
+                    "--llm-results",
+                    str(out / "results.json"),
+                    *OVERRIDES.get(name, SHORT),
+                ]
                 with open(out / "log.txt", "w") as log:
                     procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env())
                 running.append(procs[name])
@@ -112,8 +141,10 @@ def test_every_scenario_runs_against_the_simulator(tmp_path):
 
 def test_two_backends_label_every_request(tmp_path):
     secret = "sk-beta-SECRET-1234"
-    with SimulatorProcess(profile="fixed", extra_args=["--ttft-ms", "20", "--itl-ms", "5"]) as alpha, \
-         SimulatorProcess(profile="fixed", extra_args=["--ttft-ms", "20", "--itl-ms", "5"]) as beta:  # fmt: skip
+    with (
+        SimulatorProcess(profile="fixed", extra_args=["--ttft-ms", "20", "--itl-ms", "5"]) as alpha,
+        SimulatorProcess(profile="fixed", extra_args=["--ttft-ms", "20", "--itl-ms", "5"]) as beta,
+    ):
         backends = tmp_path / "backends.toml"
         backends.write_text(
             f'[[backend]]\nname = "alpha"\nbase_url = "{alpha.base_url}"\ngpu = "GPU A"\nprice_per_hour = 1.5\n\n'
@@ -123,9 +154,27 @@ def test_two_backends_label_every_request(tmp_path):
         before = {name: scrape(s.base_url) for name, s in (("alpha", alpha), ("beta", beta))}
         os.environ["BETA_API_KEY"] = secret
         try:
-            run = run_locust(tmp_path, str(ROOT / "locustfiles" / "chatbot.py"), "", "-u", "8", "-r", "8", "-t", "4s",
-                             "--stop-timeout", "10", "--llm-backends", str(backends), "--llm-think-time", "0",
-                             "--llm-max-tokens", "10", "--loglevel", "DEBUG")  # fmt: skip
+            run = run_locust(
+                tmp_path,
+                str(ROOT / "locustfiles" / "chatbot.py"),
+                "",
+                "-u",
+                "8",
+                "-r",
+                "8",
+                "-t",
+                "4s",
+                "--stop-timeout",
+                "10",
+                "--llm-backends",
+                str(backends),
+                "--llm-think-time",
+                "0",
+                "--llm-max-tokens",
+                "10",
+                "--loglevel",
+                "DEBUG",
+            )
         finally:
             del os.environ["BETA_API_KEY"]
         after = {name: scrape(s.base_url) for name, s in (("alpha", alpha), ("beta", beta))}
@@ -146,8 +195,13 @@ def test_two_backends_label_every_request(tmp_path):
 
 
 def _reply(n: int) -> list:
-    events = [chat_chunk("", role="assistant"), chat_chunk("reply"), chat_chunk(f"-{n}", finish="stop"),
-              usage_chunk(10, 2), DONE]  # fmt: skip
+    events = [
+        chat_chunk("", role="assistant"),
+        chat_chunk("reply"),
+        chat_chunk(f"-{n}", finish="stop"),
+        usage_chunk(10, 2),
+        DONE,
+    ]
     return sse_response(events)
 
 
@@ -158,9 +212,27 @@ def test_multi_turn_session_sends_the_previous_answers(tmp_path):
         return _reply(n)
 
     with ScriptedServer(script) as server:
-        run = run_locust(tmp_path, "multi_turn.py", server.base_url, "-u", "1", "-r", "1", "-t", "3s",
-                         "--stop-timeout", "5", "--llm-model", "m", "--llm-turns", "3", "--llm-think-time", "0",
-                         "--llm-max-tokens", "5")  # fmt: skip
+        run = run_locust(
+            tmp_path,
+            "multi_turn.py",
+            server.base_url,
+            "-u",
+            "1",
+            "-r",
+            "1",
+            "-t",
+            "3s",
+            "--stop-timeout",
+            "5",
+            "--llm-model",
+            "m",
+            "--llm-turns",
+            "3",
+            "--llm-think-time",
+            "0",
+            "--llm-max-tokens",
+            "5",
+        )
         requests = list(server.requests)
     assert run.returncode == 0, run.output[-3000:]
     posts = [(n, orjson.loads(r.split(b"\r\n\r\n", 1)[1])) for n, r in enumerate(requests) if r.startswith(b"POST")]

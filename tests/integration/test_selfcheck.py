@@ -37,8 +37,19 @@ class Burner(LLMUser):
         return super().send(prompt, **kwargs)
 '''
 
-COMMON = ["-t", "7s", "--stop-timeout", "5", "--llm-think-time", "0", "--llm-max-tokens", "20",
-          "--llm-ignore-eos", "--llm-selfcheck-lag-ms", "50"]  # fmt: skip
+COMMON = [
+    "-t",
+    "7s",
+    "--stop-timeout",
+    "5",
+    "--llm-think-time",
+    "0",
+    "--llm-max-tokens",
+    "20",
+    "--llm-ignore-eos",
+    "--llm-selfcheck-lag-ms",
+    "50",
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +92,22 @@ def test_workers_ship_their_figures_to_the_master(fixed_sim, tmp_path):
     locustfile = tmp_path / "burner.py"
     locustfile.write_text(BURNER)
     port = str(free_port())
-    run = run_locust(tmp_path, str(locustfile), fixed_sim.base_url, "-u", "4", "-r", "4", "--processes", "2",
-                     "--master-bind-port", port, "--master-port", port, *COMMON)  # fmt: skip
+    run = run_locust(
+        tmp_path,
+        str(locustfile),
+        fixed_sim.base_url,
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "--processes",
+        "2",
+        "--master-bind-port",
+        port,
+        "--master-port",
+        port,
+        *COMMON,
+    )
     assert run.returncode == 0, run.output[-3000:]
     generator = run.results["generator"]
     assert len(generator["cpu_percent"]) == 2 and "local" not in generator["cpu_percent"]

@@ -84,7 +84,9 @@ class RawClient:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def request(self, method: str, path: str, body: dict | bytes | None = None, headers: dict | None = None) -> Response:
+    def request(
+        self, method: str, path: str, body: dict | bytes | None = None, headers: dict | None = None
+    ) -> Response:
         payload = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         lines = [f"{method} {path} HTTP/1.1", "Host: sim", *(f"{k}: {v}" for k, v in (headers or {}).items())]
         if payload is not None:
@@ -126,8 +128,13 @@ class RawClient:
 
 
 def chat(stream: bool = True, max_tokens: int = 8, **extra) -> dict:
-    return {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
-            "stream": stream, **extra}  # fmt: skip
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+        **extra,
+    }
 
 
 USAGE = {"stream_options": {"include_usage": True}}
@@ -177,8 +184,11 @@ def test_chat_stream_format_role_tokens_usage_done(client):
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == MODEL for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS + 8,
-                                   "completion_tokens": 8}  # fmt: skip
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": PROMPT_TOKENS,
+        "total_tokens": PROMPT_TOKENS + 8,
+        "completion_tokens": 8,
+    }
     text = "".join(c["choices"][0]["delta"]["content"] for c in tokens)
     assert count_text_tokens(text) == 8
 
@@ -209,8 +219,12 @@ def test_non_streaming_chat_and_completions(client):
     assert body["choices"][0]["finish_reason"] == "length"
     assert count_text_tokens(body["choices"][0]["message"]["content"]) == 4 == body["usage"]["completion_tokens"]
     r = client.request("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 3})
-    assert json.loads(r.body)["usage"] == {"prompt_tokens": 2, "total_tokens": 5, "completion_tokens": 3,
-                                           "prompt_tokens_details": None}  # fmt: skip
+    assert json.loads(r.body)["usage"] == {
+        "prompt_tokens": 2,
+        "total_tokens": 5,
+        "completion_tokens": 3,
+        "prompt_tokens_details": None,
+    }
 
 
 def test_keep_alive_and_connection_close(sim):
@@ -228,9 +242,12 @@ def test_keep_alive_and_connection_close(sim):
 
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
-    [(b"{broken", 400, "Invalid JSON"), ({"model": MODEL}, 400, "messages"),
-     ({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "The model `nope` does not exist.")],
-)  # fmt: skip
+    [
+        (b"{broken", 400, "Invalid JSON"),
+        ({"model": MODEL}, 400, "messages"),
+        ({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404, "The model `nope` does not exist."),
+    ],
+)
 def test_errors(client, body, status, fragment):
     r = client.request("POST", "/v1/chat/completions", body)
     assert r.status == status and fragment in json.loads(r.body)["error"]["message"]
@@ -242,13 +259,19 @@ def test_metrics_count_exactly_what_was_sent(sim, client):
     sent = 0
     for n in (3, 7, 11):
         sent += len(client.request("POST", "/v1/chat/completions", chat(max_tokens=n)).token_times())
-    sent += json.loads(client.request("POST", "/v1/completions", {"prompt": "a b", "max_tokens": 4}).body)[
-        "usage"]["completion_tokens"]
+    sent += json.loads(client.request("POST", "/v1/completions", {"prompt": "a b", "max_tokens": 4}).body)["usage"][
+        "completion_tokens"
+    ]
     after = client.request("GET", "/metrics").body.decode()
     assert sent == 25
-    for name, delta in (("vllm:generation_tokens_total", 25), ("vllm:prompt_tokens_total", 3 * PROMPT_TOKENS + 3),
-                        ("vllm:time_to_first_token_seconds_count", 4), ("vllm:e2e_request_latency_seconds_count", 4),
-                        ("vllm:inter_token_latency_seconds_count", 21), ("vllm:request_generation_tokens_sum", 25)):
+    for name, delta in (
+        ("vllm:generation_tokens_total", 25),
+        ("vllm:prompt_tokens_total", 3 * PROMPT_TOKENS + 3),
+        ("vllm:time_to_first_token_seconds_count", 4),
+        ("vllm:e2e_request_latency_seconds_count", 4),
+        ("vllm:inter_token_latency_seconds_count", 21),
+        ("vllm:request_generation_tokens_sum", 25),
+    ):
         assert metric(after, name) - metric(before, name) == delta, name
     done = metric(after, "vllm:request_success_total", finished_reason="length")
     assert done - metric(before, "vllm:request_success_total", finished_reason="length") == 4
@@ -274,7 +297,10 @@ def test_full_speed_and_answer_tokens():
     with SimulatorProcess(profile="fixed", extra_args=extra) as s:
         c = RawClient(s.base_url)
         r = c.request("POST", "/v1/chat/completions", chat(max_tokens=1000, **USAGE))
-        assert r.chunks()[-2]["choices"][0]["finish_reason"] == "stop" and r.chunks()[-1]["usage"]["completion_tokens"] == 5
+        assert (
+            r.chunks()[-2]["choices"][0]["finish_reason"] == "stop"
+            and r.chunks()[-1]["usage"]["completion_tokens"] == 5
+        )
         r = c.request("POST", "/v1/chat/completions", chat(max_tokens=1000, ignore_eos=True, **USAGE))
         assert r.chunks()[-1]["usage"]["completion_tokens"] == 1000 and len(r.token_times()) == 1000
         c.close()
@@ -285,7 +311,9 @@ def fault_sim(kind: str, *more: str) -> SimulatorProcess:
     return SimulatorProcess(profile="fixed", extra_args=["--itl-ms", "5", "--fault", kind, "--fault-after", "5", *more])
 
 
-@pytest.mark.parametrize(("kind", "status"), [("http_429", 429), ("http_500", 500), ("http_503", 503), ("http_400", 400)])
+@pytest.mark.parametrize(
+    ("kind", "status"), [("http_429", 429), ("http_500", 500), ("http_503", 503), ("http_400", 400)]
+)
 def test_http_faults(kind, status):
     with fault_sim(kind) as s:
         c = RawClient(s.base_url)
@@ -338,7 +366,9 @@ def test_fault_rate_is_seeded():
     def statuses() -> list[int]:
         with fault_sim("http_500", "--fault-rate", "0.5", "--seed", "42") as s:
             c = RawClient(s.base_url)
-            out = [c.request("POST", "/v1/chat/completions", chat(stream=False, max_tokens=1)).status for _ in range(20)]
+            out = [
+                c.request("POST", "/v1/chat/completions", chat(stream=False, max_tokens=1)).status for _ in range(20)
+            ]
             c.close()
             return out
 
@@ -390,8 +420,10 @@ def test_client_disconnect_aborts_the_request_and_sigint_exits_cleanly():
 
     with SimulatorProcess(profile="rtx3090") as s:
         c = RawClient(s.base_url)
-        c.sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Length: %d\r\n\r\n%s" % (
-            len(json.dumps(chat(max_tokens=500))), json.dumps(chat(max_tokens=500)).encode()))  # fmt: skip
+        c.sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: sim\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(json.dumps(chat(max_tokens=500))), json.dumps(chat(max_tokens=500)).encode())
+        )
         while c.buf.count(b'"delta":{"content":"') < 4:
             c._fill()
         c.close()

@@ -87,12 +87,36 @@ def test_master_worker_tokens_equal_vllm_counters(vllm, tmp_path, locustfile, ex
     text_before = metrics_text(vllm.base_url)
     before = scrape(vllm.base_url)
     cmd = locust_command(
-        locustfile, vllm.base_url, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-        "--expect-workers", "1", "--headless", "-u", "4", "-r", "4", "-t", "12s", "--stop-timeout", "30",
-        "--llm-think-time", "0", "--llm-ignore-eos", "--llm-results", str(tmp_path / "results.json"),
-        "--json-file", str(tmp_path / "stats"), *extra,
+        locustfile,
+        vllm.base_url,
+        "--master",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        "1",
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        "12s",
+        "--stop-timeout",
+        "30",
+        "--llm-think-time",
+        "0",
+        "--llm-ignore-eos",
+        "--llm-results",
+        str(tmp_path / "results.json"),
+        "--json-file",
+        str(tmp_path / "stats"),
+        *extra,
     )
-    worker = locust_command(locustfile, vllm.base_url, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
+    worker = locust_command(
+        locustfile, vllm.base_url, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)
+    )
     with ProcessGroup() as group:
         master = group.start(cmd, tmp_path, tmp_path / "master.log")
         group.start(worker, tmp_path, tmp_path / "worker.log")
@@ -100,7 +124,9 @@ def test_master_worker_tokens_equal_vllm_counters(vllm, tmp_path, locustfile, ex
     time.sleep(0.5)
     after = scrape(vllm.base_url)
     text_after = metrics_text(vllm.base_url)
-    run = collect(master.returncode, (tmp_path / "master.log").read_text(), tmp_path / "results.json", tmp_path / "stats")
+    run = collect(
+        master.returncode, (tmp_path / "master.log").read_text(), tmp_path / "results.json", tmp_path / "stats"
+    )
     assert run.returncode == 0, run.output[-3000:] + (tmp_path / "worker.log").read_text()[-2000:]
     total = run.results["total"]
     assert total["requests"]["ok"] > 0 and total["requests"]["failed"] == 0
@@ -114,8 +140,10 @@ def test_master_worker_tokens_equal_vllm_counters(vllm, tmp_path, locustfile, ex
     server_p50 = server_median(text_before, text_after, "vllm:time_to_first_token_seconds")
     client_p50 = total["ttft_s"]["p50"]
     assert client_p50 >= server_p50 * 0.95, (client_p50, server_p50)  # 5%: bucket interpolation error
-    print(f"\n{locustfile}: client TTFT p50 {client_p50 * 1000:.1f} ms, vLLM p50 ~{server_p50 * 1000:.1f} ms, "
-          f"gap {(client_p50 - server_p50) * 1000:.1f} ms; {total['throughput']['output_tokens_per_s']:.0f} tok/s")
+    print(
+        f"\n{locustfile}: client TTFT p50 {client_p50 * 1000:.1f} ms, vLLM p50 ~{server_p50 * 1000:.1f} ms, "
+        f"gap {(client_p50 - server_p50) * 1000:.1f} ms; {total['throughput']['output_tokens_per_s']:.0f} tok/s"
+    )
 
 
 def test_continuous_usage_per_event_counts_sum_to_final_usage(vllm):
@@ -128,7 +156,9 @@ def test_continuous_usage_per_event_counts_sum_to_final_usage(vllm):
     session = FastHttpSession(vllm.base_url, request_event=hook, user=None)
     client = LLMClient(session, request_event=hook, backend="vllm", user_class="T", capabilities=HostCapabilities())
     for _ in range(3):
-        record = client.chat([{"role": "user", "content": "Tell me a story."}], model=vllm.model, max_tokens=40, ignore_eos=True)
+        record = client.chat(
+            [{"role": "user", "content": "Tell me a story."}], model=vllm.model, max_tokens=40, ignore_eos=True
+        )
         assert record.ok, record.error_detail
         assert record.completion_tokens == 40
         assert record.continuous_completion_tokens == record.completion_tokens
@@ -143,14 +173,31 @@ def test_vllm_4xx_are_classified(vllm, tmp_path):
 
     hook = EventHook()
     session = FastHttpSession(vllm.base_url, request_event=hook, user=None)
-    client = LLMClient(session, request_event=hook, backend="vllm", user_class="T", capabilities=HostCapabilities(stream_options=True))
+    client = LLMClient(
+        session, request_event=hook, backend="vllm", user_class="T", capabilities=HostCapabilities(stream_options=True)
+    )
     unknown = client.chat([{"role": "user", "content": "hi"}], model="no-such-model", max_tokens=5)
     assert unknown.error_kind == "http_4xx" and unknown.status == 404, unknown.error_detail
-    malformed = client.chat([{"role": "user", "content": "hi"}], model=vllm.model, max_tokens=5, extra_body={"temperature": "hot"})
+    malformed = client.chat(
+        [{"role": "user", "content": "hi"}], model=vllm.model, max_tokens=5, extra_body={"temperature": "hot"}
+    )
     assert malformed.error_kind == "http_4xx" and malformed.status == 400, malformed.error_detail
     session.client.clientpool.close()
 
-    run = run_locust(tmp_path, "chatbot.py", vllm.base_url, "-u", "1", "-r", "1", "-t", "3s", "--llm-model", "no-such-model",
-                     "--llm-think-time", "0.2")
+    run = run_locust(
+        tmp_path,
+        "chatbot.py",
+        vllm.base_url,
+        "-u",
+        "1",
+        "-r",
+        "1",
+        "-t",
+        "3s",
+        "--llm-model",
+        "no-such-model",
+        "--llm-think-time",
+        "0.2",
+    )
     assert run.returncode == 1
     assert set(run.results["total"]["requests"]["errors"]) == {"http_4xx"}

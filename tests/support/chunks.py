@@ -21,14 +21,21 @@ def chat_chunk(content=None, *, role=None, finish=None, usage=None, choices=True
 
 
 def completion_chunk(text, *, finish=None, usage=None) -> bytes:
-    obj = {"id": "cmpl-1", "object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": finish}]}
+    obj = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": text, "finish_reason": finish}],
+    }
     if usage is not None:
         obj["usage"] = usage
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 def usage_chunk(prompt: int, completion: int) -> bytes:
-    return chat_chunk(choices=False, usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+    return chat_chunk(
+        choices=False,
+        usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    )
 
 
 DONE = b"data: [DONE]\n\n"

@@ -65,7 +65,9 @@ def run_locust(tmp_path: Path, locustfile: str, host: str, *args: str, timeout: 
     """Run one headless local Locust process to completion and collect its outputs."""
     results = tmp_path / "results.json"
     stats_prefix = tmp_path / "stats"
-    cmd = locust_command(locustfile, host, "--headless", "--llm-results", str(results), "--json-file", str(stats_prefix), *args)
+    cmd = locust_command(
+        locustfile, host, "--headless", "--llm-results", str(results), "--json-file", str(stats_prefix), *args
+    )
     completed = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout, env=env())
     return collect(completed.returncode, completed.stdout + completed.stderr, results, stats_prefix)
 

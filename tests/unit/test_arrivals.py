@@ -27,7 +27,9 @@ def take(a: Assignment, n: int) -> list[float]:
 
 
 def test_constant_slots_interleave_exactly():
-    merged = sorted(t for slot in range(3) for t in take(assignment(mode="constant", rate_rps=30, slot=slot, slots=3), 100))
+    merged = sorted(
+        t for slot in range(3) for t in take(assignment(mode="constant", rate_rps=30, slot=slot, slots=3), 100)
+    )
     assert merged[:300] == pytest.approx([k / 30 for k in range(300)])
 
 
@@ -143,8 +145,16 @@ def test_executor_runs_the_schedule_after_the_pool_is_ready():
 
 def test_stats_observe_wire_and_merge():
     stats = ArrivalStats()
-    record = RequestRecord(backend="b", model="m", user_class="U", endpoint="/v1/chat/completions",
-                           t_send=10.2, start_wall=0.0, t_intended=10.0, token_times=[10.5, 10.6, 11.0])  # fmt: skip
+    record = RequestRecord(
+        backend="b",
+        model="m",
+        user_class="U",
+        endpoint="/v1/chat/completions",
+        t_send=10.2,
+        start_wall=0.0,
+        t_intended=10.0,
+        token_times=[10.5, 10.6, 11.0],
+    )
     stats.observe(record)
     stats.observe(RequestRecord(backend="b", model="m", user_class="U", endpoint="/", t_send=1.0, start_wall=0.0))
     stats.scheduled, stats.sent, stats.skipped = 5, 4, 1
@@ -176,8 +186,9 @@ class FakeRunner:
 
 def fake_plugin(*, master: bool, arrival="poisson", rate=90.0):
     options = SimpleNamespace(arrival=arrival, rate_rps=rate, seed=7)
-    return SimpleNamespace(options=options, is_master=master, is_worker=False, store=MetricsStore(),
-                           started_at=100.0, ended_at=110.0)  # fmt: skip
+    return SimpleNamespace(
+        options=options, is_master=master, is_worker=False, store=MetricsStore(), started_at=100.0, ended_at=110.0
+    )
 
 
 def test_master_divides_the_rate_by_worker_index_and_again_when_workers_change():
@@ -186,14 +197,20 @@ def test_master_divides_the_rate_by_worker_index_and_again_when_workers_change()
     coordinator = Arrivals(SimpleNamespace(runner=runner), plugin)
     coordinator._on_test_start(environment=None)
     assert [(m, c, d["slot"], d["slots"], d["rate_rps"], d["epoch"]) for m, c, d in runner.sent] == [
-        ("llmload_arrivals", "w-b", 0, 2, 90.0, 1), ("llmload_arrivals", "w-a", 1, 2, 90.0, 1)]
+        ("llmload_arrivals", "w-b", 0, 2, 90.0, 1),
+        ("llmload_arrivals", "w-a", 1, 2, 90.0, 1),
+    ]
     runner.sent.clear()
     coordinator._on_worker_report(client_id="w-a", data={})
     assert runner.sent == []  # same workers: nothing to do
     runner.clients.running.append(SimpleNamespace(id="w-c"))
     runner.indexes["w-c"] = 2
     coordinator._on_worker_report(client_id="w-c", data={})
-    assert [(c, d["slot"], d["slots"], d["epoch"]) for _, c, d in runner.sent] == [("w-b", 0, 3, 2), ("w-a", 1, 3, 2), ("w-c", 2, 3, 2)]
+    assert [(c, d["slot"], d["slots"], d["epoch"]) for _, c, d in runner.sent] == [
+        ("w-b", 0, 3, 2),
+        ("w-a", 1, 3, 2),
+        ("w-c", 2, 3, 2),
+    ]
     runner.sent.clear()
     coordinator.set_rate(30.0)
     assert {d["rate_rps"] for _, _, d in runner.sent} == {30.0} and len(runner.sent) == 3
@@ -228,13 +245,23 @@ def test_summary_and_warnings():
     assert summary["warning"] is None and summary["sent"] == 100 and summary["sent_rps"] == pytest.approx(10.0)
     assert summary["mode"] == "poisson" and summary["rate_rps"] == 10.0 and summary["lag_warn_p99_s"] == 0.1
     coordinator.delta.scheduled, coordinator.delta.skipped = 5, 5
-    lagging = RequestRecord(backend="b", model="m", user_class="U", endpoint="/", t_send=1.3, start_wall=0.0,
-                            t_intended=1.0, token_times=[1.4])  # fmt: skip
+    lagging = RequestRecord(
+        backend="b",
+        model="m",
+        user_class="U",
+        endpoint="/",
+        t_send=1.3,
+        start_wall=0.0,
+        t_intended=1.0,
+        token_times=[1.4],
+    )
     plugin.store.record(lagging)
     warning = coordinator.summary()["warning"]
-    assert warning == ("open-loop schedule not kept: 5 of 105 arrivals skipped because no user was free within 1 s "
-                       "(raise -u, the pool of users); dispatch lag p99 300 ms exceeds 100 ms "
-                       "(the load generator is short of CPU: add workers)")  # fmt: skip
+    assert warning == (
+        "open-loop schedule not kept: 5 of 105 arrivals skipped because no user was free within 1 s "
+        "(raise -u, the pool of users); dispatch lag p99 300 ms exceeds 100 ms "
+        "(the load generator is short of CPU: add workers)"
+    )
     assert Arrivals(SimpleNamespace(runner=None), fake_plugin(master=False, arrival="closed")).summary() is None
 
 

@@ -24,9 +24,17 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_example_file():
     rtx, a100, h100 = load_backends(EXAMPLE)
-    assert rtx == Backend(name="rtx3090", base_url="http://127.0.0.1:8001", model="meta-llama/Llama-3.1-8B-Instruct",
-                          gpu="RTX 3090 24GB", engine="vLLM 0.8.5", quantization="fp16", price_per_hour=0.22,
-                          api_key_env="RTX3090_API_KEY", weight=1.0)  # fmt: skip
+    assert rtx == Backend(
+        name="rtx3090",
+        base_url="http://127.0.0.1:8001",
+        model="meta-llama/Llama-3.1-8B-Instruct",
+        gpu="RTX 3090 24GB",
+        engine="vLLM 0.8.5",
+        quantization="fp16",
+        price_per_hour=0.22,
+        api_key_env="RTX3090_API_KEY",
+        weight=1.0,
+    )
     assert (a100.weight, h100.weight, h100.model, h100.api_key_env) == (2.0, 3.0, "", "")
 
 
@@ -45,15 +53,29 @@ def test_trailing_slash_is_dropped(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('[[backend]]\nname = "a"\nbase_url = "http://h"\n\n[[backend]]\nname = "b"\nbase_url = "http://h"\ncolour = "red"\n',
-         "line 5: unknown key 'colour'; expected name, base_url, model, gpu, engine, quantization, price_per_hour, api_key_env, weight"),
+        (
+            '[[backend]]\nname = "a"\nbase_url = "http://h"\n\n[[backend]]\nname = "b"\nbase_url = "http://h"\ncolour = "red"\n',
+            "line 5: unknown key 'colour'; expected name, base_url, model, gpu, engine, quantization, price_per_hour, api_key_env, weight",
+        ),
         ('[[backend]]\nbase_url = "http://h"\n', "line 1: name is required (a non-empty string)"),
         ('[[backend]]\nname = "a"\n', "line 1: base_url is required (a non-empty string)"),
-        ('[[backend]]\nname = "a"\nbase_url = "h:8000"\n', "line 1: base_url must start with http:// or https://, got 'h:8000'"),
-        ('[[backend]]\nname = "a"\nbase_url = "http://h"\nweight = -1\n', "line 1: weight must be a number >= 0, got -1"),
-        ('[[backend]]\nname = "a"\nbase_url = "http://h"\nprice_per_hour = "cheap"\n', "line 1: price_per_hour must be a number >= 0, got 'cheap'"),
+        (
+            '[[backend]]\nname = "a"\nbase_url = "h:8000"\n',
+            "line 1: base_url must start with http:// or https://, got 'h:8000'",
+        ),
+        (
+            '[[backend]]\nname = "a"\nbase_url = "http://h"\nweight = -1\n',
+            "line 1: weight must be a number >= 0, got -1",
+        ),
+        (
+            '[[backend]]\nname = "a"\nbase_url = "http://h"\nprice_per_hour = "cheap"\n',
+            "line 1: price_per_hour must be a number >= 0, got 'cheap'",
+        ),
         ('[[backend]]\nname = "a"\nbase_url = "http://h"\ngpu = 3090\n', "line 1: gpu must be a string"),
-        ('[[backend]]\nname = "a"\nbase_url = "http://h"\n[[backend]]\nname = "a"\nbase_url = "http://i"\n', "line 4: duplicate backend name 'a'"),
+        (
+            '[[backend]]\nname = "a"\nbase_url = "http://h"\n[[backend]]\nname = "a"\nbase_url = "http://i"\n',
+            "line 4: duplicate backend name 'a'",
+        ),
     ],
 )
 def test_bad_tables_name_the_file_and_line(tmp_path, text, message):
@@ -66,8 +88,8 @@ def test_bad_tables_name_the_file_and_line(tmp_path, text, message):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('[server]\nport = 1\n', "unknown key 'server'; expected [[backend]] tables"),
-        ('# nothing\n', "no [[backend]] table"),
+        ("[server]\nport = 1\n", "unknown key 'server'; expected [[backend]] tables"),
+        ("# nothing\n", "no [[backend]] table"),
         ('[[backend]]\nname = "a"\nbase_url = "http://h"\nweight = 0\n', "every weight is 0"),
     ],
 )

@@ -56,7 +56,10 @@ def test_rate_mode_levels():
         (dict(llm_capacity_growth="1"), "--llm-capacity-growth: expected a number > 1, got '1'"),
         (dict(llm_capacity_attainment="95"), "--llm-capacity-attainment: expected a number > 0 and <= 1, got '95'"),
         (dict(llm_capacity_hold="x"), "--llm-capacity-hold: expected a number > 0, got 'x'"),
-        (dict(llm_capacity_start="50", llm_capacity_max="20"), "--llm-capacity-start (50) is above --llm-capacity-max (20)"),
+        (
+            dict(llm_capacity_start="50", llm_capacity_max="20"),
+            "--llm-capacity-start (50) is above --llm-capacity-max (20)",
+        ),
         (dict(llm_capacity_start="2.5"), "--llm-capacity-start and --llm-capacity-max: whole numbers of users"),
         (dict(llm_capacity_mode="rate"), "--llm-capacity-mode rate: needs --llm-arrival poisson or constant"),
     ],
@@ -69,15 +72,26 @@ def test_settings_errors(kwargs, message):
 
 def test_settings_defaults_and_values():
     assert CapacitySettings.from_parsed(SimpleNamespace()) == CapacitySettings()
-    settings = CapacitySettings.from_parsed(SimpleNamespace(llm_capacity_start="100", llm_capacity_hold="8",
-                                                            llm_capacity_warmup="0", llm_capacity_label="rtx"))  # fmt: skip
+    settings = CapacitySettings.from_parsed(
+        SimpleNamespace(
+            llm_capacity_start="100", llm_capacity_hold="8", llm_capacity_warmup="0", llm_capacity_label="rtx"
+        )
+    )
     assert (settings.start, settings.hold_s, settings.warmup_s, settings.label) == (100, 8, 0, "rtx")
 
 
 def record(*, ttft: float, e2e: float, n: int = 100, ok: bool = True) -> RequestRecord:
     times = [ttft + (e2e - ttft) * k / (n - 1) for k in range(n)]
-    rec = RequestRecord(backend="b", model="m", user_class="U", endpoint="/v1/chat/completions", t_send=0.0,
-                        start_wall=1000.0, token_times=times if ok else [], completion_tokens=n if ok else None)  # fmt: skip
+    rec = RequestRecord(
+        backend="b",
+        model="m",
+        user_class="U",
+        endpoint="/v1/chat/completions",
+        t_send=0.0,
+        start_wall=1000.0,
+        token_times=times if ok else [],
+        completion_tokens=n if ok else None,
+    )
     if not ok:
         rec.error_kind = "timeout"
     return rec
@@ -95,8 +109,16 @@ def test_step_figures_count_failures_as_misses():
     assert step["stream_rate_p50_tps"] == pytest.approx(12.5, rel=1e-3)
     assert step["ttft_p50_s"] == pytest.approx(0.5, rel=1e-3) and step["ttft_p99_s"] == pytest.approx(3.0, rel=1e-3)
     assert step["output_tokens_per_s"] == pytest.approx(19 * 100 / 10.0)
-    required = {"users", "stream_rate_p50_tps", "stream_rate_p10_tps", "ttft_p50_s", "ttft_p99_s",
-                "output_tokens_per_s", "attainment", "passed"}  # fmt: skip
+    required = {
+        "users",
+        "stream_rate_p50_tps",
+        "stream_rate_p10_tps",
+        "ttft_p50_s",
+        "ttft_p99_s",
+        "output_tokens_per_s",
+        "attainment",
+        "passed",
+    }
     assert required <= set(step)
     rate = step_figures(window, level=5.0, users=500, mode="rate", elapsed_s=10.0, attainment_target=0.9, skipped=2)
     assert rate["rate_rps"] == 5.0 and rate["skipped"] == 2 and rate["requests"] == 22
@@ -107,16 +129,47 @@ def test_step_figures_count_failures_as_misses():
 def test_table_and_answer_text():
     search = CapacitySearch(CapacitySettings(start=100, growth=2, max=1000, resolution=0.2))
     for level, passed, p50 in ((100, True, 13.6), (200, False, 8.0), (150, True, 10.1), (175, False, 8.9)):
-        search.record({"level": level, "users": level, "requests": level, "failed": 0, "stream_rate_p50_tps": p50,
-                       "stream_rate_p10_tps": p50 - 0.1, "ttft_p50_s": 0.4, "ttft_p99_s": 0.9,
-                       "output_tokens_per_s": 1400.0, "attainment": 1.0 if passed else 0.0, "passed": passed})  # fmt: skip
+        search.record(
+            {
+                "level": level,
+                "users": level,
+                "requests": level,
+                "failed": 0,
+                "stream_rate_p50_tps": p50,
+                "stream_rate_p10_tps": p50 - 0.1,
+                "ttft_p50_s": 0.4,
+                "ttft_p99_s": 0.9,
+                "output_tokens_per_s": 1400.0,
+                "attainment": 1.0 if passed else 0.0,
+                "passed": passed,
+            }
+        )
     slo = {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95}
     doc = capacity.build_doc(search, label="rtx3090", slo=slo)
-    assert answer_text(doc) == ("rtx3090: 150 users at >= 10 tok/s (95% of requests with stream rate >= 10 tok/s "
-                                "and TTFT <= 2 s)")  # fmt: skip
+    assert answer_text(doc) == (
+        "rtx3090: 150 users at >= 10 tok/s (95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
+    )
     table = format_table(doc).splitlines()
-    assert table[0] == "Capacity search (rates in tok/s, TTFT in ms; SLO: 95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
-    assert table[1].split() == ["step", "users", "requests", "rate", "p50", "p10", "TTFT", "p50", "p99", "out", "tok/s", "SLO", "met", "result"]
+    assert (
+        table[0]
+        == "Capacity search (rates in tok/s, TTFT in ms; SLO: 95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
+    )
+    assert table[1].split() == [
+        "step",
+        "users",
+        "requests",
+        "rate",
+        "p50",
+        "p10",
+        "TTFT",
+        "p50",
+        "p99",
+        "out",
+        "tok/s",
+        "SLO",
+        "met",
+        "result",
+    ]
     assert table[3].split() == ["1", "100", "100", "13.6", "13.5", "400", "900", "1,400", "100.0%", "pass"]
     assert table[4].split()[-1] == "FAIL" and table[-1].startswith("Answer: rtx3090: 150 users")
     limit = capacity.build_doc(CapacitySearch(CapacitySettings(start=4, max=4)), label="h100", slo=slo)
@@ -124,7 +177,10 @@ def test_table_and_answer_text():
     limit["answer"] = {"users": 400, "limit_reached": True, "complete": True}
     assert answer_text(limit).startswith("h100: >= 400 users at >= 10 tok/s (the search's upper limit)")
     none = {"mode": "users", "label": "x", "slo": slo, "answer": {"users": None, "complete": True}}
-    assert answer_text(none) == "x: no tested load met the SLO (95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
+    assert (
+        answer_text(none)
+        == "x: no tested load met the SLO (95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
+    )
 
 
 # -- the shape's phases, with a fake clock, runner and plugin ---------------------------------------
@@ -148,8 +204,13 @@ class FakePlugin:
 def test_shape_ramps_warms_up_measures_and_stops(monkeypatch, capsys):
     clock = [0.0]
     monkeypatch.setattr(capacity.time, "monotonic", lambda: clock[0])
-    parsed = SimpleNamespace(llm_capacity_start="2", llm_capacity_max="4", llm_capacity_warmup="5",
-                             llm_capacity_hold="10", llm_capacity_label="sim")  # fmt: skip
+    parsed = SimpleNamespace(
+        llm_capacity_start="2",
+        llm_capacity_max="4",
+        llm_capacity_warmup="5",
+        llm_capacity_hold="10",
+        llm_capacity_label="sim",
+    )
     plugin = FakePlugin(SimpleNamespace(backends="", backend_names=""))
     environment = SimpleNamespace(parsed_options=parsed, llmload=plugin, host="http://h")
     runner = SimpleNamespace(environment=environment, state="spawning", user_count=0)
@@ -192,16 +253,40 @@ def test_shape_ramps_warms_up_measures_and_stops(monkeypatch, capsys):
 
 
 def test_wrapper_command_line():
-    args = argparse.Namespace(locustfile="lf.py", mode="users", slo_stream_rate="10", slo_ttft="2", max_tokens="100",
-                              start="100", growth="2", max="400", resolution="0.2", warmup="3", hold="8",
-                              attainment="0.95", min_requests="", processes=0, backends="", arrival="poisson",
-                              locust_args=["--", "--llm-capacity-spawn-rate", "1000"])  # fmt: skip
+    args = argparse.Namespace(
+        locustfile="lf.py",
+        mode="users",
+        slo_stream_rate="10",
+        slo_ttft="2",
+        max_tokens="100",
+        start="100",
+        growth="2",
+        max="400",
+        resolution="0.2",
+        warmup="3",
+        hold="8",
+        attainment="0.95",
+        min_requests="",
+        processes=0,
+        backends="",
+        arrival="poisson",
+        locust_args=["--", "--llm-capacity-spawn-rate", "1000"],
+    )
     cmd = capacity_cli.locust_command(args, host="http://h:1", label="rtx3090", results="r.json")
     assert cmd[1:5] == ["-m", "locust", "-f", "lf.py"]
     text = " ".join(cmd)
-    for part in ("--headless", "--llm-results r.json", "--llm-capacity-label rtx3090", "--llm-capacity-start 100",
-                 "--llm-capacity-max 400", "--llm-slo-ttft 2", "--llm-max-tokens 100", "--llm-think-time 0",
-                 "--host http://h:1", "--llm-capacity-spawn-rate 1000"):  # fmt: skip
+    for part in (
+        "--headless",
+        "--llm-results r.json",
+        "--llm-capacity-label rtx3090",
+        "--llm-capacity-start 100",
+        "--llm-capacity-max 400",
+        "--llm-slo-ttft 2",
+        "--llm-max-tokens 100",
+        "--llm-think-time 0",
+        "--host http://h:1",
+        "--llm-capacity-spawn-rate 1000",
+    ):
         assert part in text
     assert "--llm-capacity-min-requests" not in text and "--llm-arrival" not in text
     args.backends, args.mode = "b.toml", "rate"

@@ -29,12 +29,21 @@ class Harness:
     def __enter__(self):
         self.server.__enter__()
         session = FastHttpSession(
-            self.server.base_url, request_event=self.hook, user=None, network_timeout=self.timeout, connection_timeout=self.timeout
+            self.server.base_url,
+            request_event=self.hook,
+            user=None,
+            network_timeout=self.timeout,
+            connection_timeout=self.timeout,
         )
         self.session = session
         self.client = LLMClient(
-            session, request_event=self.hook, backend="be", user_class="U", capabilities=self.caps,
-            api_key=self.api_key, recorder=self.recorded.append,
+            session,
+            request_event=self.hook,
+            backend="be",
+            user_class="U",
+            capabilities=self.caps,
+            api_key=self.api_key,
+            recorder=self.recorded.append,
         )
         return self
 
@@ -48,8 +57,19 @@ def always(script):
 
 
 def test_role_chunk_is_not_a_token_and_timings_follow_the_server():
-    script = sse_response([chat_chunk("", role="assistant"), 0.08, chat_chunk("Hel"), 0.03, chat_chunk("lo"), 0.03,
-                           chat_chunk("!", finish="stop"), usage_chunk(5, 3), DONE])
+    script = sse_response(
+        [
+            chat_chunk("", role="assistant"),
+            0.08,
+            chat_chunk("Hel"),
+            0.03,
+            chat_chunk("lo"),
+            0.03,
+            chat_chunk("!", finish="stop"),
+            usage_chunk(5, 3),
+            DONE,
+        ]
+    )
     with Harness(always(script)) as h:
         record = h.client.chat(MESSAGES, model="m", max_tokens=3)
     assert record.ok and record.finish_reason == "stop" and record.saw_done
@@ -75,20 +95,33 @@ def test_event_split_across_writes_is_stamped_when_complete():
 def test_utf8_split_across_writes_and_crlf_lines():
     event = chat_chunk("é世").replace(b"\n\n", b"\r\n\r\n")
     cut = event.index("世".encode()) + 1  # inside the 3-byte character
-    script = sse_response([event[:cut], 0.02, event[cut:], chat_chunk("x", finish="stop").replace(b"\n", b"\r\n"), b"data: [DONE]\r\n\r\n"])
+    script = sse_response(
+        [
+            event[:cut],
+            0.02,
+            event[cut:],
+            chat_chunk("x", finish="stop").replace(b"\n", b"\r\n"),
+            b"data: [DONE]\r\n\r\n",
+        ]
+    )
     with Harness(always(script)) as h:
         record = h.client.chat(MESSAGES, model="m", keep_text=True)
     assert record.ok and record.text == "é世x" and record.output_estimated and record.output_tokens == 2
 
 
 def test_comments_multiline_data_reasoning_and_tool_calls_count():
-    script = sse_response([
-        b": ping\n\n",
-        chat_chunk(None, extra_delta={"reasoning_content": "think"}),
-        b'data: {"choices": [{"index": 0,\ndata:  "delta": {"content": "a"}, "finish_reason": null}]}\n\n',
-        chat_chunk(None, extra_delta={"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, finish="tool_calls"),
-        usage_chunk(4, 3), DONE,
-    ])
+    script = sse_response(
+        [
+            b": ping\n\n",
+            chat_chunk(None, extra_delta={"reasoning_content": "think"}),
+            b'data: {"choices": [{"index": 0,\ndata:  "delta": {"content": "a"}, "finish_reason": null}]}\n\n',
+            chat_chunk(
+                None, extra_delta={"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, finish="tool_calls"
+            ),
+            usage_chunk(4, 3),
+            DONE,
+        ]
+    )
     with Harness(always(script)) as h:
         record = h.client.chat(MESSAGES, model="m")
     assert record.ok and len(record.token_times) == 3 and record.finish_reason == "tool_calls"
@@ -96,8 +129,14 @@ def test_comments_multiline_data_reasoning_and_tool_calls_count():
 
 def test_completions_endpoint_and_continuous_usage_without_final_usage():
     usage = lambda n: {"prompt_tokens": 9, "completion_tokens": n, "total_tokens": 9 + n}  # noqa: E731
-    script = sse_response([completion_chunk("a", usage=usage(1)), completion_chunk("b", usage=usage(2)),
-                           completion_chunk("c", finish="length", usage=usage(3)), DONE])
+    script = sse_response(
+        [
+            completion_chunk("a", usage=usage(1)),
+            completion_chunk("b", usage=usage(2)),
+            completion_chunk("c", finish="length", usage=usage(3)),
+            DONE,
+        ]
+    )
     with Harness(always(script)) as h:
         record = h.client.complete("hi", model="m", max_tokens=3)
     assert record.ok and record.endpoint == "/v1/completions"
@@ -124,7 +163,10 @@ def test_request_body_and_headers():
         (plain_response("404 Not Found", b'{"object": "error", "message": "no such model"}'), "http_4xx"),
         (plain_response("503 Service Unavailable", b"overloaded", content_type="text/plain"), "http_5xx"),
         (sse_response([chat_chunk("a"), 0.01, chat_chunk("b"), CLOSE]), "disconnect"),
-        (sse_response([chat_chunk("a"), b"data: {not json\n\n", chat_chunk("b", finish="stop"), DONE]), "malformed_event"),
+        (
+            sse_response([chat_chunk("a"), b"data: {not json\n\n", chat_chunk("b", finish="stop"), DONE]),
+            "malformed_event",
+        ),
         (sse_response([chat_chunk("a"), b"data: [1, 2]\n\n", DONE]), "malformed_event"),
         (sse_response([chat_chunk("a"), chat_chunk("b")]), "incomplete_stream"),
         (sse_response([chat_chunk("a"), 2.0, chat_chunk("b", finish="stop"), DONE]), "timeout"),

@@ -19,32 +19,73 @@ SLO = {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95}
 def capacity_run(name: str, gpu: str, price: float, users: int, tps: float, *, limit: bool = False) -> dict:
     return {
         "schema": "llmload.results/1",
-        "run": {"duration_s": 120.0, "peak_users": users, "backends": [
-            {"name": name, "base_url": "http://x", "model": "llama", "gpu": gpu, "engine": "vLLM 0.8.5",
-             "quantization": "fp16", "price_per_hour": price, "api_key_env": "", "weight": 1.0, "api_key_set": False}]},
+        "run": {
+            "duration_s": 120.0,
+            "peak_users": users,
+            "backends": [
+                {
+                    "name": name,
+                    "base_url": "http://x",
+                    "model": "llama",
+                    "gpu": gpu,
+                    "engine": "vLLM 0.8.5",
+                    "quantization": "fp16",
+                    "price_per_hour": price,
+                    "api_key_env": "",
+                    "weight": 1.0,
+                    "api_key_set": False,
+                }
+            ],
+        },
         "groups": [{"backend": name, "model": "llama", "user_class": "Chatbot"}],
         "total": {},
-        "capacity": {"mode": "users", "label": name, "slo": SLO, "steps": [], "answer": {
-            "users": users, "first_failing": None if limit else users + 25, "limit_reached": limit, "complete": True,
-            "stream_rate_p50_tps": 10.1, "stream_rate_p10_tps": 10.05, "ttft_p50_s": 0.39, "ttft_p99_s": 0.66,
-            "output_tokens_per_s": tps, "attainment": 1.0}},
-    }  # fmt: skip
+        "capacity": {
+            "mode": "users",
+            "label": name,
+            "slo": SLO,
+            "steps": [],
+            "answer": {
+                "users": users,
+                "first_failing": None if limit else users + 25,
+                "limit_reached": limit,
+                "complete": True,
+                "stream_rate_p50_tps": 10.1,
+                "stream_rate_p10_tps": 10.05,
+                "ttft_p50_s": 0.39,
+                "ttft_p99_s": 0.66,
+                "output_tokens_per_s": tps,
+                "attainment": 1.0,
+            },
+        },
+    }
 
 
 def plain_run(backend: str, tps: float) -> dict:
-    group = {"backend": backend, "model": "llama", "user_class": "Chatbot",
-             "ttft_s": {"p50": 0.2, "p99": 0.5}, "stream_rate_tps": {"p50": 26.5, "p10": 26.0},
-             "throughput": {"output_tokens_per_s": tps}, "slo": {"ttft_s": None, "stream_rate_tps": 10.0, "attainment": 0.99}}  # fmt: skip
-    return {"schema": "llmload.results/1", "run": {"duration_s": 300.0, "peak_users": 100, "backends": None},
-            "groups": [group], "total": {}}  # fmt: skip
+    group = {
+        "backend": backend,
+        "model": "llama",
+        "user_class": "Chatbot",
+        "ttft_s": {"p50": 0.2, "p99": 0.5},
+        "stream_rate_tps": {"p50": 26.5, "p10": 26.0},
+        "throughput": {"output_tokens_per_s": tps},
+        "slo": {"ttft_s": None, "stream_rate_tps": 10.0, "attainment": 0.99},
+    }
+    return {
+        "schema": "llmload.results/1",
+        "run": {"duration_s": 300.0, "peak_users": 100, "backends": None},
+        "groups": [group],
+        "total": {},
+    }
 
 
 @pytest.fixture
 def files(tmp_path):
     paths = []
-    for name, doc in (("rtx.json", capacity_run("rtx3090", "RTX 3090 24GB", 0.22, 150, 1500.0)),
-                      ("a100.json", plain_run("a100", 3200.0)),
-                      ("h100.json", capacity_run("h100", "H100 80GB SXM", 2.99, 400, 9956.0, limit=True))):  # fmt: skip
+    for name, doc in (
+        ("rtx.json", capacity_run("rtx3090", "RTX 3090 24GB", 0.22, 150, 1500.0)),
+        ("a100.json", plain_run("a100", 3200.0)),
+        ("h100.json", capacity_run("h100", "H100 80GB SXM", 2.99, 400, 9956.0, limit=True)),
+    ):
         path = tmp_path / name
         path.write_text(json.dumps(doc))
         paths.append(str(path))
@@ -71,10 +112,16 @@ def test_markdown(files):
     markdown = to_markdown(compare_files(files, backends_file=str(FIXTURES / "backends.toml")))
     lines = markdown.splitlines()
     assert lines[0] == "## Backend comparison"
-    assert lines[4] == ("| rtx3090 | RTX 3090 24GB | vLLM 0.8.5 | fp16 | 150 | 1,500 | 390 / 660 | 10.1 / 10.1 | 100.0% | "
-                        "$0.22 | $0.04 | 681.8 | capacity search: step at 150 users | rtx.json |")  # fmt: skip
-    assert lines[5].startswith("| a100 | A100 40GB | vLLM 0.8.5 | fp16 | - | 3,200 | 200 / 500 | 26.5 / 26.0 | 99.0% | $1.29 | $0.11 | - |")
-    assert "| h100 | H100 80GB SXM | vLLM 0.8.5 | fp16 | >= 400 | 9,956 |" in lines[6] and "| $0.08 | 133.8 |" in lines[6]
+    assert lines[4] == (
+        "| rtx3090 | RTX 3090 24GB | vLLM 0.8.5 | fp16 | 150 | 1,500 | 390 / 660 | 10.1 / 10.1 | 100.0% | "
+        "$0.22 | $0.04 | 681.8 | capacity search: step at 150 users | rtx.json |"
+    )
+    assert lines[5].startswith(
+        "| a100 | A100 40GB | vLLM 0.8.5 | fp16 | - | 3,200 | 200 / 500 | 26.5 / 26.0 | 99.0% | $1.29 | $0.11 | - |"
+    )
+    assert (
+        "| h100 | H100 80GB SXM | vLLM 0.8.5 | fp16 | >= 400 | 9,956 |" in lines[6] and "| $0.08 | 133.8 |" in lines[6]
+    )
     assert "SLO: 95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s; stream rate >= 10 tok/s." in markdown
     assert "Lowest cost per million output tokens: **rtx3090** ($0.04)." in markdown
     assert "Most users within the SLO per dollar-hour: **rtx3090** (681.8)." in markdown

@@ -53,7 +53,9 @@ def test_uids_are_stable_unique_and_ids_null():
 
 
 def test_files_match_the_generator():
-    result = subprocess.run([sys.executable, str(DASHBOARDS / "generate.py"), "--check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(DASHBOARDS / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -241,7 +243,10 @@ def test_grafana_push_bad_token_is_one_line(monkeypatch, capsys):
         code = main(["grafana", "push", "--url", grafana.url])
     err = capsys.readouterr().err
     assert code == 1
-    assert err == f"llmload grafana: error: {grafana.url} rejected the credentials (401): check GRAFANA_TOKEN or GRAFANA_USER/GRAFANA_PASSWORD\n"
+    assert (
+        err
+        == f"llmload grafana: error: {grafana.url} rejected the credentials (401): check GRAFANA_TOKEN or GRAFANA_USER/GRAFANA_PASSWORD\n"
+    )
 
 
 def test_grafana_push_unreachable_and_missing_token_are_one_line(monkeypatch, capsys):
@@ -255,7 +260,10 @@ def test_grafana_push_unreachable_and_missing_token_are_one_line(monkeypatch, ca
         port = sock.getsockname()[1]
     monkeypatch.setenv("GRAFANA_TOKEN", "t")
     assert main(["grafana", "push", "--url", f"http://127.0.0.1:{port}"]) == 1
-    assert capsys.readouterr().err == f"llmload grafana: error: cannot reach Grafana at http://127.0.0.1:{port} (ConnectionError)\n"
+    assert (
+        capsys.readouterr().err
+        == f"llmload grafana: error: cannot reach Grafana at http://127.0.0.1:{port} (ConnectionError)\n"
+    )
     monkeypatch.delenv("GRAFANA_TOKEN")
     monkeypatch.delenv("GRAFANA_USER", raising=False)
     assert main(["grafana", "push", "--url", "http://127.0.0.1:1"]) == 1

@@ -53,15 +53,30 @@ def test_syntax(spec, kind, mean):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("gamma:k=2", "--llm-input-tokens: unknown distribution 'gamma'; expected one of fixed, uniform, normal, lognormal"),
+        (
+            "gamma:k=2",
+            "--llm-input-tokens: unknown distribution 'gamma'; expected one of fixed, uniform, normal, lognormal",
+        ),
         ("normal:mean=5,sigma=1", "--llm-input-tokens: unknown key 'sigma' for normal; expected mean, sd, min, max"),
         ("normal:mean=5", "--llm-input-tokens: normal needs sd in 'normal:mean=5'"),
-        ("lognormal:sigma=0.5", "--llm-input-tokens: lognormal needs exactly one of mean, median in 'lognormal:sigma=0.5'"),
-        ("lognormal:mean=5,median=4,sigma=1", "--llm-input-tokens: lognormal needs exactly one of mean, median in 'lognormal:mean=5,median=4,sigma=1'"),
+        (
+            "lognormal:sigma=0.5",
+            "--llm-input-tokens: lognormal needs exactly one of mean, median in 'lognormal:sigma=0.5'",
+        ),
+        (
+            "lognormal:mean=5,median=4,sigma=1",
+            "--llm-input-tokens: lognormal needs exactly one of mean, median in 'lognormal:mean=5,median=4,sigma=1'",
+        ),
         ("uniform:min=10,max=5", "--llm-input-tokens: expected 0 <= min <= max in 'uniform:min=10,max=5'"),
         ("normal:mean=x,sd=1", "--llm-input-tokens: mean='x' is not a number in 'normal:mean=x,sd=1'"),
-        ("lots", "--llm-input-tokens: expected N, A-B or KIND:key=value,... with KIND one of fixed, uniform, normal, lognormal; got 'lots'"),
-        ("uniform:min=1.5,max=3", "--llm-input-tokens: uniform bounds must be whole numbers in 'uniform:min=1.5,max=3'"),
+        (
+            "lots",
+            "--llm-input-tokens: expected N, A-B or KIND:key=value,... with KIND one of fixed, uniform, normal, lognormal; got 'lots'",
+        ),
+        (
+            "uniform:min=1.5,max=3",
+            "--llm-input-tokens: uniform bounds must be whole numbers in 'uniform:min=1.5,max=3'",
+        ),
     ],
 )
 def test_bad_specs_are_one_line_errors(spec, message):
@@ -143,8 +158,15 @@ def test_jsonl_loader_accepts_every_form():
     assert prompts[0] == "Give me three tips for better sleep."
     assert prompts[2] == "Why is the sky blue during the day?"
     assert prompts[3] == "Suggest a name for a coffee shop."
-    assert [e.output_tokens for e in data.entries] == [64, 16, None, 3, estimate_tokens(
-        "It pumps heat out of the cabinet with a refrigerant that evaporates inside and condenses outside.")]
+    assert [e.output_tokens for e in data.entries] == [
+        64,
+        16,
+        None,
+        3,
+        estimate_tokens(
+            "It pumps heat out of the cabinet with a refrigerant that evaporates inside and condenses outside."
+        ),
+    ]
 
 
 def test_length_filters():
@@ -160,7 +182,10 @@ def test_format_can_be_forced():
     assert load_dataset(str(FIXTURES / "prompts.jsonl"), format="jsonl").format == "jsonl"
     with pytest.raises(ConfigError) as info:
         load_dataset(str(FIXTURES / "prompts.jsonl"), format="sharegpt")
-    assert str(info.value) == f"--llm-dataset {FIXTURES / 'prompts.jsonl'} line 1: expected a JSON array of ShareGPT entries"
+    assert (
+        str(info.value)
+        == f"--llm-dataset {FIXTURES / 'prompts.jsonl'} line 1: expected a JSON array of ShareGPT entries"
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,8 +208,14 @@ def test_malformed_files_name_the_file_and_line(name, message):
         ('{"prompt": "a"}\n{"question": "b"}\n', 'line 2: expected "prompt", "text", "messages" or "conversations"'),
         ('{"prompt": "a", "output_tokens": 0}\n', "line 1: output_tokens must be a positive integer, got 0"),
         ('[\n{"conversations": "hello"}\n]', 'line 2: "conversations" must be a list of {"from", "value"} objects'),
-        ('[\n  {"conversations": []},\n  {"conversations": []} oops\n]', "line 3: not valid JSON (expected ',' or ']' between array elements)"),
-        ('{"messages": [{"role": "bot", "content": "x"}]}\n', 'line 1: "messages" must be a list of {"role": user|assistant|system, "content": str}'),
+        (
+            '[\n  {"conversations": []},\n  {"conversations": []} oops\n]',
+            "line 3: not valid JSON (expected ',' or ']' between array elements)",
+        ),
+        (
+            '{"messages": [{"role": "bot", "content": "x"}]}\n',
+            'line 1: "messages" must be a list of {"role": user|assistant|system, "content": str}',
+        ),
     ],
 )
 def test_structural_errors(tmp_path, text, message):
@@ -220,9 +251,15 @@ def test_options_validate_the_dataset_at_start_up():
     with pytest.raises(ConfigError) as info:
         LLMOptions.from_parsed(bad)
     assert "malformed.jsonl line 3: not valid JSON" in str(info.value)
-    options = LLMOptions.from_parsed(SimpleNamespace(
-        llm_dataset=str(FIXTURES / "sharegpt_small.json"), llm_dataset_input_tokens="4-256",
-        llm_input_tokens="lognormal:mean=200,sigma=0.5", llm_output_tokens="50-100", llm_turns="2-4"))
+    options = LLMOptions.from_parsed(
+        SimpleNamespace(
+            llm_dataset=str(FIXTURES / "sharegpt_small.json"),
+            llm_dataset_input_tokens="4-256",
+            llm_input_tokens="lognormal:mean=200,sigma=0.5",
+            llm_output_tokens="50-100",
+            llm_turns="2-4",
+        )
+    )
     assert options.dataset_input_tokens.low == 4 and options.input_tokens == "lognormal:mean=200,sigma=0.5"
     public = options.public_dict()
     assert public["dataset_input_tokens"] == [4.0, 256.0] and public["turns"] == "2-4"

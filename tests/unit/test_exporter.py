@@ -25,8 +25,9 @@ LABELS = 'backend="http://gpu-a:8000",model="m",user_class="Chat"'
 
 
 def record(times=(), *, error=None, user_class="Chat", prompt=7):
-    r = RequestRecord(backend=BACKEND, model="m", user_class=user_class, endpoint="/v1/chat/completions",
-                      t_send=0.0, start_wall=100.0)  # fmt: skip
+    r = RequestRecord(
+        backend=BACKEND, model="m", user_class=user_class, endpoint="/v1/chat/completions", t_send=0.0, start_wall=100.0
+    )
     r.token_times = list(times)
     r.t_end = times[-1] if times else 0.0
     r.completion_tokens = len(times) if error is None else None
@@ -69,15 +70,20 @@ def test_ttft_histogram_exact(plugin):
     text = exposition(plugin)
     # 0.125 s lands in le=0.15, 0.25 s in le=0.3.
     counts = [0] * 6 + [1, 1] + [2] * 16
-    expected = [f"llmload_ttft_seconds_bucket{{{with_le(exporter.floatToGoString(le))}}} {float(n)}"
-                for le, n in zip(exporter.TTFT_BUCKETS, counts)]  # fmt: skip
+    expected = [
+        f"llmload_ttft_seconds_bucket{{{with_le(exporter.floatToGoString(le))}}} {float(n)}"
+        for le, n in zip(exporter.TTFT_BUCKETS, counts)
+    ]
     expected += [
         f"llmload_ttft_seconds_bucket{{{with_le('+Inf')}}} 2.0",
         f"llmload_ttft_seconds_count{{{LABELS}}} 2.0",
         f"llmload_ttft_seconds_sum{{{LABELS}}} 0.375",
     ]
     assert lines_of(text, "llmload_ttft_seconds_") == expected
-    assert expected[6] == 'llmload_ttft_seconds_bucket{backend="http://gpu-a:8000",le="0.15",model="m",user_class="Chat"} 1.0'
+    assert (
+        expected[6]
+        == 'llmload_ttft_seconds_bucket{backend="http://gpu-a:8000",le="0.15",model="m",user_class="Chat"} 1.0'
+    )
     assert "# TYPE llmload_ttft_seconds histogram" in text
 
 
@@ -102,12 +108,24 @@ def test_other_histograms_counts_and_sums(plugin):
 
 def test_counters_and_gauges_exact(plugin):
     text = exposition(plugin)
-    kinds = ["http_429", "http_4xx", "http_5xx", "connect", "timeout", "disconnect", "malformed_event", "incomplete_stream"]
+    kinds = [
+        "http_429",
+        "http_4xx",
+        "http_5xx",
+        "connect",
+        "timeout",
+        "disconnect",
+        "malformed_event",
+        "incomplete_stream",
+    ]
     assert lines_of(text, "llmload_requests_total") == [
         'llmload_requests_total{backend="http://gpu-a:8000",error="",model="m",outcome="ok",user_class="Chat"} 2.0',
-        *(f'llmload_requests_total{{backend="http://gpu-a:8000",error="{kind}",model="m",outcome="failed",'
-          f'user_class="Chat"}} {1.0 if kind == "http_429" else 0.0}' for kind in kinds),
-    ]  # fmt: skip
+        *(
+            f'llmload_requests_total{{backend="http://gpu-a:8000",error="{kind}",model="m",outcome="failed",'
+            f'user_class="Chat"}} {1.0 if kind == "http_429" else 0.0}'
+            for kind in kinds
+        ),
+    ]
     assert lines_of(text, "llmload_output_tokens_total") == [f"llmload_output_tokens_total{{{LABELS}}} 6.0"]
     assert lines_of(text, "llmload_prompt_tokens_total") == [f"llmload_prompt_tokens_total{{{LABELS}}} 21.0"]
     # 0.125 s TTFT and 8 tok/s meets (TTFT <= 0.5, rate >= 6); 4 tok/s does not.
@@ -117,7 +135,9 @@ def test_counters_and_gauges_exact(plugin):
     assert lines_of(text, "llmload_in_flight_requests") == ['llmload_in_flight_requests{worker="local"} 2.0']
     assert lines_of(text, "llmload_generator_cpu_percent") == ['llmload_generator_cpu_percent{worker="local"} 12.5']
     assert lines_of(text, "llmload_slo_ttft_seconds") == ["llmload_slo_ttft_seconds 0.5"]
-    assert lines_of(text, "llmload_slo_stream_rate_tokens_per_second") == ["llmload_slo_stream_rate_tokens_per_second 6.0"]
+    assert lines_of(text, "llmload_slo_stream_rate_tokens_per_second") == [
+        "llmload_slo_stream_rate_tokens_per_second 6.0"
+    ]
     assert lines_of(text, "llmload_info") == [f'llmload_info{{version="{exporter.__version__}"}} 1.0']
 
 
@@ -168,8 +188,12 @@ def test_promtool_finds_nothing_to_lint(plugin):
 
 
 def parsed(**kwargs):
-    base = {"llm_prometheus_port": "", "llm_prometheus_host": "127.0.0.1", "llm_prometheus_grace": "10",
-            "llm_server_metrics": False}  # fmt: skip
+    base = {
+        "llm_prometheus_port": "",
+        "llm_prometheus_host": "127.0.0.1",
+        "llm_prometheus_grace": "10",
+        "llm_server_metrics": False,
+    }
     base.update(kwargs)
     return SimpleNamespace(**base)
 

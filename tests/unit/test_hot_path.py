@@ -35,8 +35,10 @@ RATE = dict(scale=1e3, highest=1_000_000_000)
 @pytest.mark.parametrize("kind", [LATENCY, RATE])
 def test_record_and_record_many_are_identical_to_hdrh(kind):
     rng = random.Random(11)
-    values = [rng.choice([0.0, -0.5, 1e-9, 4e9, 2.5e-7, rng.lognormvariate(-4, 2), rng.uniform(0, 300)])
-              for _ in range(20_000)]  # fmt: skip
+    values = [
+        rng.choice([0.0, -0.5, 1e-9, 4e9, 2.5e-7, rng.lognormvariate(-4, 2), rng.uniform(0, 300)])
+        for _ in range(20_000)
+    ]
     one, many = Distribution(**kind), Distribution(**kind)
     for value in values:
         one.record(value)
@@ -46,7 +48,10 @@ def test_record_and_record_many_are_identical_to_hdrh(kind):
         reference.record_value(min(max(int(round(value * kind["scale"])), 1), kind["highest"]))
     assert one._hist.encode() == reference.encode()
     assert (one._hist.total_count, one._hist.min_value, one._hist.max_value) == (
-        reference.total_count, reference.min_value, reference.max_value)  # fmt: skip
+        reference.total_count,
+        reference.min_value,
+        reference.max_value,
+    )
     many.record_many(values[:5000])
     many.record_many(iter(values[5000:12000]))  # any iterable
     many.record_many([])
@@ -54,7 +59,10 @@ def test_record_and_record_many_are_identical_to_hdrh(kind):
     assert many._hist.encode() == one._hist.encode()
     assert list(many._hist.counts) == list(one._hist.counts)
     assert (many._hist.total_count, many._hist.min_value, many._hist.max_value) == (
-        one._hist.total_count, one._hist.min_value, one._hist.max_value)  # fmt: skip
+        one._hist.total_count,
+        one._hist.min_value,
+        one._hist.max_value,
+    )
     assert (many.count, many.total, many.min, many.max) == (one.count, one.total, one.min, one.max)
     for q in (1, 10, 50, 90, 99, 99.9):
         assert many.percentile(q) == one.percentile(q)
@@ -97,8 +105,12 @@ class _FakeResponse:
 
 class _Collector(StreamReader):
     def __init__(self) -> None:
-        super().__init__(RequestRecord(backend="b", model="m", user_class="u", endpoint="/v1/chat/completions",
-                                       t_send=0.0, start_wall=0.0), chat=True)  # fmt: skip
+        super().__init__(
+            RequestRecord(
+                backend="b", model="m", user_class="u", endpoint="/v1/chat/completions", t_send=0.0, start_wall=0.0
+            ),
+            chat=True,
+        )
         self.events: list[bytes] = []
 
     def on_event(self, data: bytes, t: float) -> bool:
@@ -184,10 +196,17 @@ def test_stall_timeout_counts_silence_between_bytes_not_the_whole_stream():
     script = sse_response([*events, chat_chunk(None, finish="stop"), usage_chunk(1, 4), DONE])
     recorded: list[RequestRecord] = []
     with ScriptedServer(lambda i, request: script) as server:
-        session = FastHttpSession(server.base_url, request_event=EventHook(), user=None, network_timeout=0.6,
-                                  connection_timeout=0.6)  # fmt: skip
-        client = LLMClient(session, request_event=EventHook(), backend="be", user_class="U",
-                           capabilities=HostCapabilities(), recorder=recorded.append)  # fmt: skip
+        session = FastHttpSession(
+            server.base_url, request_event=EventHook(), user=None, network_timeout=0.6, connection_timeout=0.6
+        )
+        client = LLMClient(
+            session,
+            request_event=EventHook(),
+            backend="be",
+            user_class="U",
+            capabilities=HostCapabilities(),
+            recorder=recorded.append,
+        )
         ok = client.chat([{"role": "user", "content": "hi"}], model="m")
         assert ok.ok, ok.error_detail
         assert ok.t_end - ok.t_send > 0.9 and len(ok.token_times) == 4  # 1 s in all, 0.25 s silences
@@ -196,10 +215,12 @@ def test_stall_timeout_counts_silence_between_bytes_not_the_whole_stream():
 
 def _one_request(script) -> RequestRecord:
     with ScriptedServer(lambda i, request: script) as server:
-        session = FastHttpSession(server.base_url, request_event=EventHook(), user=None, network_timeout=2,
-                                  connection_timeout=2)  # fmt: skip
-        client = LLMClient(session, request_event=EventHook(), backend="be", user_class="U",
-                           capabilities=HostCapabilities())  # fmt: skip
+        session = FastHttpSession(
+            server.base_url, request_event=EventHook(), user=None, network_timeout=2, connection_timeout=2
+        )
+        client = LLMClient(
+            session, request_event=EventHook(), backend="be", user_class="U", capabilities=HostCapabilities()
+        )
         try:
             return client.chat([{"role": "user", "content": "hi"}], model="m")
         finally:
@@ -207,8 +228,14 @@ def _one_request(script) -> RequestRecord:
 
 
 def test_body_read_until_the_server_closes():
-    events = [chat_chunk("", role="assistant"), chat_chunk("a"), 0.05, chat_chunk("b", finish="stop"),
-              usage_chunk(1, 2), DONE]  # fmt: skip
+    events = [
+        chat_chunk("", role="assistant"),
+        chat_chunk("a"),
+        0.05,
+        chat_chunk("b", finish="stop"),
+        usage_chunk(1, 2),
+        DONE,
+    ]
     record = _one_request(sse_response(events, chunked=False))
     assert record.ok, record.error_detail
     assert len(record.token_times) == 2 and record.output_tokens == 2 and record.saw_done

@@ -51,7 +51,9 @@ def test_merge_through_wire_equals_single_process():
 
 
 def record(*, backend="b", user_class="U", times=(1.1, 1.2, 1.3), completion=3, error=None, prompt=7):
-    r = RequestRecord(backend=backend, model="m", user_class=user_class, endpoint="/v1/chat/completions", t_send=1.0, start_wall=100.0)
+    r = RequestRecord(
+        backend=backend, model="m", user_class=user_class, endpoint="/v1/chat/completions", t_send=1.0, start_wall=100.0
+    )
     r.token_times = list(times)
     r.t_end = times[-1] if times else 1.0
     r.completion_tokens = completion

@@ -20,7 +20,15 @@ def test_defaults():
 
 def test_values_from_web_form_strings():
     options = LLMOptions.from_parsed(
-        parsed(max_tokens="100", think_time="0.5-2", slo_ttft="2", slo_stream_rate="10", ignore_eos="true", endpoint="completions", seed="3")
+        parsed(
+            max_tokens="100",
+            think_time="0.5-2",
+            slo_ttft="2",
+            slo_stream_rate="10",
+            ignore_eos="true",
+            endpoint="completions",
+            seed="3",
+        )
     )
     assert options.max_tokens == Range(100, 100)
     assert options.think_time == Range(0.5, 2.0)

@@ -13,7 +13,9 @@ from llmload.record import RequestRecord
 
 
 def make_record(ttft=0.1, user_class="U"):
-    record = RequestRecord(backend="b", model="m", user_class=user_class, endpoint="/v1/chat/completions", t_send=1.0, start_wall=50.0)
+    record = RequestRecord(
+        backend="b", model="m", user_class=user_class, endpoint="/v1/chat/completions", t_send=1.0, start_wall=50.0
+    )
     record.token_times = [1.0 + ttft, 1.0 + ttft + 0.01]
     record.t_end = record.token_times[-1]
     record.completion_tokens = 2
@@ -80,5 +82,8 @@ def test_worker_flushes_its_delta_at_test_stop_through_a_custom_message():
     assert [kind for kind, _ in sent] == [plugin_module.FLUSH_MESSAGE] and worker.store.is_empty()
     master = new_plugin()
     master._awaiting_final = {"w1"}
-    master._on_flush_message(environment=master.environment, msg=SimpleNamespace(node_id="w1", data=msgpack.unpackb(msgpack.packb(sent[0][1]))))
+    master._on_flush_message(
+        environment=master.environment,
+        msg=SimpleNamespace(node_id="w1", data=msgpack.unpackb(msgpack.packb(sent[0][1]))),
+    )
     assert master.store.total().counters["ok"] == 1 and master._awaiting_final == set()

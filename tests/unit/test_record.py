@@ -6,7 +6,9 @@ from llmload.record import RequestRecord
 
 
 def make(token_times, *, t_send=10.0, completion=None, error=None, t_intended=None):
-    record = RequestRecord(backend="b", model="m", user_class="U", endpoint="/v1/chat/completions", t_send=t_send, start_wall=0.0)
+    record = RequestRecord(
+        backend="b", model="m", user_class="U", endpoint="/v1/chat/completions", t_send=t_send, start_wall=0.0
+    )
     record.token_times = list(token_times)
     record.completion_tokens = completion
     record.error_kind = error

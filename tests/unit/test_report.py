@@ -30,8 +30,14 @@ CAPACITY_CHARTS = ("capacity-stream-rate", "capacity-ttft", "capacity-throughput
 
 
 def _record(rng: random.Random, backend: str, start: float) -> RequestRecord:
-    record = RequestRecord(backend=backend, model="llama", user_class="Chat", endpoint="/v1/chat/completions",
-                           t_send=10.0, start_wall=start)  # fmt: skip
+    record = RequestRecord(
+        backend=backend,
+        model="llama",
+        user_class="Chat",
+        endpoint="/v1/chat/completions",
+        t_send=10.0,
+        start_wall=start,
+    )
     ttft = rng.uniform(0.04, 0.4)
     gaps = [rng.uniform(0.008, 0.05) for _ in range(19)]
     times = [10.0 + ttft]
@@ -50,51 +56,121 @@ def make_doc() -> dict:
     store = MetricsStore(slo_ttft_s=0.3, slo_stream_rate_tps=40.0)
     for i in range(400):
         store.record(_record(rng, BACKENDS[i % 2], T0 + i * 0.05))
-    failed = RequestRecord(backend=BACKENDS[1], model="llama", user_class="Chat", endpoint="/v1/chat/completions",
-                           t_send=1.0, start_wall=T0 + 1)  # fmt: skip
+    failed = RequestRecord(
+        backend=BACKENDS[1],
+        model="llama",
+        user_class="Chat",
+        endpoint="/v1/chat/completions",
+        t_send=1.0,
+        start_wall=T0 + 1,
+    )
     failed.error_kind, failed.t_end = "http_429", 1.2
     store.record(failed)
     slo = {"slo_ttft_s": 0.3, "slo_stream_rate_tps": 40.0}
-    groups = [{"backend": g.backend, "model": g.model, "user_class": g.user_class, **results.group_body(g, **slo)}
-              for g in sorted(store.groups.values(), key=lambda g: g.key)]  # fmt: skip
+    groups = [
+        {"backend": g.backend, "model": g.model, "user_class": g.user_class, **results.group_body(g, **slo)}
+        for g in sorted(store.groups.values(), key=lambda g: g.key)
+    ]
     timeline, ok, met, tokens = [], 0, 0, 0
     for i in range(1, 11):
         ok, met, tokens = ok + 40, met + 30 + i % 3, tokens + 800
-        timeline.append({"t": T0 + 2 * i, "users": min(10 * i, 50), "in_flight": min(10 * i, 50) - 1,
-                         "generator_cpu_percent": 20.0, "requests_ok": ok, "requests_failed": 0, "output_tokens": tokens,
-                         "slo_met": met, "ttft_p50_s": 0.1 + i / 100, "ttft_p99_s": 0.3 + i / 50,
-                         "itl_p50_s": 0.02, "stream_rate_p50_tps": 45.0 - i})  # fmt: skip
+        timeline.append(
+            {
+                "t": T0 + 2 * i,
+                "users": min(10 * i, 50),
+                "in_flight": min(10 * i, 50) - 1,
+                "generator_cpu_percent": 20.0,
+                "requests_ok": ok,
+                "requests_failed": 0,
+                "output_tokens": tokens,
+                "slo_met": met,
+                "ttft_p50_s": 0.1 + i / 100,
+                "ttft_p99_s": 0.3 + i / 50,
+                "itl_p50_s": 0.02,
+                "stream_rate_p50_tps": 45.0 - i,
+            }
+        )
     timeline[3]["ttft_p50_s"] = None  # an interval without requests: a gap, not a zero
+
     def step(users: int, rate: float, attainment: float) -> dict:
-        return {"level": float(users), "users": users, "requests": 10 * users, "failed": 0,
-                "stream_rate_p50_tps": rate, "stream_rate_p10_tps": rate * 0.8, "ttft_p50_s": 0.005 * users,
-                "ttft_p99_s": 0.01 * users, "e2e_p99_s": 2.0, "output_tokens_per_s": users * rate, "window_s": 20.0,
-                "attainment": attainment, "passed": attainment >= 0.95}  # fmt: skip
+        return {
+            "level": float(users),
+            "users": users,
+            "requests": 10 * users,
+            "failed": 0,
+            "stream_rate_p50_tps": rate,
+            "stream_rate_p10_tps": rate * 0.8,
+            "ttft_p50_s": 0.005 * users,
+            "ttft_p99_s": 0.01 * users,
+            "e2e_p99_s": 2.0,
+            "output_tokens_per_s": users * rate,
+            "window_s": 20.0,
+            "attainment": attainment,
+            "passed": attainment >= 0.95,
+        }
 
     return {
         "schema": results.SCHEMA,
-        "run": {"started_at": results._iso(T0), "ended_at": results._iso(T0 + 21), "duration_s": 21.0,
-                "llmload_version": "0.1.0", "locust_version": "2.47.0", "workers": 2, "peak_users": 50,
-                "missing_workers": [], "host": "http://user:hunter2@127.0.0.1:8000",
-                "options": {"api_key_set": True, "api_key": SECRET, "max_tokens": 20, "think_time": [1.0, 5.0],
-                            "model": ""}},  # fmt: skip
+        "run": {
+            "started_at": results._iso(T0),
+            "ended_at": results._iso(T0 + 21),
+            "duration_s": 21.0,
+            "llmload_version": "0.1.0",
+            "locust_version": "2.47.0",
+            "workers": 2,
+            "peak_users": 50,
+            "missing_workers": [],
+            "host": "http://user:hunter2@127.0.0.1:8000",
+            "options": {
+                "api_key_set": True,
+                "api_key": SECRET,
+                "max_tokens": 20,
+                "think_time": [1.0, 5.0],
+                "model": "",
+            },
+        },
         "groups": groups,
         "total": results.group_body(store.total(), **slo),
         "timeline": timeline,
-        "server": {BACKENDS[0]: {"engine": "vllm", "metrics_url": BACKENDS[0] + "/metrics", "scrapes": 5,
-                                 "generation_tokens": 4000.0, "prompt_tokens": 1800.0,
-                                 "ttft_s": {"count": 200, "mean": 0.15, "p50": 0.12, "p90": 0.3, "p99": 0.4},
-                                 "itl_s": {"count": 3800, "mean": 0.028, "p50": 0.025, "p90": 0.045, "p99": 0.05},
-                                 "queue_time_s": {"count": 200, "mean": 0.01, "p50": 0.008, "p90": 0.02, "p99": 0.03},
-                                 "peak_running": 25.0, "peak_waiting": 0.0, "peak_kv_cache_usage": 0.4, "preemptions": 0.0},
-                   BACKENDS[1]: None},  # fmt: skip
+        "server": {
+            BACKENDS[0]: {
+                "engine": "vllm",
+                "metrics_url": BACKENDS[0] + "/metrics",
+                "scrapes": 5,
+                "generation_tokens": 4000.0,
+                "prompt_tokens": 1800.0,
+                "ttft_s": {"count": 200, "mean": 0.15, "p50": 0.12, "p90": 0.3, "p99": 0.4},
+                "itl_s": {"count": 3800, "mean": 0.028, "p50": 0.025, "p90": 0.045, "p99": 0.05},
+                "queue_time_s": {"count": 200, "mean": 0.01, "p50": 0.008, "p90": 0.02, "p99": 0.03},
+                "peak_running": 25.0,
+                "peak_waiting": 0.0,
+                "peak_kv_cache_usage": 0.4,
+                "preemptions": 0.0,
+            },
+            BACKENDS[1]: None,
+        },
         # As llmload.capacity writes it: steps in search order (growth, then bisection), and the answer.
-        "capacity": {"mode": "users", "label": "rtx3090", "slo": {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95},
-                     "settings": {"mode": "users", "start": 10},
-                     "steps": [step(10, 40.0, 1.0), step(20, 25.0, 1.0), step(40, 13.0, 0.97), step(80, 6.0, 0.2),
-                               step(60, 9.0, 0.6)],
-                     "answer": {"users": 40, "first_failing": 60, "limit_reached": False, "complete": True,
-                                "stream_rate_p10_tps": 10.4, "text": "rtx3090: 40 users at >= 10 tok/s"}},  # fmt: skip
+        "capacity": {
+            "mode": "users",
+            "label": "rtx3090",
+            "slo": {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95},
+            "settings": {"mode": "users", "start": 10},
+            "steps": [
+                step(10, 40.0, 1.0),
+                step(20, 25.0, 1.0),
+                step(40, 13.0, 0.97),
+                step(80, 6.0, 0.2),
+                step(60, 9.0, 0.6),
+            ],
+            "answer": {
+                "users": 40,
+                "first_failing": 60,
+                "limit_reached": False,
+                "complete": True,
+                "stream_rate_p10_tps": 10.4,
+                "text": "rtx3090: 40 users at >= 10 tok/s",
+            },
+        },
     }
 
 
@@ -211,7 +287,13 @@ def test_capacity_steps_table_equals_the_document():
     steps = doc["capacity"]["steps"]
     assert [int(c["value"]) for c in page.cells if c["key"] == "step"] == [1, 2, 3, 4, 5]
     assert [float(c["value"]) for c in page.cells if c["key"] == "users"] == [s["users"] for s in steps]
-    assert [c["text"] for c in page.cells if c["key"] == "attainment"] == ["100.0%", "100.0%", "97.0%", "20.0%", "60.0%"]
+    assert [c["text"] for c in page.cells if c["key"] == "attainment"] == [
+        "100.0%",
+        "100.0%",
+        "97.0%",
+        "20.0%",
+        "60.0%",
+    ]
     assert html.count("<td>FAIL</td>") == 2 and html.count("<td>pass</td>") == 3
     assert "rtx3090: 40 users at &gt;= 10 tok/s" in html
 
@@ -242,8 +324,13 @@ def test_charts_nice_ticks_and_gaps():
     assert svg.nice_ticks(0, 97) == [0, 20, 40, 60, 80, 100]
     assert svg.nice_ticks(0, 0.013) == [0, 0.005, 0.01, 0.015]
     assert svg.nice_ticks(2.5, 15.6) == [0, 5, 10, 15, 20]
-    chart = svg.line_chart(chart_id="c", title="t", x_label="x (s)", y_label="y (ms)",
-                            series=[svg.Series("a", [(0, 1.0), (1, None), (2, 3.0), (3, 4.0)])])  # fmt: skip
+    chart = svg.line_chart(
+        chart_id="c",
+        title="t",
+        x_label="x (s)",
+        y_label="y (ms)",
+        series=[svg.Series("a", [(0, 1.0), (1, None), (2, 3.0), (3, 4.0)])],
+    )
     page = parse(chart)
     # Two segments: a lone first point (marker only) and a line of two points; three markers.
     assert chart.count('class="mark line"') == 1 and chart.count('class="mark point"') == 3

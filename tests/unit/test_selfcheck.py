@@ -14,8 +14,14 @@ from llmload.errors import ConfigError
 from llmload.metrics import MetricsStore
 from llmload.record import RequestRecord
 from llmload.selfcheck import (
-    CpuStats, ProcessStats, SelfCheck, Thresholds, judge, new_lag_distribution, oversleep_s,
-)  # fmt: skip
+    CpuStats,
+    ProcessStats,
+    SelfCheck,
+    Thresholds,
+    judge,
+    new_lag_distribution,
+    oversleep_s,
+)
 
 
 def test_oversleep_is_time_slept_beyond_time_asked_and_never_negative():
@@ -59,8 +65,10 @@ def test_process_stats_round_trip_through_msgpack_and_merge():
 
 
 def _proc(*, mean=20.0, peak=30.0, share=0.0, samples=10, lag_p99=0.001):
-    return {"cpu_percent": {"mean": mean, "max": peak, "saturated_share": share, "samples": samples},
-            "loop_lag_s": {"p50": 0.0001, "p99": lag_p99, "max": lag_p99, "count": 100}}  # fmt: skip
+    return {
+        "cpu_percent": {"mean": mean, "max": peak, "saturated_share": share, "samples": samples},
+        "loop_lag_s": {"p50": 0.0001, "p99": lag_p99, "max": lag_p99, "count": 100},
+    }
 
 
 def test_judge_light_run_is_trustworthy():
@@ -68,9 +76,7 @@ def test_judge_light_run_is_trustworthy():
 
 
 def test_judge_names_each_reason():
-    ok, reasons = judge(
-        {"w1": _proc(mean=97, peak=100, share=0.8), "w2": _proc(lag_p99=0.0305)}, 0.020, Thresholds()
-    )
+    ok, reasons = judge({"w1": _proc(mean=97, peak=100, share=0.8), "w2": _proc(lag_p99=0.0305)}, 0.020, Thresholds())
     assert not ok
     assert reasons == [
         "w1: CPU above 90% of a core in 80% of samples (mean 97%, max 100%)",
@@ -115,8 +121,9 @@ def test_master_summary_merges_workers_and_reads_dispatch_lag_from_the_store():
     check._on_worker_report(client_id="w-busy", data={"llmload_selfcheck": busy.to_wire()})
     check._on_worker_report(client_id="w-idle", data={"llmload_selfcheck": idle.to_wire()})
     check._on_worker_report(client_id="w-old", data={})  # a worker without the self-check
-    record = RequestRecord(backend="b", model="m", user_class="u", endpoint="/x", t_send=10.002, start_wall=0.0,
-                           t_intended=10.0)  # fmt: skip
+    record = RequestRecord(
+        backend="b", model="m", user_class="u", endpoint="/x", t_send=10.002, start_wall=0.0, t_intended=10.0
+    )
     record.token_times, record.t_end, record.completion_tokens = [10.1], 10.1, 1
     plugin.store.record(record)
     s = check.summary()

@@ -79,11 +79,43 @@ vllm:iteration_tokens_total_count{{engine="0",model_name="llama"}} 9.0
 vllm:iteration_tokens_total_sum{{engine="0",model_name="llama"}} 40.0
 """
 
-BEFORE = dict(running=0, waiting=0, kv=0.0, preemptions=1, prompt=500, generation=2000,
-              t01=2, t05=4, t1=5, tinf=5, tsum=1.5, i05=10, isum=0.2, q03=3, qinf=3, qsum=0.15)  # fmt: skip
+BEFORE = dict(
+    running=0,
+    waiting=0,
+    kv=0.0,
+    preemptions=1,
+    prompt=500,
+    generation=2000,
+    t01=2,
+    t05=4,
+    t1=5,
+    tinf=5,
+    tsum=1.5,
+    i05=10,
+    isum=0.2,
+    q03=3,
+    qinf=3,
+    qsum=0.15,
+)
 PEAK = dict(BEFORE, running=7, waiting=3, kv=0.62)
-AFTER = dict(running=2, waiting=0, kv=0.3, preemptions=4, prompt=1700, generation=7000,
-             t01=4, t05=10, t1=12, tinf=13, tsum=6.5, i05=110, isum=2.2, q03=9, qinf=11, qsum=2.55)  # fmt: skip
+AFTER = dict(
+    running=2,
+    waiting=0,
+    kv=0.3,
+    preemptions=4,
+    prompt=1700,
+    generation=7000,
+    t01=4,
+    t05=10,
+    t1=12,
+    tinf=13,
+    tsum=6.5,
+    i05=110,
+    isum=2.2,
+    q03=9,
+    qinf=11,
+    qsum=2.55,
+)
 
 # vLLM before 0.9: gpu_cache_usage_perc and time_per_output_token_seconds.
 VLLM_OLD = """\
@@ -273,7 +305,10 @@ def test_backend_labels_from_user_classes_and_groups():
     plugin = make_plugin("", user_classes=[Gpu])
     plugin.store.group("http://gpu-c:9000", "m", "U")
     plugin.store.group("not-a-url", "m", "U")
-    assert sm.ServerMetrics(plugin).backends() == {"rtx3090": "http://gpu-b:8000/", "http://gpu-c:9000": "http://gpu-c:9000"}
+    assert sm.ServerMetrics(plugin).backends() == {
+        "rtx3090": "http://gpu-b:8000/",
+        "http://gpu-c:9000": "http://gpu-c:9000",
+    }
     assert sm.metrics_url("http://gpu-b:8000/") == "http://gpu-b:8000/metrics"
 
 
@@ -285,7 +320,9 @@ def test_unreachable_or_foreign_host_is_one_warning_per_run(caplog):
             for _ in range(3):
                 metrics.scrape_all()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"llmload: cannot read server metrics from {pages.url}/metrics (no vLLM or llama.cpp metrics there); skipping it"]
+    assert warnings == [
+        f"llmload: cannot read server metrics from {pages.url}/metrics (no vLLM or llama.cpp metrics there); skipping it"
+    ]
     assert metrics.summary() == {}
 
     caplog.clear()
@@ -295,7 +332,9 @@ def test_unreachable_or_foreign_host_is_one_warning_per_run(caplog):
         metrics.scrape_all()
         metrics.scrape_all()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and warnings[0].startswith(f"llmload: cannot read server metrics from {pages.url}/metrics (")
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"llmload: cannot read server metrics from {pages.url}/metrics ("
+    )
 
 
 def test_periodic_scrapes_run_in_a_greenlet_and_stop():

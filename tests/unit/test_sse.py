@@ -10,7 +10,7 @@ def feed(lines):
 
 
 def test_lf_event():
-    assert feed([b"data: {\"a\": 1}\n", b"\n"])[0] == [b'{"a": 1}']
+    assert feed([b'data: {"a": 1}\n', b"\n"])[0] == [b'{"a": 1}']
 
 
 def test_crlf_event():

@@ -26,10 +26,12 @@ SECRET = "sk-webui-secret-41c7"
 BASE = "/some/base"
 
 
-def make_record(backend: str, *, ttft: float = 0.050, itl: float = 0.010, n: int = 11, start: float = 100.0,
-                ok: bool = True) -> RequestRecord:  # fmt: skip
-    record = RequestRecord(backend=backend, model="m", user_class="Chat", endpoint="/v1/chat/completions",
-                           t_send=1.0, start_wall=start)  # fmt: skip
+def make_record(
+    backend: str, *, ttft: float = 0.050, itl: float = 0.010, n: int = 11, start: float = 100.0, ok: bool = True
+) -> RequestRecord:
+    record = RequestRecord(
+        backend=backend, model="m", user_class="Chat", endpoint="/v1/chat/completions", t_send=1.0, start_wall=start
+    )
     if not ok:
         record.error_kind, record.t_end = "http_5xx", 1.5
         return record
@@ -89,11 +91,13 @@ def test_csv_has_the_column_titles_and_empty_cells_for_no_value():
 
 
 def test_secret_scrubbing_of_template_args():
-    args = {"extra_options": {
-        "llm_api_key": {"default_value": SECRET, "is_secret": True, "help_text": "API key"},
-        "llm_model": {"default_value": "m", "is_secret": False, "help_text": "Model"},
-        "other_secret": {"default_value": "", "is_secret": True, "help_text": "x"},
-    }}  # fmt: skip
+    args = {
+        "extra_options": {
+            "llm_api_key": {"default_value": SECRET, "is_secret": True, "help_text": "API key"},
+            "llm_model": {"default_value": "m", "is_secret": False, "help_text": "Model"},
+            "other_secret": {"default_value": "", "is_secret": True, "help_text": "x"},
+        }
+    }
     assert webui.scrub_secrets(args) == {"llm_api_key", "other_secret"}
     assert args["extra_options"]["llm_api_key"]["default_value"] == ""
     assert args["extra_options"]["llm_api_key"]["help_text"] == "API key" + webui.SECRET_HINT
@@ -117,7 +121,9 @@ def ui(monkeypatch, tmp_path):
     from locust.argument_parser import get_parser
 
     parsed = get_parser().parse_args(["--llm-api-key", SECRET, "--web-base-path", BASE])
-    environment = Environment(user_classes=[NoopUser], events=Events(), parsed_options=parsed, host="http://127.0.0.1:9")
+    environment = Environment(
+        user_classes=[NoopUser], events=Events(), parsed_options=parsed, host="http://127.0.0.1:9"
+    )
     environment.create_local_runner()
     web_ui = environment.create_web_ui("127.0.0.1", 0, web_base_path=BASE, delayed_start=True)
     plugin = LLMLoadPlugin().register(environment)
@@ -131,7 +137,10 @@ def test_tab_declared_and_csv_and_report_linked_under_the_base_path(ui):
     args = environment.web_ui.template_args
     assert args["extended_tabs"] == [{"title": "LLM", "key": "llm"}]
     assert [c["key"] for c in args["extended_tables"][0]["structure"]] == [k for k, _ in webui.COLUMNS]
-    assert [f["href"] for f in args["extended_csv_files"]] == [f"{BASE}/llmload/stats.csv", f"{BASE}/llmload/report.html"]
+    assert [f["href"] for f in args["extended_csv_files"]] == [
+        f"{BASE}/llmload/stats.csv",
+        f"{BASE}/llmload/report.html",
+    ]
 
 
 def test_stats_requests_json_carries_the_rows_under_the_base_path(ui):
@@ -163,8 +172,16 @@ def test_page_has_no_secret_and_a_blank_form_field_keeps_the_key(ui):
     page = client.get(f"{BASE}/").get_data(as_text=True)
     assert SECRET not in page and "llm_api_key" in page and webui.SECRET_HINT in page
     # The browser posts the blank field back: the process keeps its key, users and workers get it.
-    response = client.post(f"{BASE}/swarm", data={"user_count": "1", "spawn_rate": "1", "host": "http://127.0.0.1:9",
-                                                  "llm_api_key": "", "llm_model": "typed-model"})  # fmt: skip
+    response = client.post(
+        f"{BASE}/swarm",
+        data={
+            "user_count": "1",
+            "spawn_rate": "1",
+            "host": "http://127.0.0.1:9",
+            "llm_api_key": "",
+            "llm_model": "typed-model",
+        },
+    )
     assert response.get_json()["success"] and SECRET not in response.get_data(as_text=True)
     assert environment.parsed_options.llm_api_key == SECRET
     assert environment.parsed_options.llm_model == "typed-model"

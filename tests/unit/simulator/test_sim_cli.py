@@ -23,7 +23,10 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_defaults_and_func():
     args = parse()
     assert (args.profile, args.model_profile, args.served_model_name) == (
-        "rtx3090", "llama-3.1-8b", "meta-llama/Llama-3.1-8B-Instruct")
+        "rtx3090",
+        "llama-3.1-8b",
+        "meta-llama/Llama-3.1-8B-Instruct",
+    )
     assert (args.host, args.port, args.fault_rate, args.fault_after, args.stall_s) == ("127.0.0.1", 8000, 1.0, 5, 30.0)
     assert args.func is cli.run
     config = cli.config_from_args(args)
@@ -31,9 +34,27 @@ def test_defaults_and_func():
 
 
 def test_fault_and_fixed_options():
-    config = cli.config_from_args(parse("--profile", "fixed", "--ttft-ms", "40", "--itl-ms", "0", "--fault", "stall",
-                                        "--fault-rate", "0.2", "--fault-after", "3", "--stall-s", "1",
-                                        "--seed", "9", "--reject-stream-options"))  # fmt: skip
+    config = cli.config_from_args(
+        parse(
+            "--profile",
+            "fixed",
+            "--ttft-ms",
+            "40",
+            "--itl-ms",
+            "0",
+            "--fault",
+            "stall",
+            "--fault-rate",
+            "0.2",
+            "--fault-after",
+            "3",
+            "--stall-s",
+            "1",
+            "--seed",
+            "9",
+            "--reject-stream-options",
+        )
+    )
     assert config.perf_model() is None and (config.ttft_ms, config.itl_ms, config.seed) == (40, 0, 9)
     assert (config.fault.kind, config.fault.rate, config.fault.after, config.fault.stall_s) == ("stall", 0.2, 3, 1)
     assert config.reject_stream_options
@@ -41,8 +62,9 @@ def test_fault_and_fixed_options():
         parse("--fault", "explode")
 
 
-@pytest.mark.parametrize("argv", [("--profile", "tpu"), ("--fault-rate", "2"), ("--ttft-ms", "-1"),
-                                  ("--gpu-memory-utilization", "0.5")])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv", [("--profile", "tpu"), ("--fault-rate", "2"), ("--ttft-ms", "-1"), ("--gpu-memory-utilization", "0.5")]
+)
 def test_bad_options_are_config_errors(argv):
     with pytest.raises(ConfigError):
         cli.config_from_args(parse(*argv))

@@ -30,8 +30,16 @@ def test_no_fault_configured():
 
 
 def test_kinds_and_validation():
-    assert FAULT_KINDS == ("http_429", "http_500", "http_503", "http_400", "disconnect", "malformed",
-                           "incomplete", "stall")  # fmt: skip
+    assert FAULT_KINDS == (
+        "http_429",
+        "http_500",
+        "http_503",
+        "http_400",
+        "disconnect",
+        "malformed",
+        "incomplete",
+        "stall",
+    )
     with pytest.raises(ConfigError, match="unknown fault 'boom'.*http_429"):
         FaultConfig(kind="boom")
     with pytest.raises(ConfigError, match="--fault-rate"):

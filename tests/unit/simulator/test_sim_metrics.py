@@ -23,7 +23,13 @@ def samples(metrics: SimMetrics) -> dict[str, float]:
 
 def finished_request(arrival: float, n: int) -> SimRequest:
     r = SimRequest(rid=1, prompt_tokens=40, n_target=n, finish_reason="length", arrival=arrival)
-    r.queued_at, r.scheduled_at, r.first_token_at, r.last_token_at, r.generated = arrival, arrival + 0.1, arrival + 0.3, arrival + 1.3, n
+    r.queued_at, r.scheduled_at, r.first_token_at, r.last_token_at, r.generated = (
+        arrival,
+        arrival + 0.1,
+        arrival + 0.3,
+        arrival + 1.3,
+        n,
+    )
     return r
 
 
@@ -66,13 +72,24 @@ def test_exposition_names_labels_and_exact_counts():
 
 def test_every_required_family_is_exposed_with_vllm_buckets():
     text = SimMetrics(model_name="m", max_model_len=131072).render().decode()
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
-                 "vllm:num_preemptions_total", "vllm:time_to_first_token_seconds_bucket",
-                 "vllm:inter_token_latency_seconds_bucket", "vllm:request_time_per_output_token_seconds_bucket",
-                 "vllm:e2e_request_latency_seconds_bucket", "vllm:request_queue_time_seconds_bucket",
-                 "vllm:request_prefill_time_seconds_bucket", "vllm:request_decode_time_seconds_bucket",
-                 "vllm:request_prompt_tokens_bucket", "vllm:request_generation_tokens_bucket"):  # fmt: skip
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+        "vllm:num_preemptions_total",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket",
+        "vllm:request_time_per_output_token_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_bucket",
+        "vllm:request_queue_time_seconds_bucket",
+        "vllm:request_prefill_time_seconds_bucket",
+        "vllm:request_decode_time_seconds_bucket",
+        "vllm:request_prompt_tokens_bucket",
+        "vllm:request_generation_tokens_bucket",
+    ):
         assert re.search(rf"^{re.escape(name)}\{{", text, re.M), name
     les = re.findall(r'vllm:time_to_first_token_seconds_bucket\{engine="0",le="([^"]+)"', text)
     assert les[:3] == ["0.001", "0.005", "0.01"] and les[-2:] == ["2560.0", "+Inf"]

@@ -15,8 +15,14 @@ MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 def parse(body: dict | bytes, *, chat: bool = True, reject: bool = False, max_len: int = 4096) -> GenRequest:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return parse_request(chat=chat, body=raw, served_model=MODEL, max_model_len=max_len, default_max_tokens=256,
-                         reject_stream_options=reject)  # fmt: skip
+    return parse_request(
+        chat=chat,
+        body=raw,
+        served_model=MODEL,
+        max_model_len=max_len,
+        default_max_tokens=256,
+        reject_stream_options=reject,
+    )
 
 
 def events(data: bytes) -> list[bytes]:
@@ -27,31 +33,54 @@ def events(data: bytes) -> list[bytes]:
 
 
 def gen(*, chat: bool = True, usage: bool = False, continuous: bool = False) -> GenRequest:
-    return GenRequest(chat=chat, stream=True, prompt_tokens=12, max_tokens=3, ignore_eos=False,
-                      include_usage=usage, continuous_usage=continuous)  # fmt: skip
+    return GenRequest(
+        chat=chat,
+        stream=True,
+        prompt_tokens=12,
+        max_tokens=3,
+        ignore_eos=False,
+        include_usage=usage,
+        continuous_usage=continuous,
+    )
 
 
 def fmt(req: GenRequest) -> StreamFormat:
-    return StreamFormat(req=req, rid="chatcmpl-abc", created=1700000000, model=MODEL, vocab=Vocabulary(seed=1), offset=0)
+    return StreamFormat(
+        req=req, rid="chatcmpl-abc", created=1700000000, model=MODEL, vocab=Vocabulary(seed=1), offset=0
+    )
 
 
 def test_chat_stream_layout_is_vllms():
     f = fmt(gen(usage=True))
     head = f.head()
-    assert head == (b'data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1700000000,"model":"'
-                    + MODEL.encode() + b'","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
-                    b'"logprobs":null,"finish_reason":null}]}\n\n')  # fmt: skip
+    assert head == (
+        b'data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1700000000,"model":"'
+        + MODEL.encode()
+        + b'","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+        b'"logprobs":null,"finish_reason":null}]}\n\n'
+    )
     body = [orjson.loads(e) for e in events(f.tokens(0, 2, None) + f.tokens(2, 1, "length") + f.tail(3))[:-1]]
     assert [list(c) for c in body] == [["id", "object", "created", "model", "choices"]] * 3 + [
-        ["id", "object", "created", "model", "choices", "usage"]]
+        ["id", "object", "created", "model", "choices", "usage"]
+    ]
     words = Vocabulary(seed=1).text(0, 3).split(" ")
-    assert [c["choices"][0]["delta"] for c in body[:3]] == [{"content": words[0]}, {"content": " " + words[1]},
-                                                           {"content": " " + words[2]}]  # fmt: skip
-    assert body[1]["choices"][0] == {"index": 0, "delta": {"content": " " + words[1]}, "logprobs": None,
-                                     "finish_reason": None}  # fmt: skip
+    assert [c["choices"][0]["delta"] for c in body[:3]] == [
+        {"content": words[0]},
+        {"content": " " + words[1]},
+        {"content": " " + words[2]},
+    ]
+    assert body[1]["choices"][0] == {
+        "index": 0,
+        "delta": {"content": " " + words[1]},
+        "logprobs": None,
+        "finish_reason": None,
+    }
     assert body[2]["choices"][0]["finish_reason"] == "length" and body[2]["choices"][0]["stop_reason"] is None
-    assert body[3]["choices"] == [] and body[3]["usage"] == {"prompt_tokens": 12, "total_tokens": 15,
-                                                             "completion_tokens": 3}  # fmt: skip
+    assert body[3]["choices"] == [] and body[3]["usage"] == {
+        "prompt_tokens": 12,
+        "total_tokens": 15,
+        "completion_tokens": 3,
+    }
     assert f.tail(3).endswith(b"\n\ndata: [DONE]\n\n")
 
 
@@ -68,26 +97,48 @@ def test_completions_stream_layout():
     assert f.head() == b""
     chunks = [orjson.loads(e) for e in events(f.tokens(0, 2, "length") + f.tail(2))[:-1]]
     assert chunks[0]["object"] == "text_completion"
-    assert chunks[0]["choices"][0] == {"index": 0, "text": Vocabulary(seed=1).text(0, 1), "logprobs": None,
-                                       "finish_reason": None, "stop_reason": None}  # fmt: skip
+    assert chunks[0]["choices"][0] == {
+        "index": 0,
+        "text": Vocabulary(seed=1).text(0, 1),
+        "logprobs": None,
+        "finish_reason": None,
+        "stop_reason": None,
+    }
     assert chunks[0]["usage"] is None and chunks[1]["choices"][0]["finish_reason"] == "length"
     assert events(f.tail(2)) == [b"[DONE]"]
 
 
 def test_full_responses():
-    chat = orjson.loads(full_response(req=gen(), rid="chatcmpl-x", created=1, model=MODEL, text="a b",
-                                      completion_tokens=2, finish_reason="stop"))  # fmt: skip
+    chat = orjson.loads(
+        full_response(
+            req=gen(), rid="chatcmpl-x", created=1, model=MODEL, text="a b", completion_tokens=2, finish_reason="stop"
+        )
+    )
     assert chat["object"] == "chat.completion"
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": "a b", "tool_calls": []}
     assert chat["usage"]["completion_tokens"] == 2 and chat["usage"]["total_tokens"] == 14
-    text = orjson.loads(full_response(req=gen(chat=False), rid="cmpl-x", created=1, model=MODEL, text="a",
-                                      completion_tokens=1, finish_reason="length"))  # fmt: skip
+    text = orjson.loads(
+        full_response(
+            req=gen(chat=False),
+            rid="cmpl-x",
+            created=1,
+            model=MODEL,
+            text="a",
+            completion_tokens=1,
+            finish_reason="length",
+        )
+    )
     assert text["object"] == "text_completion" and text["choices"][0]["text"] == "a"
 
 
 def test_parse_defaults_and_options():
-    r = parse({"messages": [{"role": "user", "content": "Hi"}], "stream": True,
-               "stream_options": {"include_usage": True, "continuous_usage_stats": True}})  # fmt: skip
+    r = parse(
+        {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+    )
     assert (r.prompt_tokens, r.max_tokens, r.include_usage, r.continuous_usage) == (32, 256, True, True)
     r = parse({"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": 7, "ignore_eos": True})
     assert (r.max_tokens, r.ignore_eos, r.stream) == (7, True, False)
@@ -98,15 +149,21 @@ def test_parse_defaults_and_options():
 
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
-    [(b"{not json", 400, "Invalid JSON"), (b"[]", 400, "JSON object"),
-     ({"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "The model `other` does not exist."),
-     ({"model": MODEL}, 400, "'messages'"),
-     ({"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}}, 400,
-      "Stream options can only be defined when `stream=True`."),
-     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "max_tokens"),
-     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}, 400, "maximum context length is 4096"),
-     ({"messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n=1")],
-)  # fmt: skip
+    [
+        (b"{not json", 400, "Invalid JSON"),
+        (b"[]", 400, "JSON object"),
+        ({"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "The model `other` does not exist."),
+        ({"model": MODEL}, 400, "'messages'"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}},
+            400,
+            "Stream options can only be defined when `stream=True`.",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 400, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}, 400, "maximum context length is 4096"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "n=1"),
+    ],
+)
 def test_parse_errors(body, status, fragment):
     with pytest.raises(ApiError) as info:
         parse(body)
@@ -119,6 +176,11 @@ def test_reject_stream_options_answers_like_servers_that_do_not_know_it():
     with pytest.raises(ApiError) as info:
         parse({"messages": [{"role": "user", "content": "x"}], "stream": True, "stream_options": None}, reject=True)
     assert info.value.status == 400
-    assert orjson.loads(info.value.body()) == {"error": {
-        "message": "Unrecognized request argument supplied: stream_options", "type": "invalid_request_error",
-        "param": None, "code": None}}  # fmt: skip
+    assert orjson.loads(info.value.body()) == {
+        "error": {
+            "message": "Unrecognized request argument supplied: stream_options",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }

@@ -31,7 +31,9 @@ def test_kv_capacity_is_memory_left_after_weights_in_16_token_blocks(perf):
 
 def test_capacity_orders_gpus():
     model = get_model_profile("llama-3.1-8b")
-    tokens = [PerfModel(gpu=GPU_PROFILES[n], model=model).kv_cache_tokens for n in ("rtx3090", "a100-40gb", "h100-80gb")]
+    tokens = [
+        PerfModel(gpu=GPU_PROFILES[n], model=model).kv_cache_tokens for n in ("rtx3090", "a100-40gb", "h100-80gb")
+    ]
     assert tokens == sorted(tokens) and len(set(tokens)) == 3
 
 
@@ -43,7 +45,8 @@ def test_step_time_terms_exact(perf):
     decode = 10 * 2 * 8.03e9 / (142e12 * c.decode_compute_efficiency)
     assert perf.weights_read_s == pytest.approx(weights, rel=1e-12)
     assert perf.step_s(num_decode=10, context_tokens=1000) == pytest.approx(
-        c.step_overhead_s + weights + kv + decode, rel=1e-12)
+        c.step_overhead_s + weights + kv + decode, rel=1e-12
+    )
     # The calibrated single-stream step of the 3090 is about 22 ms (45 tok/s).
     assert 0.021 < perf.step_s(num_decode=1, context_tokens=100) < 0.023
 

@@ -5,16 +5,28 @@ from __future__ import annotations
 import pytest
 
 from llmload.simulator.tokens import (
-    CHAT_MESSAGE_OVERHEAD, CHAT_REQUEST_OVERHEAD, ApiInputError, Vocabulary, count_chat_tokens,
-    count_prompt_tokens, count_text_tokens,
-)  # fmt: skip
+    CHAT_MESSAGE_OVERHEAD,
+    CHAT_REQUEST_OVERHEAD,
+    ApiInputError,
+    Vocabulary,
+    count_chat_tokens,
+    count_prompt_tokens,
+    count_text_tokens,
+)
 
 
 @pytest.mark.parametrize(
     ("text", "tokens"),
-    [("", 0), ("Hello", 1), ("Hello, world!", 4), ("What's 2+2?", 7), ("  spaced   out  ", 2),
-     ("naïve café", 2), ("a_b-c", 3)],
-)  # fmt: skip
+    [
+        ("", 0),
+        ("Hello", 1),
+        ("Hello, world!", 4),
+        ("What's 2+2?", 7),
+        ("  spaced   out  ", 2),
+        ("naïve café", 2),
+        ("a_b-c", 3),
+    ],
+)
 def test_text_tokens_are_word_runs_and_single_symbols(text, tokens):
     assert count_text_tokens(text) == tokens
 
@@ -61,5 +73,6 @@ def test_vocabulary_is_seeded_and_retokenizes_to_the_token_count():
     assert count_text_tokens(text) == 300
     frags = a.fragments(offsets[1], 0, 3)
     assert b"".join(frags).decode().replace('""', "|").strip('"').split("|") == text.split(" ")[:1] + [
-        " " + w for w in text.split(" ")[1:3]]
+        " " + w for w in text.split(" ")[1:3]
+    ]
     assert a.fragments(offsets[1], 2, 1) == [frags[2]]

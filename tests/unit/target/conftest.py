@@ -31,7 +31,6 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

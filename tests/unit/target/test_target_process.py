@@ -60,7 +60,10 @@ def test_options_are_validated_in_one_line(capsys):
     assert capsys.readouterr().err == "llmload target: error: --max-model-len must be positive, not 0\n"
     assert main(["target", "vllm", "--python", "/nowhere/python", "--install-only"]) == 1
     err = capsys.readouterr().err
-    assert err == "llmload target: error: /nowhere/python (from --python) cannot import vllm, transformers and tokenizers\n"
+    assert (
+        err
+        == "llmload target: error: /nowhere/python (from --python) cannot import vllm, transformers and tokenizers\n"
+    )
 
 
 def test_install_only_prepares_and_exits(fake_python: Path, cache_dir: Path, capsys):
@@ -111,7 +114,9 @@ def test_cli_reports_a_server_that_dies_while_serving(fake_python: Path, cache_d
     assert cli.returncode == 1
     assert out.startswith("llmload target: vLLM ready at")
     last = err.splitlines()[-1]
-    assert last.startswith("llmload target: error: vLLM exited unexpectedly with code 3: ValueError: fake crash while serving (log: ")
+    assert last.startswith(
+        "llmload target: error: vLLM exited unexpectedly with code 3: ValueError: fake crash while serving (log: "
+    )
     assert "Traceback" not in err
 
 

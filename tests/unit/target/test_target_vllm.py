@@ -74,9 +74,9 @@ def test_optional_flags_are_left_to_vllm():
     command = server_command(config)
     for flag in ("--dtype", "--max-model-len", "--max-num-seqs", "--enforce-eager"):
         assert flag not in command
-    assert ServerConfig(python=Path("py"), model_path=Path("m"), served_model_name="m", port=1, host="::1").base_url == (
-        "http://[::1]:1"
-    )
+    assert ServerConfig(
+        python=Path("py"), model_path=Path("m"), served_model_name="m", port=1, host="::1"
+    ).base_url == ("http://[::1]:1")
 
 
 def test_server_env_pins_loopback_offline_and_a_small_kv_cache():
