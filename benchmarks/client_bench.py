@@ -483,7 +483,8 @@ def print_pair(name: str, llm: dict, ref: dict) -> None:
                     f"{fmt_ms(b[key]['diff']):>14}   true {fmt_ms(a[key]['true'])} / {fmt_ms(b[key]['true'])}"
                 )
         print(
-            f"{'TTFT error per request p50/p99':34}{fmt_ms(a['ttft_err']['p50']) + '/' + fmt_ms(a['ttft_err']['p99']):>14}"
+            f"{'TTFT error per request p50/p99':34}"
+            f"{fmt_ms(a['ttft_err']['p50']) + '/' + fmt_ms(a['ttft_err']['p99']):>14}"
             f"{fmt_ms(b['ttft_err']['p50']) + '/' + fmt_ms(b['ttft_err']['p99']):>14}"
         )
         print(

@@ -111,7 +111,7 @@ def lateness_buckets(url: str) -> list[tuple[float, float]]:
 
 def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
     """Upper bucket bound holding quantile ``q`` of the observations between two scrapes."""
-    deltas = [(le, a - b) for (le, a), (_, b) in zip(after, before)]
+    deltas = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
     total = deltas[-1][1]
     return next(le for le, c in deltas if c >= q * total) if total else 0.0
 

@@ -17,10 +17,14 @@ import argparse
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmload.errors import ConfigError, LLMLoadError
+
+if TYPE_CHECKING:
+    from grafana_client import GrafanaApi
 
 DEFAULT_FOLDER = "llmload"
 # The dashboards live in the repository's dashboards/ folder, next to the package.
@@ -28,7 +32,7 @@ DEFAULT_DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 TIMEOUT_S = 10.0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the ``grafana`` sub-command and its ``push`` action on ``subparsers``."""
     parser = subparsers.add_parser("grafana", help="push llmload's dashboards to Grafana")
     actions = parser.add_subparsers(dest="grafana_action", metavar="ACTION")
@@ -46,17 +50,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="folder of dashboard JSON files (default: llmload's dashboards/)",
     )
     push.set_defaults(func=run_push)
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    parser.set_defaults(func=lambda _args: _usage(parser))
     return parser
 
 
-def credential_from_env(env: dict[str, str] | None = None) -> str | tuple[str, str] | None:
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def credential_from_env(env: Mapping[str, str] | None = None) -> str | tuple[str, str] | None:
     """Return the token, or (user, password), from the environment; None when neither is set."""
-    env = os.environ if env is None else env
-    token = env.get("GRAFANA_TOKEN", "").strip()
+    environ: Mapping[str, str] = os.environ if env is None else env
+    token = environ.get("GRAFANA_TOKEN", "").strip()
     if token:
         return token
-    user, password = env.get("GRAFANA_USER", ""), env.get("GRAFANA_PASSWORD", "")
+    user, password = environ.get("GRAFANA_USER", ""), environ.get("GRAFANA_PASSWORD", "")
     if user and password:
         return (user, password)
     return None
@@ -137,17 +146,22 @@ def push(
         raise LLMLoadError(f"cannot reach Grafana at {where} ({type(exc).__name__})") from None
 
 
-def _find_or_create_folder(api: Any, title: str, client_error: type[Exception]) -> str:
+def _find_or_create_folder(api: GrafanaApi, title: str, client_error: type[Exception]) -> str:
+    # grafana-client has no type information: its answers are untyped JSON, where a folder's uid is a string.
+    found: str
     for existing in api.folder.get_all_folders() or []:
         if existing.get("title") == title:
-            return existing["uid"]
+            found = existing["uid"]
+            return found
     uid = folder_uid(title)
     try:
-        return api.folder.create_folder(title, uid=uid)["uid"]
+        found = api.folder.create_folder(title, uid=uid)["uid"]
     except client_error as exc:
         if getattr(exc, "status_code", None) in (409, 412):  # created meanwhile, or its uid is taken
-            return api.folder.get_folder(uid)["uid"]
+            found = api.folder.get_folder(uid)["uid"]
+            return found
         raise
+    return found
 
 
 def run_push(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from llmload.simulator.server import SimConfig
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the ``sim`` sub-command on ``subparsers``."""
     p = subparsers.add_parser(
         "sim",
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     _prepare_process()
 
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop  # type: ignore[import-not-found]  # optional speed-up, often not installed
     except ImportError:
         uvloop = None
     runner = getattr(uvloop, "run", None) or asyncio.run  # uvloop.run exists from uvloop 0.18

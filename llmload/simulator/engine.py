@@ -21,7 +21,7 @@ import asyncio
 import heapq
 import math
 
-from llmload.simulator.scheduler import Scheduler, SimRequest
+from llmload.simulator.scheduler import Scheduler, SimRequest, StepPlan
 from llmload.simulator.vllm_metrics import SimMetrics
 
 #: Past this lag behind the modelled schedule the step clock resynchronises
@@ -81,7 +81,7 @@ class StepEngine:
         end = t + plan.duration_s
         self._timer = self.loop.call_at(end, self._finish, plan, end)
 
-    def _finish(self, plan, end: float) -> None:  # noqa: ANN001 (StepPlan)
+    def _finish(self, plan: StepPlan, end: float) -> None:
         metrics = self.metrics
         emitted = self.scheduler.complete(plan, end)
         metrics.iteration(plan.num_decode + plan.prefill_tokens)
@@ -92,6 +92,7 @@ class StepEngine:
                 req.first_token_at = end
                 metrics.first_token(req)
             else:
+                assert req.last_token_at is not None  # set when its first token was emitted
                 metrics.itl(end - req.last_token_at)
             req.last_token_at = end
         metrics.generation_tokens += len(emitted)
@@ -197,6 +198,7 @@ class FixedEngine:
             req.first_token_at = now
             metrics.first_token(req)
         else:
+            assert req.last_token_at is not None  # set when its first token was emitted
             metrics.itl_h.observe(now - req.last_token_at)
         if count > 1:
             metrics.itl_h.observe(0.0, count - 1)

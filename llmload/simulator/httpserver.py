@@ -84,7 +84,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream protocol always gets a Transport
         self.registry.add(self)
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
@@ -155,7 +155,7 @@ class Connection(asyncio.Protocol):
         if len(buf) < start + length:
             if headers.get("expect", "").lower() == "100-continue" and not self.continue_sent:
                 self.continue_sent = True
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]  # set before data
             return None
         body = bytes(buf[start : start + length])
         del buf[: start + length]
@@ -211,7 +211,7 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Write raw bytes unless the connection is gone."""
         if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.write(data)  # type: ignore[union-attr]  # set in connection_made, before any request
 
     def finish(self) -> None:
         """Mark the response complete; close or serve the next pipelined request."""

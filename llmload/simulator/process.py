@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from llmload.errors import TargetError
 
@@ -44,7 +45,7 @@ class SimulatorProcess:
         self.start_timeout_s = start_timeout_s
         self.base_url = ""
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr = None
+        self._stderr: IO[bytes] | None = None
 
     @property
     def pid(self) -> int:

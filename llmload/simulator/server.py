@@ -220,6 +220,7 @@ class SimApp:
             return self.http_fault(conn, fault)
         arrival = self.loop.time()
         natural = config.answer_tokens
+        reason: str | None
         if gen.ignore_eos or natural is None or natural >= gen.max_tokens:
             n_target, reason = gen.max_tokens, "length"
         else:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass
+from typing import cast
 
 from llmload.simulator.perfmodel import PerfModel
-from llmload.simulator.scheduler import Scheduler, SimRequest
+from llmload.simulator.scheduler import Scheduler, SimRequest, StepPlan
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class VirtualResult:
     @property
     def stream_rate_mean_tps(self) -> float:
         """Mean over requests of output tokens / E2E (TTFT included)."""
-        return sum(n / e for n, e in zip(self.output_tokens, self.e2e_s)) / len(self.e2e_s)
+        return sum(n / e for n, e in zip(self.output_tokens, self.e2e_s, strict=True)) / len(self.e2e_s)
 
     @property
     def output_tps(self) -> float:
@@ -96,11 +97,11 @@ def simulate_closed_loop(
     while events:
         t, _, kind, payload = heapq.heappop(events)
         if kind == "visible":
-            sched.add(payload)  # type: ignore[arg-type]
+            sched.add(cast(SimRequest, payload))
             if not busy:
                 start(t)
             continue
-        for req in sched.complete(payload, t):  # type: ignore[arg-type]
+        for req in sched.complete(cast(StepPlan, payload), t):
             if req.generated == 1:
                 ttft.append(t - sends[req.rid])
             if req.finished:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from llmload.simulator.scheduler import SimRequest
 
 TTFT_BUCKETS = (
     0.001,
@@ -124,8 +127,9 @@ class Histo:
 
     def buckets(self) -> list[tuple[str, float]]:
         """Return cumulative ``(le, count)`` pairs ending with ``+Inf``."""
-        out, running = [], 0
-        for bound, c in zip((*self.bounds, float("inf")), self.counts):
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, c in zip((*self.bounds, float("inf")), self.counts, strict=True):
             running += c
             out.append((floatToGoString(float(bound)), running))
         return out
@@ -193,6 +197,20 @@ _HISTOGRAMS = (
 class SimMetrics:
     """Counters and histograms of one simulator, exposed in vLLM's names."""
 
+    # The histograms, one per row of _HISTOGRAMS (set in __init__ by attribute name).
+    ttft: Histo
+    itl_h: Histo
+    tpot: Histo
+    e2e: Histo
+    queue: Histo
+    inference: Histo
+    prefill: Histo
+    decode: Histo
+    prompt_h: Histo
+    generation_h: Histo
+    iteration_h: Histo
+    lateness_h: Histo
+
     def __init__(
         self, *, model_name: str, max_model_len: int, gauges: Callable[[], tuple[int, int, float]] | None = None
     ) -> None:
@@ -210,8 +228,9 @@ class SimMetrics:
 
     # -- updates from the engines -------------------------------------------------
 
-    def first_token(self, req: Any) -> None:
+    def first_token(self, req: SimRequest) -> None:
         """Record ``req``'s first token (its prompt is now fully processed)."""
+        assert req.first_token_at is not None  # the engines set it before calling
         self.ttft.observe(req.first_token_at - req.arrival)
         self.prompt_tokens += req.prompt_tokens
 
@@ -223,7 +242,7 @@ class SimMetrics:
         """Record the tokens one engine step processed."""
         self.iteration_h.observe(tokens)
 
-    def finished(self, req: Any, reason: str, now: float) -> None:
+    def finished(self, req: SimRequest, reason: str, now: float) -> None:
         """Record a finished (or aborted) request."""
         self.success[reason] += 1
         self.e2e.observe(now - req.arrival)
@@ -232,6 +251,7 @@ class SimMetrics:
         n = req.generated
         if n:
             first, last = req.first_token_at, req.last_token_at
+            assert first is not None and last is not None  # set when its first token was emitted
             self.prefill.observe(first - scheduled)
             self.decode.observe(last - first)
             self.inference.observe(last - scheduled)

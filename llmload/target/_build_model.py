@@ -31,6 +31,15 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Installed only in the vLLM venv this script runs in, not in llmload's own environment.
+    from tokenizers import Tokenizer  # type: ignore[import-not-found]
+    from transformers import LlamaConfig  # type: ignore[import-not-found]
+
+    #: The model description from ``ModelShape.spec()``, as parsed JSON.
+    Spec = dict[str, Any]
 
 BOS = "<|begin_of_text|>"
 EOS_TEXT = "<|end_of_text|>"
@@ -117,7 +126,7 @@ def padding_words(count: int, taken: set[str], seed: int) -> list[str]:
     return words
 
 
-def build_tokenizer(spec: dict):
+def build_tokenizer(spec: Spec) -> Tokenizer:
     """Train the byte-level BPE tokenizer and pad its vocabulary to the model's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -158,7 +167,7 @@ def build_tokenizer(spec: dict):
     return tokenizer
 
 
-def save_tokenizer(tokenizer, out: Path, spec: dict) -> dict[str, int]:
+def save_tokenizer(tokenizer: Tokenizer, out: Path, spec: Spec) -> dict[str, int]:
     """Save the tokenizer with its chat template in tokenizer_config.json; return the special ids."""
     from transformers import PreTrainedTokenizerFast
 
@@ -179,7 +188,7 @@ def save_tokenizer(tokenizer, out: Path, spec: dict) -> dict[str, int]:
     return {name: tokenizer.token_to_id(name) for name in (BOS, EOS_TEXT, EOT)}
 
 
-def save_config(out: Path, spec: dict, ids: dict[str, int]):
+def save_config(out: Path, spec: Spec, ids: dict[str, int]) -> LlamaConfig:
     """Save config.json and generation_config.json; return the LlamaConfig."""
     from transformers import GenerationConfig, LlamaConfig
 
@@ -212,9 +221,9 @@ def save_config(out: Path, spec: dict, ids: dict[str, int]):
     return config
 
 
-def tensor_plan(config, spec: dict) -> list[tuple[str, tuple[int, ...]]]:
+def tensor_plan(config: LlamaConfig, spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
     """Return (name, shape) of every tensor to save, from a model built on the meta device."""
-    import torch
+    import torch  # type: ignore[import-not-found]  # in the vLLM venv only
     from transformers import LlamaForCausalLM
 
     with torch.device("meta"):
@@ -225,10 +234,10 @@ def tensor_plan(config, spec: dict) -> list[tuple[str, tuple[int, ...]]]:
     return plan
 
 
-def save_weights(out: Path, plan: list[tuple[str, tuple[int, ...]]], spec: dict) -> list[str]:
+def save_weights(out: Path, plan: list[tuple[str, tuple[int, ...]]], spec: Spec) -> list[str]:
     """Write random weights into safetensors shards of at most ``shard_bytes``; return the file names."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # type: ignore[import-not-found]  # in the vLLM venv only
 
     dtype = getattr(torch, spec["torch_dtype"])
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -249,7 +258,8 @@ def save_weights(out: Path, plan: list[tuple[str, tuple[int, ...]]], spec: dict)
     weight_map: dict[str, str] = {}
     total = 0
     index = 0
-    for file_name, shard in zip(names, shards):
+    # No strict=: a Python given with --python may predate 3.10 (names has one entry per shard).
+    for file_name, shard in zip(names, shards):  # noqa: B905
         tensors = {}
         for name, shape in shard:
             generator = torch.Generator().manual_seed(spec["seed"] * 100_003 + index)

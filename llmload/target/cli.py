@@ -14,11 +14,16 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from llmload.errors import TargetError
 
+if TYPE_CHECKING:
+    from llmload.target.process import VLLMProcess
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``llmload target`` and its ``vllm`` sub-command."""
     from llmload.target.model import SHAPES
 
@@ -155,14 +160,14 @@ class _StopFlag:
     def __init__(self) -> None:
         self.signal_name = ""
 
-    def set(self, signum, frame) -> None:
+    def set(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
 
     def is_set(self) -> bool:
         return bool(self.signal_name)
 
 
-def _stop_uninterrupted(server) -> None:
+def _stop_uninterrupted(server: VLLMProcess) -> None:
     """Stop the server; a second Ctrl-C or SIGTERM meanwhile must not leave vLLM running."""
     handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

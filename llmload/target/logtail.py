@@ -75,7 +75,7 @@ def pick_reason(lines: list[str]) -> str:
 def _details(raw: list[str], cleaned: list[str], start: int) -> list[str]:
     """Return the indented lines that continue an error (pydantic lists its errors below the headline)."""
     details = []
-    for line, clean in zip(raw[start:], cleaned[start:]):
+    for line, clean in zip(raw[start:], cleaned[start:], strict=True):
         if not line[:1].isspace() or not clean or clean.startswith(("For further information", 'File "')):
             break
         details.append(clean)

@@ -75,7 +75,7 @@ class ModelShape:
         """Return the size of the saved weights."""
         return self.parameter_count() * (2 if self.torch_dtype in ("bfloat16", "float16") else 4)
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, object]:
         """Return what the build script needs, as JSON-ready data."""
         data = asdict(self)
         data.pop("description")
@@ -151,7 +151,8 @@ def is_built(path: Path, shape: ModelShape) -> bool:
         recorded = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return recorded.get("spec") == shape.spec()
+    spec: object = recorded.get("spec")
+    return spec == shape.spec()
 
 
 def build_command(python: Path | str, out_dir: Path, shape: ModelShape) -> list[str]:

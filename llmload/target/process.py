@@ -189,7 +189,7 @@ class VLLMProcess:
     def __enter__(self) -> VLLMProcess:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:

@@ -21,8 +21,8 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmload.errors import TargetError

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from tests.support.processes import ROOT, env
+from tests.support.processes import env
 
 pytestmark = pytest.mark.integration
 

@@ -117,7 +117,7 @@ def test_poisson_rate_across_two_workers(tmp_path):
     # is seeded (default seed 0): its own rate over these ~15 s is 60.9/s; ~900 arrivals give a
     # Poisson sd of 3.3%, and the 5% tolerance leaves room for the edges of the steady window.
     assert measured == pytest.approx(rate, rel=0.05)
-    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    gaps = [b - a for a, b in zip(steady, steady[1:], strict=False)]
     d, p = exponential_fit(gaps, rate)
     assert p > 0.01, f"inter-arrival times do not fit an exponential of rate {rate}: D={d:.4f}, p={p:.2g}"
     summary = run.results["arrivals"]

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
 import pytest
@@ -239,7 +238,7 @@ def test_multi_turn_session_sends_the_previous_answers(tmp_path):
     assert len(posts) >= 9
     lengths = [len(body["messages"]) for _, body in posts]
     assert lengths[:9] == [1, 3, 5] * 3  # three turns per session: 1 message, then +2 per turn
-    for (prev_n, prev), (_, body) in zip(posts, posts[1:]):
+    for (prev_n, prev), (_, body) in zip(posts, posts[1:], strict=False):
         messages = body["messages"]
         if len(messages) == 1:
             continue  # a new session

@@ -59,7 +59,7 @@ def server_median(base_url_text_before, base_url_text_after, name):
     counts = [after[le] - before.get(le, 0.0) for le in edges]
     target = counts[-1] / 2
     prev_le, prev_count = 0.0, 0.0
-    for le, count in zip(edges, counts):
+    for le, count in zip(edges, counts, strict=True):
         if count >= target:
             if le == float("inf"):
                 return prev_le

@@ -54,8 +54,10 @@ def test_trailing_slash_is_dropped(tmp_path):
     "text, message",
     [
         (
-            '[[backend]]\nname = "a"\nbase_url = "http://h"\n\n[[backend]]\nname = "b"\nbase_url = "http://h"\ncolour = "red"\n',
-            "line 5: unknown key 'colour'; expected name, base_url, model, gpu, engine, quantization, price_per_hour, api_key_env, weight",
+            '[[backend]]\nname = "a"\nbase_url = "http://h"\n\n'
+            '[[backend]]\nname = "b"\nbase_url = "http://h"\ncolour = "red"\n',
+            "line 5: unknown key 'colour'; expected name, base_url, model, gpu, engine, quantization, "
+            "price_per_hour, api_key_env, weight",
         ),
         ('[[backend]]\nbase_url = "http://h"\n', "line 1: name is required (a non-empty string)"),
         ('[[backend]]\nname = "a"\n', "line 1: base_url is required (a non-empty string)"),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.support.http_server import LocalHTTPServer
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
@@ -244,8 +245,8 @@ def test_grafana_push_bad_token_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert (
-        err
-        == f"llmload grafana: error: {grafana.url} rejected the credentials (401): check GRAFANA_TOKEN or GRAFANA_USER/GRAFANA_PASSWORD\n"
+        err == f"llmload grafana: error: {grafana.url} rejected the credentials (401): "
+        "check GRAFANA_TOKEN or GRAFANA_USER/GRAFANA_PASSWORD\n"
     )
 
 

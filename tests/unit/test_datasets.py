@@ -71,7 +71,8 @@ def test_syntax(spec, kind, mean):
         ("normal:mean=x,sd=1", "--llm-input-tokens: mean='x' is not a number in 'normal:mean=x,sd=1'"),
         (
             "lots",
-            "--llm-input-tokens: expected N, A-B or KIND:key=value,... with KIND one of fixed, uniform, normal, lognormal; got 'lots'",
+            "--llm-input-tokens: expected N, A-B or KIND:key=value,... "
+            "with KIND one of fixed, uniform, normal, lognormal; got 'lots'",
         ),
         (
             "uniform:min=1.5,max=3",

@@ -49,7 +49,7 @@ def test_fixed_engine_serves_every_stream_on_its_own_schedule():
     a, b, metrics = asyncio.run(scenario())
     for r in (a, b):
         due = [r.arrival + 0.02 + k * 0.01 for k in range(6)]
-        late = [t - d for t, d in zip(r.sink.times, due)]
+        late = [t - d for t, d in zip(r.sink.times, due, strict=True)]
         assert len(late) == 6 and min(late) >= -1e-6
         assert max(late) < 0.004  # timer rounding only (1 ms) plus scheduling noise
     assert metrics.generation_tokens == 12 and metrics.success["length"] == 2

@@ -51,7 +51,7 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 
 def serve(argv: list[str]) -> int:
-    print("(APIServer pid=%d) INFO 11-21 15:00:00 [api_server.py:1] fake vLLM %s" % (os.getpid(), " ".join(argv)))
+    print(f"(APIServer pid={os.getpid()}) INFO 11-21 15:00:00 [api_server.py:1] fake vLLM {' '.join(argv)}")
     if os.environ.get("FAKE_VLLM_FAIL"):
         print("Traceback (most recent call last):")
         print('  File "/x/core.py", line 1, in <module>')

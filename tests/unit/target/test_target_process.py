@@ -70,7 +70,8 @@ def test_install_only_prepares_and_exits(fake_python: Path, cache_dir: Path, cap
     assert main(["target", "vllm", "--install-only", "--python", str(fake_python)]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"llmload target: vLLM 0.0.0-fake ({fake_python}) and the tiny model ({cache_dir / 'models' / 'tiny'}) are ready\n"
+        f"llmload target: vLLM 0.0.0-fake ({fake_python}) and the tiny model "
+        f"({cache_dir / 'models' / 'tiny'}) are ready\n"
     )
 
 
