@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 
 from llmload.errors import LLMRequestError
+from llmload.http_adapter import abort_connection, raw_response
 from llmload.record import RequestRecord
 from llmload.stream import (
     StreamReader,
-    abort_connection,
     classify_connect_error,
     classify_status,
     error_message,
@@ -143,7 +143,16 @@ class LLMClient:
         )
 
     def _request(
-        self, path, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        max_tokens: int | None,
+        ignore_eos: bool,
+        extra_body: dict[str, Any] | None,
+        name: str | None,
+        keep_text: bool,
+        t_intended: float | None,
     ) -> RequestRecord:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
@@ -165,7 +174,15 @@ class LLMClient:
         self._report(record, name or path)
         return record
 
-    def _attempt(self, path, body, model, with_options, keep_text, t_intended) -> RequestRecord:
+    def _attempt(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        with_options: bool,
+        keep_text: bool,
+        t_intended: float | None,
+    ) -> RequestRecord:
         if with_options:
             body = {**body, "stream_options": STREAM_OPTIONS}
         payload = orjson.dumps(body)
@@ -186,7 +203,7 @@ class LLMClient:
             response = self.session.client.urlopen(url, method="POST", payload=payload, headers=self._headers)
         except Exception as exc:  # geventhttpclient raises more than Locust's FAILURE_EXCEPTIONS
             return self._failed_before_response(record, exc)
-        raw = getattr(response, "_response", None)
+        raw = raw_response(response)
         status = response.status_code
         if not status or raw is None:
             return self._failed_before_response(record, getattr(response, "error", None))
@@ -221,7 +238,8 @@ class LLMClient:
 
     def _report(self, record: RequestRecord, name: str) -> None:
         end = record.token_times[-1] if record.ok and record.token_times else (record.t_end or record.t_send)
-        exception = None if record.ok else LLMRequestError(record.error_kind, record.error_detail, status=record.status)
+        kind = record.error_kind
+        exception = None if kind is None else LLMRequestError(kind, record.error_detail, status=record.status)
         self.request_event.fire(
             request_type="POST",
             name=name,

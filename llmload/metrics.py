@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
+from llmload.hdr import ScaledHistogram
 from llmload.record import RequestRecord
 
 SIGNIFICANT_DIGITS = 3
@@ -42,12 +41,11 @@ DISTRIBUTIONS: dict[str, tuple[float, int]] = {
 class Distribution:
     """One metric's samples: an HdrHistogram plus exact count, sum, min and max."""
 
-    __slots__ = ("_hist", "_scale", "_highest", "count", "total", "min", "max")
+    __slots__ = ("_hist", "_scale", "count", "total", "min", "max")
 
     def __init__(self, *, scale: float, highest: int) -> None:
-        self._hist = HdrHistogram(1, highest, SIGNIFICANT_DIGITS)
+        self._hist = ScaledHistogram(highest=highest, significant_digits=SIGNIFICANT_DIGITS)
         self._scale = scale
-        self._highest = highest
         self.count = 0
         self.total = 0.0
         self.min = float("inf")
@@ -61,25 +59,7 @@ class Distribution:
             self.min = value
         if value > self.max:
             self.max = value
-        self._record_scaled(int(round(value * self._scale)))
-
-    def _record_scaled(self, scaled: int) -> None:
-        # hdrh's record_value, inlined (see record_many); the value is clamped to the trackable range.
-        hist, highest = self._hist, self._highest
-        scaled = 1 if scaled < 1 else highest if scaled > highest else scaled
-        bucket = (
-            (scaled | hist.sub_bucket_mask).bit_length()
-            - hist.unit_magnitude
-            - hist.sub_bucket_half_count_magnitude
-            - 1
-        )
-        index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (scaled >> (bucket + hist.unit_magnitude))
-        hist.counts[index - hist.sub_bucket_half_count] += 1
-        hist.total_count += 1
-        if scaled < hist.min_value:
-            hist.min_value = scaled
-        if scaled > hist.max_value:
-            hist.max_value = scaled
+        self._hist.record(int(round(value * self._scale)))
 
     def record_many(self, values: Iterable[float]) -> None:
         """Add several samples (one pass; the same result as ``record`` on each, much cheaper)."""
@@ -87,40 +67,30 @@ class Distribution:
             values = list(values)
         if not values:
             return
-        hist, scale, highest = self._hist, self._scale, self._highest
-        # HdrHistogram's counts index, inlined (hdrh's record_value is several Python calls per value):
-        # bucket = bit_length(v | sub_bucket_mask) - unit_magnitude - (sub_bucket_half_count_magnitude + 1),
-        # index = ((bucket + 1) << half_magnitude) + (v >> (bucket + unit_magnitude)) - sub_bucket_half_count.
-        counts, mask, unit = hist.counts, hist.sub_bucket_mask, hist.unit_magnitude
-        half_mag, half = hist.sub_bucket_half_count_magnitude, hist.sub_bucket_half_count
-        shift = unit + half_mag + 1
-        total = self.total
-        for value in values:
-            total += value
-            scaled = round(value * scale)
-            if scaled < 1:
-                scaled = 1
-            elif scaled > highest:
-                scaled = highest
-            bucket = (scaled | mask).bit_length() - shift
-            counts[((bucket + 1) << half_mag) + (scaled >> (bucket + unit)) - half] += 1
+        self._hist.record_scaled_floats(values, self._scale)
         lo, hi = min(values), max(values)
         self.count += len(values)
+        total = self.total
+        for value in values:  # in order, so that the sum equals that of ``record`` on each value
+            total += value
         self.total = total
         if lo < self.min:
             self.min = lo
         if hi > self.max:
             self.max = hi
-        # Scaling and clamping are monotonic, so the scaled extremes are those of the extremes.
-        hist.total_count += len(values)
-        hist.min_value = min(hist.min_value, min(max(round(lo * scale), 1), highest))
-        hist.max_value = max(hist.max_value, min(max(round(hi * scale), 1), highest))
 
     def percentile(self, q: float) -> float | None:
         """Return the value at percentile ``q`` (0-100), or None without samples."""
         if not self.count:
             return None
-        return self._hist.get_value_at_percentile(q) / self._scale
+        return self._hist.value_at_percentile(q) / self._scale
+
+    def percentiles(self, qs: Sequence[float]) -> dict[float, float | None]:
+        """Return the value at each percentile of ``qs`` (0-100), in one pass; None without samples."""
+        if not self.count:
+            return dict.fromkeys(qs)
+        values = self._hist.values_at_percentiles(qs)
+        return {q: values[q] / self._scale for q in qs}
 
     def cumulative_counts(self, bounds: Sequence[float]) -> list[int]:
         """Return, for each ascending bound, how many samples lie at or below it.
@@ -128,19 +98,12 @@ class Distribution:
         A bound falls inside one HdrHistogram cell; the whole cell counts as below
         it, so a count may include samples up to 0.1% above its bound.
         """
-        hist = self._hist
-        counts, last_index = hist.counts, hist.counts_len - 1
-        out: list[int] = []
-        running = start = 0
-        for bound in bounds:
-            scaled = int(round(bound * self._scale))
-            if running < self.count and scaled >= 0:
-                index = min(hist.get_counts_array_index(scaled), last_index)
-                if index >= start:
-                    running += sum(counts[start : index + 1])
-                    start = index + 1
-            out.append(min(running, self.count))
-        return out
+        return self._hist.cumulative_counts((int(round(b * self._scale)) for b in bounds), limit=self.count)
+
+    @property
+    def histogram(self) -> ScaledHistogram:
+        """The underlying histogram, in the metric's scaled integer units."""
+        return self._hist
 
     @property
     def mean(self) -> float | None:
@@ -153,8 +116,8 @@ class Distribution:
             "mean": self.mean,
             "min": self.min if self.count else None,
         }
-        for q in PERCENTILES:
-            out[f"p{q:g}"] = self.percentile(q)
+        for q, value in self.percentiles(PERCENTILES).items():
+            out[f"p{q:g}"] = value
         out["max"] = self.max if self.count else None
         return out
 
@@ -171,7 +134,7 @@ class Distribution:
         """Add a distribution serialized by ``to_wire``."""
         if not wire["n"]:
             return
-        self._hist.decode_and_add(wire["h"])
+        self._hist.add_encoded(wire["h"])
         self.count += wire["n"]
         self.total += wire["s"]
         self.min = min(self.min, wire["lo"])
@@ -226,16 +189,19 @@ class GroupMetrics:
         lag = record.dispatch_lag_s
         if lag is not None:
             self.dists["dispatch_lag_s"].record(max(lag, 0.0))
-        if not record.ok:
+        kind = record.error_kind
+        if kind is not None:
             counters["failed"] += 1
-            self.errors[record.error_kind] = self.errors.get(record.error_kind, 0) + 1
+            self.errors[kind] = self.errors.get(kind, 0) + 1
             return
         counters["ok"] += 1
-        if not record.token_times:
+        times = record.token_times
+        if not times:
             return
         dists = self.dists
-        dists["ttft_s"].record(record.ttft_s)
-        dists["e2e_s"].record(record.e2e_s)
+        t_send = record.t_send
+        dists["ttft_s"].record(times[0] - t_send)
+        dists["e2e_s"].record(times[-1] - t_send)
         dists["itl_s"].record_many(record.itl_s)
         for name in ("tpot_s", "stream_rate_tps", "decode_rate_tps"):
             value = getattr(record, name)
@@ -250,7 +216,13 @@ class GroupMetrics:
             self.dists[name].merge(dist)
         self._merge_plain(other.counters, other.errors, other.first_start, other.last_end)
 
-    def _merge_plain(self, counters, errors, first_start, last_end) -> None:
+    def _merge_plain(
+        self,
+        counters: dict[str, int],
+        errors: dict[str, int],
+        first_start: float | None,
+        last_end: float | None,
+    ) -> None:
         for name, value in counters.items():
             self.counters[name] += value
         for kind, n in errors.items():

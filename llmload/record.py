@@ -106,7 +106,7 @@ class RequestRecord:
         """Whether this request succeeded and met every configured SLO."""
         if not self.ok or not self.token_times:
             return False
-        if ttft_s is not None and self.ttft_s > ttft_s:
+        if ttft_s is not None and self.token_times[0] - self.t_send > ttft_s:
             return False
         if stream_rate_tps is not None:
             rate = self.stream_rate_tps

@@ -19,8 +19,9 @@ class SSEDecoder:
 
     __slots__ = ("_data",)
 
-    def __init__(self) -> None:
-        self._data: bytes | None = None
+    def __init__(self, *, pending: bytes | None = None) -> None:
+        """Start a decoder; ``pending`` is the data of an event already begun (its ``data:`` lines so far)."""
+        self._data: bytes | None = pending
 
     def feed_line(self, line: bytes) -> bytes | None:
         """Consume one line (terminator included or not); return a completed event's data."""

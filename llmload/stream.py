@@ -19,10 +19,9 @@ import time
 from typing import Any
 
 import gevent
-import gevent.socket
 import orjson
-from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 
+from llmload.http_adapter import READ_ERRORS, HTTPConnectionClosed, StreamingBody
 from llmload.record import RequestRecord
 from llmload.sse import SSEDecoder
 
@@ -145,15 +144,6 @@ class StreamReader:
         return False
 
 
-# socket.timeout is TimeoutError, an OSError; gevent.Timeout is neither.
-_READ_ERRORS = (gevent.Timeout, HTTPConnectionClosed, HTTPParseError, OSError)
-
-
-# Bytes asked of the socket per read while streaming (geventhttpclient's default is 4 KiB); a
-# full-speed server writes up to tens of KiB at once, and each read costs a parser call.
-READ_SIZE = 65536
-
-
 class _StallWatch:
     """Fail a stream that receives no byte for ``seconds``: one timer per request, not one per read.
 
@@ -172,12 +162,12 @@ class _StallWatch:
         self.last = time.perf_counter()
         self._glet = gevent.getcurrent()
         self._loop = gevent.get_hub().loop
-        self._timer = None
+        self._timer: Any = None
         self._arm(seconds)
 
     def _arm(self, delay: float) -> None:
-        self._timer = self._loop.timer(delay)
-        self._timer.start(self._expired)
+        timer = self._timer = self._loop.timer(delay)
+        timer.start(self._expired)
 
     def _expired(self) -> None:
         self._timer.close()
@@ -186,7 +176,7 @@ class _StallWatch:
             self._arm(remaining)
         else:
             self._timer = None
-            self._glet.throw(socket.timeout("timed out"))
+            self._glet.throw(TimeoutError("timed out"))
 
     def close(self) -> None:
         if self._timer is not None:
@@ -202,31 +192,22 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
     decoded here, in one pass (the rules of ``llmload.sse.SSEDecoder``), instead of two
     ``readline`` calls and two decoder calls per event.
     """
-    buf = getattr(raw, "_body_buffer", None)
-    if type(buf) is not bytearray or not hasattr(raw, "feed") or not hasattr(raw, "message_complete"):
+    body = StreamingBody.of(raw)
+    if body is None:
         _read_stream_by_line(raw, reader)
         return
-    sock = getattr(raw, "_sock", None)  # None when the whole body came with the headers
+    buf = body.buffer
     on_event = reader.on_event
     perf_counter = time.perf_counter
     record = reader.record
-    feed = raw.feed
     tail = b""  # an incomplete last line, completed by the next read
     pending: bytes | None = None  # data of the event being assembled
-    stall_s = sock.gettimeout() if hasattr(sock, "gettimeout") else None
+    stall_s = body.stall_timeout()
     watch = None
-    # A plain gevent socket is read directly: wait for readability, then one non-blocking recv
-    # (gevent's recv tries first, fails with EAGAIN once per paced token, then waits).
-    inner = getattr(sock, "_sock", None) if type(sock) is gevent.socket.socket else None
-    read_event = getattr(sock, "_read_event", None)
-    wait = gevent.get_hub().wait
-    if inner is None or read_event is None:
-        inner = None
-    drained = False  # the last read returned less than asked: the kernel buffer is likely empty
     try:
         if stall_s:
             watch = _StallWatch(stall_s)
-            sock.settimeout(None)
+            body.set_timeout(None)
         t = perf_counter()
         while True:
             if buf:
@@ -248,45 +229,30 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
                     elif line == b"data":
                         pending = b"" if pending is None else pending + b"\n"
                     # anything else is a comment (":...") or a field llmload ignores
-            if raw.message_complete:
+            if body.complete:
                 break
-            if raw._sock is None:
-                raise HTTPConnectionClosed("connection closed.")
-            try:
-                if inner is None:
-                    chunk = raw._sock.recv(READ_SIZE)
-                else:
-                    if drained:
-                        wait(read_event)
-                    try:
-                        chunk = inner.recv(READ_SIZE)
-                    except BlockingIOError:
-                        drained = True
-                        continue
-                    drained = len(chunk) < READ_SIZE
-                t = perf_counter()
-                if watch is not None:
-                    watch.last = t
-                feed(chunk)
-            except BaseException:
-                raw.release()
-                raise
-            if not chunk and not raw.message_complete:
+            chunk = body.recv()
+            if chunk is None:
+                continue
+            t = perf_counter()
+            if watch is not None:
+                watch.last = t
+            body.feed(chunk)
+            if not chunk and not body.complete:
                 raise HTTPConnectionClosed("connection closed mid-body.")
         # The body is complete; an unterminated last line or event may remain.
-        decoder = SSEDecoder()
-        decoder._data = pending
+        decoder = SSEDecoder(pending=pending)
         if tail:
             decoder.feed_line(tail)
-        event = decoder.flush()
-        if event is not None and not on_event(event, perf_counter()):
+        last = decoder.flush()
+        if last is not None and not on_event(last, perf_counter()):
             return
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         _classify_read_error(record, exc)
     finally:
         if watch is not None:
             watch.close()
-            sock.settimeout(stall_s)
+            body.set_timeout(stall_s)
         record.t_end = perf_counter()
 
 
@@ -320,22 +286,7 @@ def _read_stream_by_line(raw: Any, reader: StreamReader) -> None:
         data = decoder.flush()
         if data is not None and not on_event(data, perf_counter()):
             return
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         _classify_read_error(record, exc)
     finally:
         record.t_end = perf_counter()
-
-
-def abort_connection(raw: Any) -> None:
-    """Close a response's connection instead of returning it, unread, to the pool."""
-    sock, pool = getattr(raw, "_sock", None), getattr(raw, "_pool", None)
-    if sock is None:
-        return
-    try:
-        if pool is not None:
-            pool.release_socket(sock)
-        else:
-            sock.close()
-    finally:
-        raw._sock = None
-        raw._pool = None
