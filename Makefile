@@ -8,14 +8,14 @@ CACHE ?= $(HOME)/.cache/llmload
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# grafana-client pulls in urllib3-future, whose wheel overwrites the real urllib3 (used by
 	@# requests and Locust) at every interpreter start; build it from source with the override off.
-	URLLIB3_NO_OVERRIDE=1 $(PY) -m pip install -q --no-binary urllib3-future -e '.[test,grafana]'
+	URLLIB3_NO_OVERRIDE=1 $(PY) -m pip install -q --no-binary urllib3-future -e '.[test,grafana,lint]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -23,11 +23,17 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/llmload demo --results results/demo.json
 
-test: install prometheus vllm-env chromium
+test: install lint prometheus vllm-env chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+# Lint, format and types (settings in pyproject.toml); part of `make test`.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Prometheus and promtool for the exporter and dashboard tests (Debian's package; it starts no service).
 .PHONY: prometheus

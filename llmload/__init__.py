@@ -41,7 +41,27 @@ _EXPORTS = {
     "get_plugin": "llmload.plugin",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "CapacityShape",
+    "ChatbotUser",
+    "ConfigError",
+    "Distribution",
+    "GroupMetrics",
+    "HostCapabilities",
+    "LLMClient",
+    "LLMLoadError",
+    "LLMLoadPlugin",
+    "LLMOptions",
+    "LLMRequestError",
+    "LLMUser",
+    "MetricsStore",
+    "MultiTurnChatUser",
+    "RequestRecord",
+    "SummarizationUser",
+    "TargetError",
+    "__version__",
+    "get_plugin",
+]
 
 if TYPE_CHECKING:
     from llmload.capacity import CapacityShape

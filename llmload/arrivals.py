@@ -11,11 +11,12 @@ number of workers changes, the master sends every worker a new assignment
 (custom message ``llmload_arrivals``) and the schedule restarts at its ``t0``.
 
 In each process one greenlet keeps the schedule (from the moment the process
-has started its users) and hands each arrival to an idle user (the Locust users are the pool: ``-u`` is the most requests in
-flight at once). A request therefore never waits for a previous one on the
-same user; if every user is busy when an arrival is due, it waits for the
-first user to become free, and is skipped (counted, never sent) if none is
-free within ``SKIP_AFTER_S``. Each request carries its scheduled time as
+has started its users) and hands each arrival to an idle user (the Locust
+users are the pool: ``-u`` is the most requests in flight at once). A
+request therefore never waits for a previous one on the same user; if every
+user is busy when an arrival is due, it waits for the first user to become
+free, and is skipped (counted, never sent) if none is free within
+``SKIP_AFTER_S``. Each request carries its scheduled time as
 ``RequestRecord.t_intended``: ``dispatch_lag_s = t_send - t_intended``, and
 TTFT and E2E are also measured from the intended time.
 
@@ -32,12 +33,23 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from locust.runners import MasterRunner
+
+from llmload.extension import Extension
 from llmload.metrics import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
 from llmload.record import RequestRecord
+
+if TYPE_CHECKING:
+    import gevent
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
+
+    Spawn = Callable[..., gevent.Greenlet]
 
 logger = logging.getLogger("llmload")
 
@@ -52,7 +64,6 @@ SPAWN_WAIT_S = 60.0
 #: A master's t0 further than this from a worker's clock (machines' clocks differ) is replaced by "now".
 MAX_CLOCK_SKEW_S = 1.0
 FROM_INTENDED = ("ttft_from_intended_s", "e2e_from_intended_s")
-_ACTIVE_STATES = ("ready", "spawning", "running")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +171,11 @@ class ArrivalExecutor:
     unbounded queue.
     """
 
-    def __init__(self, stats: ArrivalStats) -> None:
+    def __init__(self, stats: ArrivalStats, *, spawn: Spawn) -> None:
+        """Keep the schedule in a greenlet started by ``spawn(name, func, *args)`` (a supervisor's)."""
         from gevent.event import Event
 
+        self.spawn = spawn
         self.stats = stats
         self.pool_ready = Event()  # set when this process has started its users (spawning_complete)
         self.assignment: Assignment | None = None
@@ -174,11 +187,9 @@ class ArrivalExecutor:
         """Start following ``assignment`` (a new epoch replaces the current schedule)."""
         if self.assignment is not None and self.assignment.epoch == assignment.epoch and self._greenlet:
             return
-        import gevent
-
         self.stop()
         self.assignment = assignment
-        self._greenlet = gevent.spawn(self._run, assignment)
+        self._greenlet = self.spawn("open-loop schedule", self._run, assignment)
 
     def stop(self, *, release: BaseException | None = None) -> None:
         """Stop scheduling; drop the backlog (due after the test) and raise ``release`` in waiting users."""
@@ -241,7 +252,7 @@ class ArrivalExecutor:
         waiter = AsyncResult()
         self._idle.append(waiter)
         try:
-            return waiter.get()
+            return float(waiter.get())
         finally:
             if not waiter.ready():
                 try:
@@ -254,15 +265,17 @@ class ArrivalExecutor:
         return len(self._idle)
 
 
-class Arrivals:
-    """llmload's open-loop coordinator of one Locust process (attached as ``plugin.arrivals``)."""
+class Arrivals(Extension):
+    """llmload's open-loop coordinator of one Locust process (``plugin.extensions.get(Arrivals)``)."""
 
-    def __init__(self, environment: Any, plugin: Any) -> None:
+    results_key = "arrivals"
+
+    def __init__(self, environment: Environment, plugin: LLMLoadPlugin) -> None:
         self.environment = environment
         self.plugin = plugin
         self.delta = ArrivalStats()  # this process's unreported figures
         self.total = ArrivalStats()  # merged figures (master or local)
-        self.executor = ArrivalExecutor(self.delta)
+        self.executor = ArrivalExecutor(self.delta, spawn=plugin.supervisor.spawn)
         self.rate_override: float | None = None
         self._epoch = 0
         self._slots_key: tuple[str, ...] | None = None
@@ -283,14 +296,14 @@ class Arrivals:
 
     def _assignment(self, slot: int, slots: int, t0: float) -> Assignment:
         options = self.plugin.options
-        return Assignment(self._epoch, options.arrival, float(self.rate_rps), slot, slots, t0, options.seed)
+        return Assignment(self._epoch, options.arrival, float(self.rate_rps or 0.0), slot, slots, t0, options.seed)
 
     def redistribute(self, *, force: bool = False) -> None:
         """Divide the rate among the active processes again (master) or restart the local schedule."""
         if not (self._running and self.enabled):
             return
         runner = self.environment.runner
-        if not self.plugin.is_master:
+        if not isinstance(runner, MasterRunner):
             self._epoch += 1
             self.executor.assign(self._assignment(0, 1, time.time()))
             return
@@ -321,10 +334,10 @@ class Arrivals:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _on_message(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
-        self.executor.assign(Assignment(**msg.data))
+    def _on_assignment(self, _sender: str, data: Any) -> None:
+        self.executor.assign(Assignment(**data))
 
-    def _on_test_start(self, environment: Any, **_kwargs: Any) -> None:
+    def _on_test_start(self, environment: Environment, **_kwargs: Any) -> None:
         try:
             enabled = self.enabled
         except Exception:  # bad options: the plugin reports them
@@ -347,25 +360,27 @@ class Arrivals:
         self._running = False
         self.executor.stop(release=StopUser())
 
-    def _on_test_stop(self, environment: Any, **_kwargs: Any) -> None:
+    def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
         self._on_test_stopping()
         self.executor.pool_ready.clear()
 
     def _on_worker_change(self, **_kwargs: Any) -> None:
-        self.redistribute()
+        # Locust fires worker_connect before it adds the worker to runner.clients: divide the rate
+        # again once it has.
+        self.plugin.supervisor.spawn("open-loop redistribution", self.redistribute)
 
-    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        if not self.delta.is_empty():
-            data[WIRE_KEY] = self.delta.to_wire()
-            self.delta = self.executor.stats = ArrivalStats()
+    def ship(self) -> dict[str, Any] | None:
+        """This worker's figures since the last report (None: nothing new), then a new delta starts."""
+        if self.delta.is_empty():
+            return None
+        wire = self.delta.to_wire()
+        self.delta = self.executor.stats = ArrivalStats()
+        return wire
 
-    def _on_worker_report(self, client_id: str, data: dict, **kwargs: Any) -> None:
-        wire = data.get(WIRE_KEY)
-        if wire is not None:
-            try:
-                self.total.merge_wire(wire)
-            except (KeyError, TypeError, ValueError) as exc:
-                logger.warning("llmload: ignored a malformed arrivals report from worker %s (%s)", client_id, exc)
+    def merge(self, _client_id: str, wire: Any) -> None:
+        self.total.merge_wire(wire)
+
+    def _on_worker_report(self, **_kwargs: Any) -> None:
         self.redistribute()
 
     def _on_quit(self, **_kwargs: Any) -> None:
@@ -382,6 +397,9 @@ class Arrivals:
             self.total.merge_wire(self.delta.to_wire())
             self.delta = self.executor.stats = ArrivalStats()
         return self.total
+
+    def results_section(self) -> dict[str, Any] | None:
+        return self.summary()
 
     def summary(self) -> dict[str, Any] | None:
         """The results' ``arrivals`` section (None in closed-loop runs)."""
@@ -428,27 +446,23 @@ def add_arguments(parser: Any) -> None:
     """The arrival options live in ``llmload.options``; nothing to add."""
 
 
-def register(environment: Any, plugin: Any) -> Arrivals:
-    """Attach the open-loop coordinator to ``plugin`` and wire it to Locust's events."""
-    arrivals = Arrivals(environment, plugin)
-    plugin.arrivals = arrivals
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
+    """Add the open-loop coordinator to ``plugin`` and wire it to Locust's events."""
+    arrivals = plugin.extensions.add(Arrivals(environment, plugin))
     events = environment.events
     events.test_start.add_listener(arrivals._on_test_start)
     events.test_stopping.add_listener(arrivals._on_test_stopping)
     events.test_stop.add_listener(arrivals._on_test_stop)
     events.spawning_complete.add_listener(arrivals._on_spawning_complete)
     events.quit.add_listener(arrivals._on_quit)
-    runner = environment.runner
+    plugin.wire.add(WIRE_KEY, what="arrivals report", ship=arrivals.ship, merge=arrivals.merge)
     if plugin.is_worker:
-        events.report_to_master.add_listener(arrivals._on_report_to_master)
-        if runner is not None:
-            runner.register_message(MESSAGE, arrivals._on_message)
-    elif runner is not None and type(runner).__name__ == "MasterRunner":
+        plugin.wire.register_message(MESSAGE, arrivals._on_assignment, what="open-loop assignment")
+    elif plugin.is_master:
         events.worker_report.add_listener(arrivals._on_worker_report)
         events.worker_connect.add_listener(arrivals._on_worker_change)
-    return arrivals
 
 
-def get_arrivals(plugin: Any) -> Arrivals | None:
+def get_arrivals(plugin: LLMLoadPlugin) -> Arrivals | None:
     """Return the process's open-loop coordinator, when registered."""
-    return getattr(plugin, "arrivals", None)
+    return plugin.extensions.get(Arrivals)

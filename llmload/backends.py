@@ -22,13 +22,23 @@ logged nor written; results record the rest under ``run.backends``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmload.errors import ConfigError
+from llmload.extension import Extension
+from llmload.files import file_version
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
+
+logger = logging.getLogger("llmload")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,13 +129,7 @@ def _parse(path: str, text: str) -> tuple[Backend, ...]:
 
 def load_backends(path: str, *, only: str = "") -> tuple[Backend, ...]:
     """Read the backends file (once per process) and keep those named in ``only`` (comma list), if given."""
-    try:
-        mtime = os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        raise ConfigError(f"--llm-backends {path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"--llm-backends {path}: cannot read ({exc.strerror})") from None
-    backends = _load_cached(path, mtime)
+    backends = _load_cached(path, file_version(path, option="--llm-backends"))
     if not only:
         return backends
     names = [n.strip() for n in only.split(",") if n.strip()]
@@ -165,17 +169,52 @@ class BackendPicker:
         return self.backends[best]
 
 
-def picker_for(plugin: Any) -> BackendPicker | None:
+class BackendRoster(Extension):
+    """The process's backends of ``--llm-backends`` and the picker that spreads users over them."""
+
+    def __init__(self, plugin: LLMLoadPlugin) -> None:
+        self.plugin = plugin
+        self._picker: tuple[tuple[str, str], BackendPicker] | None = None
+
+    def picker(self) -> BackendPicker | None:
+        """The picker for the run's current ``--llm-backends`` (None without one)."""
+        options = self.plugin.options
+        if not options.backends:
+            return None
+        key = (options.backends, options.backend_names)
+        if self._picker is None or self._picker[0] != key:
+            self._picker = (key, BackendPicker(load_backends(options.backends, only=options.backend_names)))
+        return self._picker[1]
+
+    def on_test_start(self, environment: Environment, **_kwargs: Any) -> None:
+        """On a headless master or local run, end the run with exit code 1 when a backend is unreachable."""
+        plugin = self.plugin
+        if plugin.is_worker or plugin.finished or not getattr(environment.parsed_options, "headless", False):
+            return
+        try:
+            backends = (
+                load_backends(plugin.options.backends, only=plugin.options.backend_names)
+                if plugin.options.backends
+                else ()
+            )
+        except ConfigError:
+            return  # reported by the plugin's own option check
+        from llmload.http_adapter import host_reachable  # gevent: not at import (llmload compare reads this module)
+
+        unreachable = False
+        for backend in backends:
+            reason = host_reachable(backend.base_url)
+            if reason is not None:
+                logger.error("llmload: cannot reach %s: %s", backend.base_url, reason)
+                unreachable = True
+        if unreachable:
+            plugin.abort_run(exit_code=1)
+
+
+def picker_for(plugin: LLMLoadPlugin) -> BackendPicker | None:
     """Return the process's picker for the run's ``--llm-backends`` (None without one)."""
-    options = plugin.options
-    if not options.backends:
-        return None
-    key = (options.backends, options.backend_names)
-    picker = getattr(plugin, "_llmload_backend_picker", None)
-    if picker is None or picker[0] != key:
-        picker = (key, BackendPicker(load_backends(options.backends, only=options.backend_names)))
-        plugin._llmload_backend_picker = picker
-    return picker[1]
+    roster = plugin.extensions.get(BackendRoster)
+    return roster.picker() if roster is not None else None
 
 
 def describe(options: Any) -> list[dict[str, Any]] | None:
@@ -192,25 +231,7 @@ def add_arguments(parser: Any) -> None:
     """The backends options live in ``llmload.options``; nothing to add."""
 
 
-def register(environment: Any, plugin: Any) -> None:
-    """On the master or a local run, check at test start that every backend accepts connections."""
-    import gevent
-
-    def on_test_start(environment: Any, **_kwargs: Any) -> None:
-        if plugin.is_worker or plugin.finished or not getattr(environment.parsed_options, "headless", False):
-            return
-        try:
-            backends = (
-                load_backends(plugin.options.backends, only=plugin.options.backend_names)
-                if plugin.options.backends
-                else ()
-            )
-        except ConfigError:
-            return  # reported by the plugin's own option check
-        if not all([plugin._host_reachable(b.base_url) for b in backends]):
-            environment.process_exit_code = 1
-            plugin.finished = True
-            if environment.runner is not None:
-                gevent.spawn(environment.runner.quit)
-
-    environment.events.test_start.add_listener(on_test_start)
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
+    """Keep the backends and their picker; check at test start that every backend accepts connections."""
+    roster = plugin.extensions.add(BackendRoster(plugin))
+    environment.events.test_start.add_listener(roster.on_test_start)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmload.capacity import DEFAULT_SLO_TTFT_S, MODES
+from llmload.capacity_search import DEFAULT_SLO_TTFT_S, MODES
 from llmload.errors import ConfigError
 
 REPO_LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "capacity.py"

@@ -1,282 +1,19 @@
-"""``llmload compare``: one table across runs and backends, in Markdown and CSV.
+"""``llmload compare``: one table across results files and backends, printed and written as Markdown and CSV.
 
-Each results file gives rows: a capacity-search run gives one row, with the
-figures of its answer step (the largest load that met the SLO); any other run
-gives one row per group (backend, model, user class) with its whole-run
-figures. Backend details (GPU, engine, quantization, price per hour) come
-from the run's ``run.backends`` (written when the run used ``--llm-backends``)
-or from ``--backends FILE``, matched by backend name.
-
-    cost per million output tokens = price_per_hour / (output tokens/s * 3600) * 1e6
-    users per dollar-hour          = users at SLO / price_per_hour
+The rows and their formulas are in ``llmload.render.compare``; this module
+reads the files (either schema version) and writes the outputs, without
+importing Locust.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from llmload.errors import ConfigError
-
-
-@dataclass
-class Row:
-    """One line of the comparison."""
-
-    source: str
-    backend: str
-    model: str = ""
-    gpu: str = ""
-    engine: str = ""
-    quantization: str = ""
-    price_per_hour: float | None = None
-    users_at_slo: int | None = None
-    users_limit_reached: bool = False
-    users: int | None = None  # users of the measured step or run
-    output_tokens_per_s: float | None = None
-    ttft_p50_s: float | None = None
-    ttft_p99_s: float | None = None
-    stream_rate_p50_tps: float | None = None
-    stream_rate_p10_tps: float | None = None
-    slo_attainment: float | None = None
-    slo: str = ""
-    window: str = ""
-
-    @property
-    def cost_per_million_output_tokens(self) -> float | None:
-        """USD per million output tokens at the measured throughput."""
-        if self.price_per_hour is None or not self.output_tokens_per_s:
-            return None
-        return self.price_per_hour / (self.output_tokens_per_s * 3600.0) * 1e6
-
-    @property
-    def users_per_dollar_hour(self) -> float | None:
-        """Users served within the SLO per USD per hour."""
-        if self.price_per_hour is None or not self.price_per_hour or self.users_at_slo is None:
-            return None
-        return self.users_at_slo / self.price_per_hour
-
-
-def _slo_text(slo: dict[str, Any] | None, attainment: float | None = None) -> str:
-    if not slo:
-        return ""
-    parts = []
-    if slo.get("stream_rate_tps") is not None:
-        parts.append(f"stream rate >= {slo['stream_rate_tps']:g} tok/s")
-    if slo.get("ttft_s") is not None:
-        parts.append(f"TTFT <= {slo['ttft_s']:g} s")
-    share = attainment if attainment is not None else slo.get("attainment")
-    prefix = f"{share * 100:g}% of requests with " if isinstance(share, (int, float)) else ""
-    return prefix + " and ".join(parts) if parts else ""
-
-
-def _backend_info(doc: dict[str, Any], name: str, extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    for info in (doc.get("run") or {}).get("backends") or []:
-        if info.get("name") == name:
-            return info
-    return extra.get(name, {})
-
-
-def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict[str, Any]] | None = None) -> list[Row]:
-    """Return the comparison rows of one results document."""
-    extra = extra or {}
-    capacity = doc.get("capacity")
-    if capacity and capacity.get("answer"):
-        answer = capacity["answer"]
-        label = capacity.get("label") or ""
-        known = (doc.get("run") or {}).get("backends") or []
-        if label not in {b.get("name") for b in known} and len(known) == 1:
-            label = known[0]["name"]
-        info = _backend_info(doc, label, extra)
-        models = sorted({g.get("model", "") for g in doc.get("groups", [])})
-        users = answer.get("users")
-        row = Row(
-            source=source,
-            backend=label,
-            model=", ".join(models),
-            users_at_slo=users if capacity.get("mode", "users") == "users" else None,
-            users_limit_reached=bool(answer.get("limit_reached")),
-            users=users,
-            output_tokens_per_s=answer.get("output_tokens_per_s"),
-            ttft_p50_s=answer.get("ttft_p50_s"),
-            ttft_p99_s=answer.get("ttft_p99_s"),
-            stream_rate_p50_tps=answer.get("stream_rate_p50_tps"),
-            stream_rate_p10_tps=answer.get("stream_rate_p10_tps"),
-            slo_attainment=answer.get("attainment"),
-            slo=_slo_text(capacity.get("slo")),
-            window="capacity search: " + (f"step at {users} users" if users is not None else "no step met the SLO"),
-        )
-        _fill(row, info)
-        return [row]
-    rows = []
-    peak = (doc.get("run") or {}).get("peak_users")
-    duration = (doc.get("run") or {}).get("duration_s")
-    for group in doc.get("groups", []):
-        slo = group.get("slo") or {}
-        row = Row(
-            source=source,
-            backend=group.get("backend", ""),
-            model=group.get("model", ""),
-            users=peak if len(doc.get("groups", [])) == 1 else None,
-            output_tokens_per_s=(group.get("throughput") or {}).get("output_tokens_per_s"),
-            ttft_p50_s=(group.get("ttft_s") or {}).get("p50"),
-            ttft_p99_s=(group.get("ttft_s") or {}).get("p99"),
-            stream_rate_p50_tps=(group.get("stream_rate_tps") or {}).get("p50"),
-            stream_rate_p10_tps=(group.get("stream_rate_tps") or {}).get("p10"),
-            slo_attainment=slo.get("attainment"),
-            slo=_slo_text({**slo, "attainment": None}),
-            window=f"whole run ({duration:.0f} s, {peak} users)" if duration and peak else "whole run",
-        )
-        if len({g.get("user_class") for g in doc.get("groups", []) if g.get("backend") == row.backend}) > 1:
-            row.backend = f"{row.backend} ({group.get('user_class')})"
-            _fill(row, _backend_info(doc, group.get("backend", ""), extra))
-        else:
-            _fill(row, _backend_info(doc, row.backend, extra))
-        rows.append(row)
-    return rows
-
-
-def _fill(row: Row, info: dict[str, Any]) -> None:
-    row.gpu = info.get("gpu", "") or ""
-    row.engine = info.get("engine", "") or ""
-    row.quantization = info.get("quantization", "") or ""
-    row.price_per_hour = info.get("price_per_hour")
-    if not row.model:
-        row.model = info.get("model", "") or ""
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-COLUMNS = (
-    "Backend",
-    "GPU",
-    "Engine",
-    "Quant.",
-    "Users at SLO",
-    "Output tok/s",
-    "TTFT p50 / p99 (ms)",
-    "Stream rate p50 / p10 (tok/s)",
-    "SLO met",
-    "$/hour",
-    "$ per 1M output tokens",
-    "Users per $/hour",
-    "Measured over",
-    "Results file",
-)
-CSV_COLUMNS = (
-    "backend",
-    "model",
-    "gpu",
-    "engine",
-    "quantization",
-    "users_at_slo",
-    "users_limit_reached",
-    "users",
-    "output_tokens_per_s",
-    "ttft_p50_s",
-    "ttft_p99_s",
-    "stream_rate_p50_tps",
-    "stream_rate_p10_tps",
-    "slo_attainment",
-    "slo",
-    "price_per_hour",
-    "cost_per_million_output_tokens",
-    "users_per_dollar_hour",
-    "window",
-    "source",
-)
-
-
-def _num(value: float | None, digits: int = 1, *, money: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.{digits}f}" if money else f"{value:,.{digits}f}"
-
-
-def _cells(row: Row) -> list[str]:
-    users = "-" if row.users_at_slo is None else f"{'>= ' if row.users_limit_reached else ''}{row.users_at_slo}"
-    ttft = (
-        "-"
-        if row.ttft_p50_s is None
-        else f"{row.ttft_p50_s * 1000:,.0f} / {_num(None if row.ttft_p99_s is None else row.ttft_p99_s * 1000, 0)}"
-    )
-    rate = (
-        "-" if row.stream_rate_p50_tps is None else f"{row.stream_rate_p50_tps:.1f} / {_num(row.stream_rate_p10_tps)}"
-    )
-    return [
-        row.backend,
-        row.gpu or "-",
-        row.engine or "-",
-        row.quantization or "-",
-        users,
-        _num(row.output_tokens_per_s, 0),
-        ttft,
-        rate,
-        "-" if row.slo_attainment is None else f"{row.slo_attainment * 100:.1f}%",
-        _num(row.price_per_hour, 2, money=True),
-        _num(row.cost_per_million_output_tokens, 2, money=True),
-        _num(row.users_per_dollar_hour, 1),
-        row.window,
-        os.path.basename(row.source),
-    ]
-
-
-def to_markdown(rows: list[Row]) -> str:
-    """Render the comparison as a Markdown section: a table, the SLO, the formulas and a one-line summary."""
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    align = ["---" if i < 4 else "---:" for i in range(len(COLUMNS) - 2)] + ["---", "---"]
-    out = ["## Backend comparison", "", line(list(COLUMNS)), "| " + " | ".join(align) + " |"]
-    out += [line(_cells(row)) for row in rows]
-    slos = sorted({row.slo for row in rows if row.slo})
-    out += [""]
-    if slos:
-        out.append("SLO: " + "; ".join(slos) + ".")
-    out.append(
-        'Users at SLO: the largest load the capacity search found within the SLO (">=": the search\'s '
-        "upper limit still passed). Figures of capacity runs are those of that step, after warm-up; "
-        "other runs report the whole run."
-    )
-    out.append(
-        "Cost per million output tokens = price per hour / (output tokens/s x 3600) x 1,000,000; "
-        "users per $/hour = users at SLO / price per hour."
-    )
-    priced = [r for r in rows if r.cost_per_million_output_tokens is not None]
-    if priced:
-        cheapest = min(priced, key=lambda r: r.cost_per_million_output_tokens)
-        out.append("")
-        out.append(
-            f"Lowest cost per million output tokens: **{cheapest.backend}** "
-            f"({_num(cheapest.cost_per_million_output_tokens, 2, money=True)})."
-        )
-        served = [r for r in rows if r.users_per_dollar_hour is not None]
-        if served:
-            best = max(served, key=lambda r: r.users_per_dollar_hour)
-            out.append(
-                f"Most users within the SLO per dollar-hour: **{best.backend}** ({best.users_per_dollar_hour:,.1f})."
-            )
-    return "\n".join(out) + "\n"
-
-
-def to_csv(rows: list[Row]) -> str:
-    """Render the comparison as CSV with raw numbers (seconds, tokens/s, USD)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        values = []
-        for name in CSV_COLUMNS:
-            value = getattr(row, name)
-            values.append("" if value is None else (f"{value:.6g}" if isinstance(value, float) else value))
-        writer.writerow(values)
-    return buffer.getvalue()
-
+from llmload.render import document
+from llmload.render.compare import Row, rows_from_results, to_csv, to_markdown
 
 # -- command line ------------------------------------------------------------------------------
 
@@ -289,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Print a table of capacity at SLO, throughput, latency percentiles and "
         "cost across results files, and write it as Markdown and CSV.",
     )
-    p.add_argument("results", nargs="+", help="results JSON files (llmload.results/1)")
+    p.add_argument("results", nargs="+", help="results JSON files (llmload.results/1 or /2)")
     p.add_argument("-o", "--output-dir", default="", help="write compare.md and compare.csv into this directory")
     p.add_argument("--markdown", default="", help="write the Markdown table to this file")
     p.add_argument("--csv", default="", help="write the CSV table to this file")
@@ -299,8 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def compare_files(paths: list[str], *, backends_file: str = "") -> list[Row]:
     """Read every results file and return its rows."""
-    from llmload import results
-
     extra: dict[str, dict[str, Any]] = {}
     if backends_file:
         from llmload.backends import load_backends
@@ -308,7 +43,7 @@ def compare_files(paths: list[str], *, backends_file: str = "") -> list[Row]:
         extra = {b.name: b.describe() for b in load_backends(backends_file)}
     rows: list[Row] = []
     for path in paths:
-        rows += rows_from_results(results.read(path), source=path, extra=extra)
+        rows += rows_from_results(document.read(path), source=path, extra=extra)
     return rows
 
 

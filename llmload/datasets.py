@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from llmload import prompts
 from llmload.errors import ConfigError
+from llmload.files import file_version
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 DATASET_FORMATS = ("auto", "sharegpt", "jsonl")
@@ -192,7 +193,7 @@ def _build(kind: str, params: dict[str, float], *, option: str, spec: str) -> Le
             raise ConfigError(f"--{option}: sigma must be >= 0 in {spec!r}")
         if ("mean" in params) == ("median" in params):
             raise ConfigError(f"--{option}: lognormal needs exactly one of mean, median in {spec!r}")
-        centre = params.get("mean", params.get("median"))
+        centre = params["mean"] if "mean" in params else params["median"]
         if centre <= 0:
             raise ConfigError(f"--{option}: lognormal mean/median must be > 0 in {spec!r}")
         # mean = exp(mu + sigma^2 / 2); median = exp(mu)
@@ -265,6 +266,7 @@ def _entry_from_object(obj: Any, path: str, line: int) -> Entry | None:
         not isinstance(output_tokens, int) or isinstance(output_tokens, bool) or output_tokens < 1
     ):
         raise _error(path, line, f"output_tokens must be a positive integer, got {output_tokens!r}")
+    prompt = obj.get("prompt", obj.get("text"))
     if "conversations" in obj:
         turns = _turns_from_sharegpt(obj["conversations"], path, line)
     elif "messages" in obj:
@@ -277,8 +279,8 @@ def _entry_from_object(obj: Any, path: str, line: int) -> Entry | None:
         ):
             raise _error(path, line, '"messages" must be a list of {"role": user|assistant|system, "content": str}')
         turns = [(m["role"], m["content"]) for m in messages]
-    elif isinstance(obj.get("prompt", obj.get("text")), str):
-        turns = [("user", obj.get("prompt", obj.get("text")))]
+    elif isinstance(prompt, str):
+        turns = [("user", prompt)]
     else:
         raise _error(path, line, 'expected "prompt", "text", "messages" or "conversations"')
     # Drop anything before the first user turn except a system prompt.
@@ -294,14 +296,23 @@ def _entry_from_object(obj: Any, path: str, line: int) -> Entry | None:
     return Entry(tuple(turns), input_tokens, output_tokens)
 
 
-def _iter_json_array(text: str, path: str):
+_SPACE = re.compile(r"\s*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    """Return the index of the first non-whitespace character of ``text`` at or after ``pos``."""
+    match = _SPACE.match(text, pos)
+    assert match is not None  # \s* matches everywhere, if only the empty string
+    return match.end()
+
+
+def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
     """Yield ``(line, object)`` for each element of a top-level JSON array, with its line number."""
     decoder = json.JSONDecoder()
-    ws = re.compile(r"\s*")
-    pos = ws.match(text, 0).end()
+    pos = _skip_space(text, 0)
     if text[pos : pos + 1] != "[":
         raise _error(path, 1, "expected a JSON array of ShareGPT entries")
-    pos = ws.match(text, pos + 1).end()
+    pos = _skip_space(text, pos + 1)
     if text[pos : pos + 1] == "]":
         return
     while True:
@@ -311,17 +322,17 @@ def _iter_json_array(text: str, path: str):
         except json.JSONDecodeError as exc:
             raise _error(path, exc.lineno, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
         yield line, obj
-        pos = ws.match(text, pos).end()
+        pos = _skip_space(text, pos)
         char = text[pos : pos + 1]
         if char == "]":
             return
         if char != ",":
             line = text.count("\n", 0, pos) + 1
             raise _error(path, line, "not valid JSON (expected ',' or ']' between array elements)")
-        pos = ws.match(text, pos + 1).end()
+        pos = _skip_space(text, pos + 1)
 
 
-def _iter_jsonl(text: str, path: str):
+def _iter_jsonl(text: str, path: str) -> Iterator[tuple[int, object]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -353,17 +364,17 @@ def load_dataset(
     output_tokens: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load and filter a dataset file, once per process (cached by path, mtime and filters)."""
-    try:
-        mtime = os.stat(path).st_mtime_ns
-    except FileNotFoundError:
-        raise ConfigError(f"--llm-dataset {path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"--llm-dataset {path}: cannot read ({exc.strerror})") from None
-    return _load_cached(path, mtime, format, input_tokens, output_tokens)
+    return _load_cached(path, file_version(path, option="--llm-dataset"), format, input_tokens, output_tokens)
 
 
 @lru_cache(maxsize=8)
-def _load_cached(path: str, _mtime: int, format: str, input_tokens, output_tokens) -> Dataset:
+def _load_cached(
+    path: str,
+    _mtime: int,
+    format: str,
+    input_tokens: tuple[int, int] | None,
+    output_tokens: tuple[int, int] | None,
+) -> Dataset:
     if format not in DATASET_FORMATS:
         raise ConfigError(f"--llm-dataset-format: expected one of {', '.join(DATASET_FORMATS)}, got {format!r}")
     try:

@@ -18,23 +18,29 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
+from locust.runners import MasterRunner
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from llmload import server_metrics
 from llmload._version import __version__
 from llmload.errors import ERROR_KINDS, ConfigError
+from llmload.extension import Extension, exit_on_config_error
 from llmload.metrics import Distribution
+from llmload.options import parse_number
+from llmload.render.text import redact_url
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
 
 logger = logging.getLogger("llmload")
 
@@ -171,24 +177,15 @@ def cumulative_buckets(dist: Distribution, bounds: Sequence[float]) -> list[tupl
     0.1% above its bound. ``+Inf`` is the exact sample count.
     """
     counts = dist.cumulative_counts(bounds) if dist.count else [0] * len(bounds)
-    out = [(floatToGoString(bound), float(n)) for bound, n in zip(bounds, counts)]
+    out = [(floatToGoString(bound), float(n)) for bound, n in zip(bounds, counts, strict=True)]
     out.append(("+Inf", float(dist.count)))
     return out
-
-
-def redact_url(value: str) -> str:
-    """Drop any ``user:password@`` from a URL-like label value."""
-    if "@" not in value or "://" not in value:
-        return value
-    parts = urlsplit(value)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class LLMLoadCollector(Collector):
     """Build llmload's metric families from a plugin's merged store on every scrape."""
 
-    def __init__(self, plugin: Any, *, max_groups: int = MAX_GROUPS) -> None:
+    def __init__(self, plugin: LLMLoadPlugin, *, max_groups: int = MAX_GROUPS) -> None:
         self.plugin = plugin
         self.max_groups = max_groups
         self._warned_cap = False
@@ -247,10 +244,9 @@ class LLMLoadCollector(Collector):
         yield prompt
         yield slo_met
 
-        runner = plugin.environment.runner if plugin.environment is not None else None
-        is_master = type(runner).__name__ == "MasterRunner"
+        runner = plugin.environment.runner
         yield GaugeMetricFamily("llmload_users", "Running Locust users.", value=runner.user_count if runner else 0)
-        workers = runner.worker_count if is_master else (1 if runner is not None else 0)
+        workers = runner.worker_count if isinstance(runner, MasterRunner) else (1 if runner is not None else 0)
         yield GaugeMetricFamily(
             "llmload_workers", "Load-generating processes: connected workers, or 1 in a local run.", value=workers
         )
@@ -262,7 +258,7 @@ class LLMLoadCollector(Collector):
             "CPU use of each load-generator process, percent of one core.",
             labels=["worker"],
         )
-        connected = set(runner.clients) if is_master else None
+        connected = set(runner.clients) if isinstance(runner, MasterRunner) else None
         for worker, gauges in sorted(plugin.generator_gauges.items()):
             if connected is not None and worker not in connected:
                 continue
@@ -314,7 +310,9 @@ class ExporterHandle:
             self._thread.join(timeout=5)
 
 
-def start_exporter(plugin: Any, *, port: int, host: str = DEFAULT_HOST, max_groups: int = MAX_GROUPS) -> ExporterHandle:
+def start_exporter(
+    plugin: LLMLoadPlugin, *, port: int, host: str = DEFAULT_HOST, max_groups: int = MAX_GROUPS
+) -> ExporterHandle:
     """Serve ``plugin``'s metrics on ``host:port`` (0 = a free port) from a registry of its own."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LLMLoadCollector(plugin, max_groups=max_groups))
@@ -347,7 +345,6 @@ def add_arguments(parser: Any) -> None:
         default=str(DEFAULT_GRACE_S),
         help="Seconds /metrics stays up after the test so the last scrape sees final values (default 10)",
     )
-    server_metrics.add_arguments(parser)
 
 
 @dataclass(frozen=True)
@@ -362,31 +359,28 @@ class ExporterOptions:
     def from_parsed(cls, parsed: Any) -> ExporterOptions:
         """Validate Locust's parsed options; a bad value raises a one-line ``ConfigError``."""
         port_text = str(getattr(parsed, "llm_prometheus_port", "") or "").strip()
-        port = None
-        if port_text:
-            try:
-                port = int(port_text)
-            except ValueError:
-                port = -1
-            if not 0 <= port <= 65535:
-                raise ConfigError(
-                    f"--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got {port_text!r}"
-                )
+        port = parse_number(
+            port_text, option="--llm-prometheus-port", low=0, high=65535, expected="a port 0-65535 (0 = any free port)"
+        )
+        if port is not None and port != int(port):
+            raise ConfigError(f"--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got {port_text!r}")
         host = str(getattr(parsed, "llm_prometheus_host", "") or DEFAULT_HOST)
-        grace_text = getattr(parsed, "llm_prometheus_grace", DEFAULT_GRACE_S)
-        try:
-            grace = float(grace_text if grace_text not in (None, "") else DEFAULT_GRACE_S)
-        except (TypeError, ValueError):
-            grace = -1.0
-        if not 0 <= grace <= 3600:
-            raise ConfigError(f"--llm-prometheus-grace: expected seconds between 0 and 3600, got {grace_text!r}")
-        return cls(port=port, host=host, grace_s=grace)
+        grace = parse_number(
+            getattr(parsed, "llm_prometheus_grace", DEFAULT_GRACE_S),
+            option="--llm-prometheus-grace",
+            default=DEFAULT_GRACE_S,
+            low=0,
+            high=3600,
+            expected="seconds between 0 and 3600",
+        )
+        assert grace is not None
+        return cls(port=None if port is None else int(port), host=host, grace_s=grace)
 
 
-class Exporter:
+class Exporter(Extension):
     """The exporter of one master or local Locust process: started at init, stopped after ``quit``."""
 
-    def __init__(self, plugin: Any, options: ExporterOptions) -> None:
+    def __init__(self, plugin: LLMLoadPlugin, options: ExporterOptions) -> None:
         self.plugin = plugin
         self.options = options
         self.handle: ExporterHandle | None = None
@@ -397,9 +391,8 @@ class Exporter:
         try:
             self.handle = start_exporter(self.plugin, port=self.options.port, host=self.options.host)
         except OSError as exc:
-            raise ConfigError(
-                f"--llm-prometheus-port: cannot listen on {self.options.host}:{self.options.port} ({exc.strerror or exc})"
-            ) from None
+            where = f"{self.options.host}:{self.options.port}"
+            raise ConfigError(f"--llm-prometheus-port: cannot listen on {where} ({exc.strerror or exc})") from None
         logger.info("llmload: Prometheus metrics at %s", self.handle.url)
         return self.handle
 
@@ -425,20 +418,16 @@ class Exporter:
             self.handle = None
 
 
-def register(environment: Any, plugin: Any) -> None:
-    """Start the exporter and attach server metrics on the master or local process when asked to."""
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
+    """Start the exporter on the master or local process when ``--llm-prometheus-port`` is set."""
     parsed = environment.parsed_options
     if parsed is None or plugin.is_worker:
         return
     try:
         options = ExporterOptions.from_parsed(parsed)
         if options.port is not None:
-            exporter = Exporter(plugin, options)
+            exporter = plugin.extensions.add(Exporter(plugin, options))
             exporter.start()
-            plugin.exporter = exporter
             environment.events.quit.add_listener(exporter._on_quit)
     except ConfigError as exc:
-        print(f"llmload: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if getattr(parsed, "llm_server_metrics", False):
-        server_metrics.attach(plugin)
+        exit_on_config_error(exc)

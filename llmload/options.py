@@ -10,7 +10,9 @@ option and the accepted form.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,17 +144,43 @@ def parse_range(value: Any, *, option: str, minimum: float = 0.0, integer: bool 
     return Range(low, high)
 
 
-def parse_float(value: Any, *, option: str, minimum: float = 0.0, exclusive: bool = False) -> float | None:
-    """Parse a number; empty means not set."""
+def parse_number(
+    value: Any,
+    *,
+    option: str,
+    default: float | None = None,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    expected: str = "",
+) -> float | None:
+    """Parse the number of option ``option`` (named with its dashes); empty means ``default``.
+
+    A value that is not a number, below ``low`` (or equal to it when ``low_open``) or above
+    ``high`` raises a one-line ``ConfigError``: ``--option: expected <expected>, got 'value'``,
+    where ``expected`` defaults to the bounds in words.
+    """
     if value is None or value == "":
-        return None
+        return default
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--{option}: expected a number, got {value!r}") from None
-    if number < minimum or (exclusive and number == minimum):
-        raise ConfigError(f"--{option}: expected a number {'>' if exclusive else '>='} {minimum:g}, got {value!r}")
+        number = math.nan
+    if not ((number > low if low_open else number >= low) and number <= high):
+        if not expected:
+            bounds = []
+            if low != -math.inf:
+                bounds.append(f"{'>' if low_open else '>='} {low:g}")
+            if high != math.inf:
+                bounds.append(f"<= {high:g}")
+            expected = "a number" + (" " + " and ".join(bounds) if bounds else "")
+        raise ConfigError(f"{option}: expected {expected}, got {value!r}")
     return number
+
+
+def parse_float(value: Any, *, option: str, minimum: float = 0.0, exclusive: bool = False) -> float | None:
+    """Parse a number of ``--option``; empty means not set."""
+    return parse_number(value, option=f"--{option}", low=minimum, low_open=exclusive)
 
 
 def _workload_options(get: Any) -> dict[str, Any]:
@@ -172,9 +200,8 @@ def _workload_options(get: Any) -> dict[str, Any]:
     if out["dataset"]:
         datasets.load_dataset(out["dataset"], **datasets_filters(out))
     elif out["dataset_format"] not in datasets.DATASET_FORMATS:
-        raise ConfigError(
-            f"--llm-dataset-format: expected one of {', '.join(datasets.DATASET_FORMATS)}, got {out['dataset_format']!r}"
-        )
+        choices = ", ".join(datasets.DATASET_FORMATS)
+        raise ConfigError(f"--llm-dataset-format: expected one of {choices}, got {out['dataset_format']!r}")
     prefix = str(get("llm_shared_prefix_tokens", "0") or "0").strip()
     if not prefix.isdigit():
         raise ConfigError(f"--llm-shared-prefix-tokens: expected a whole number >= 0, got {prefix!r}")
@@ -247,9 +274,17 @@ class LLMOptions:
         return f"LLMOptions({', '.join(f'{k}={v!r}' for k, v in self.public_dict().items())})"
 
     @classmethod
-    def from_parsed(cls, parsed: Any) -> LLMOptions:
-        """Validate Locust's parsed options (or any object with ``llm_*`` attributes)."""
-        get = lambda name, default="": getattr(parsed, name, default)  # noqa: E731
+    def from_parsed(cls, parsed: Any, *, defaults: Mapping[str, str] | None = None) -> LLMOptions:
+        """Validate Locust's parsed options (or any object with ``llm_*`` attributes).
+
+        ``defaults`` replace the defaults of options left empty, by parsed name (``llm_slo_ttft``).
+        """
+        fallback = defaults or {}
+
+        def get(name: str, default: Any = "") -> Any:
+            value = getattr(parsed, name, default)
+            return fallback.get(name, value) if value in (None, "") else value
+
         endpoint = str(get("llm_endpoint") or "")
         if endpoint and endpoint not in ENDPOINTS:
             raise ConfigError(f"--llm-endpoint: expected one of {', '.join(ENDPOINTS)}, got {endpoint!r}")

@@ -1,13 +1,19 @@
 """llmload's Locust plugin: options, the token metrics store, and the run's lifecycle.
 
-``LLMLoadPlugin.register(environment)`` attaches one plugin to a Locust
+``LLMLoadPlugin(environment).register()`` attaches one plugin to a Locust
 environment (``llmload.hooks`` does it on Locust's ``init`` event). Data flows
 one way: the users' client hands each finished ``RequestRecord`` to
 ``record``; a local run folds it into ``store``; a worker folds it into its
-store, which is its delta: ``report_to_master`` ships and resets it every
-report and once more at quit; the master merges every delta in
-``worker_report``. At ``quit`` (after the master's last worker reports), the
-master or local process prints the token table and writes the results JSON.
+store, which is its delta: the ``wire`` ships and resets it in every report
+and once more at the end; the master merges every delta. At ``quit`` (after
+the master's last worker reports), the master or local process builds the
+results document, prints the token table, writes the results JSON and hands
+the document to every extension.
+
+Extensions plug in through three declared members: ``extensions`` (the typed
+registry, ``llmload.extension``), ``wire`` (worker-to-master data,
+``llmload.wire``) and ``supervisor`` (background greenlets,
+``llmload.supervisor``).
 """
 
 from __future__ import annotations
@@ -15,19 +21,32 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import psutil
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED, MasterRunner, WorkerRunner
 
-from llmload import results, summary
+from llmload import http_adapter, results
 from llmload.client import HostCapabilities
 from llmload.errors import ConfigError
+from llmload.extension import Registry, exit_on_config_error
 from llmload.metrics import MetricsStore
 from llmload.options import LLMOptions
 from llmload.record import RequestRecord
+from llmload.render.table import format_table
+from llmload.supervisor import Supervisor
+from llmload.timeline import WINDOW as TIMELINE_WINDOW
+from llmload.timeline import Timeline
+from llmload.windows import Window
+from llmload.wire import Wire
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from locust.env import Environment
 
 logger = logging.getLogger("llmload")
 
@@ -41,77 +60,102 @@ FLUSH_MESSAGE = "llmload_delta"
 STOP_MESSAGE = "llmload_stop"
 FINAL_DELTA_GRACE_S = 10.0
 SAMPLE_INTERVAL_S = 2.0
-# A timeline longer than this is halved (every other point kept) and then sampled half as often,
-# so an hours-long soak test keeps a bounded, evenly spaced history.
-MAX_TIMELINE_POINTS = 3600
-_TIMELINE_WINDOW = "_timeline"
 
 
-def get_plugin(environment: Any) -> LLMLoadPlugin:
+def get_plugin(environment: Environment) -> LLMLoadPlugin:
     """Return the plugin registered on ``environment``."""
     plugin = getattr(environment, "llmload", None)
-    if plugin is None:
+    if not isinstance(plugin, LLMLoadPlugin):
         raise ConfigError("llmload is not registered on this Locust environment: import llmload in the locustfile")
     return plugin
+
+
+class CpuMeter:
+    """This process's CPU use, percent of one core: sampled once per interval, read by anyone."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._process.cpu_percent()
+        self.last_percent = 0.0
+        """The latest sample (0 before the first)."""
+
+    def sample(self) -> float:
+        """Measure the CPU use since the previous sample, keep it as ``last_percent`` and return it."""
+        self.last_percent = float(self._process.cpu_percent())
+        return self.last_percent
 
 
 class LLMLoadPlugin:
     """Token metrics and run bookkeeping for one Locust process."""
 
-    def __init__(self) -> None:
-        self.environment: Any = None
-        self._options: LLMOptions | None = None
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        """The Locust environment this plugin serves."""
         self.store = MetricsStore()
-        self._capabilities: dict[str, HostCapabilities] = {}
-        self._user_seq = 0
-        self._sampler: gevent.Greenlet | None = None
+        """Token metrics: the whole run (master, local) or the unreported delta (worker)."""
+        self.extensions = Registry()
+        """The extensions that registered an object (``llmload.extension``)."""
+        self.wire = Wire(environment)
+        """Worker-to-master data of llmload and its extensions."""
+        self.supervisor = Supervisor(environment)
+        """Every background greenlet of llmload in this process."""
+        self.cpu = CpuMeter()
+        """This process's CPU use (sampled by the self-check)."""
+        self.windows: dict[str, Window] = {}
+        """Open windows: named stores that receive the same records or merged deltas as ``store``."""
+        self.timeline = Timeline()
+        """The run's points over time (the results' ``timeline``)."""
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.peak_users = 0
         self.seen_workers: set[str] = set()
         self.missing_workers: dict[str, float] = {}
         self.finished = False
-        # Named stores that receive the same records or merged deltas as ``store`` while open
-        # (a capacity-search step, the timeline's current interval).
-        self.windows: dict[str, MetricsStore] = {}
-        self.timeline: list[dict[str, Any]] = []
-        self._timeline_every = 1
-        self._ticks = 0
-        self.in_flight = 0
-        self._awaiting_final: set[str] = set()
-        # Latest gauges of each load-generator process: {"in_flight", "cpu_percent", "users"} by worker id.
+        """The run's results are built (or the run was aborted before it started)."""
         self.generator_gauges: dict[str, dict[str, float]] = {}
-        self._process = psutil.Process()
-        self._process.cpu_percent()
+        """Latest gauges of each load-generator process (``in_flight``, ``cpu_percent``) by worker id."""
+        self._options: LLMOptions | None = None
+        self._option_defaults: dict[str, str] = {}
+        self._capabilities: dict[str, HostCapabilities] = {}
+        self._user_seq = 0
+        self._in_flight = 0
+        self._sampler: gevent.Greenlet | None = None
+        self._awaiting_final: set[str] = set()
 
     # -- wiring --------------------------------------------------------------------------
 
-    def register(self, environment: Any) -> LLMLoadPlugin:
-        """Attach to ``environment`` and listen to its events."""
-        self.environment = environment
-        environment.llmload = self
+    def register(self) -> LLMLoadPlugin:
+        """Listen to the environment's events; the plugin becomes ``environment.llmload``."""
+        environment = self.environment
+        # The one attribute llmload sets on another library's object: Locust's environment is where
+        # users, shapes and extensions find the plugin (``get_plugin``).
+        environment.llmload = self  # type: ignore[attr-defined]
         events = environment.events
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
-        events.report_to_master.add_listener(self._on_report_to_master)
-        events.worker_report.add_listener(self._on_worker_report)
         events.quit.add_listener(self._on_quit)
+        self.wire.add(WIRE_KEY, what="token-metrics report", ship=self._ship_delta, merge=self._merge_delta)
         if self.is_master:
-            environment.runner.register_message(FLUSH_MESSAGE, self._on_flush_message)
-        elif self.is_worker and environment.runner is not None:
-            environment.runner.register_message(STOP_MESSAGE, self._on_stop_request, concurrent=True)
+            self.wire.register_message(FLUSH_MESSAGE, self._merge_delta, what="token-metrics report")
+        elif self.is_worker:
+            self.wire.register_message(STOP_MESSAGE, self._on_stop_request, what="stop request", concurrent=True)
         if environment.parsed_options is not None and not self.is_worker:
-            self.load_options(exit_on_error=True)
+            try:
+                self.load_options()
+            except ConfigError as exc:
+                exit_on_config_error(exc)
         return self
 
     @property
     def is_worker(self) -> bool:
         options = self.environment.parsed_options
-        return bool(getattr(options, "worker", False)) or type(self.environment.runner).__name__ == "WorkerRunner"
+        return bool(getattr(options, "worker", False)) or isinstance(self.environment.runner, WorkerRunner)
 
     @property
     def is_master(self) -> bool:
-        return type(self.environment.runner).__name__ == "MasterRunner"
+        return isinstance(self.environment.runner, MasterRunner)
+
+    # -- options -------------------------------------------------------------------------
 
     @property
     def options(self) -> LLMOptions:
@@ -122,26 +166,29 @@ class LLMLoadPlugin:
         """
         if self._options is None:
             self.load_options()
+        assert self._options is not None
         return self._options
 
-    @options.setter
-    def options(self, options: LLMOptions) -> None:
+    def set_options(self, options: LLMOptions) -> None:
+        """Use ``options`` for the run (the SLO applies to requests recorded from now on)."""
         self._options = options
         self.store.slo_ttft_s = options.slo_ttft_s
         self.store.slo_stream_rate_tps = options.slo_stream_rate_tps
 
-    def load_options(self, *, exit_on_error: bool = False) -> None:
-        """Validate the ``--llm-*`` options; a bad one is one error line and exit code 2 at start-up."""
-        try:
-            options = LLMOptions.from_parsed(self.environment.parsed_options)
-            if options.results_path:
-                results.check_writable(options.results_path)
-        except ConfigError as exc:
-            if not exit_on_error:
-                raise
-            print(f"llmload: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        self.options = options
+    def set_option_default(self, name: str, value: str) -> None:
+        """Make ``value`` the default of the ``--llm-*`` option parsed as ``name`` (e.g. ``llm_slo_ttft``)."""
+        self._option_defaults[name] = value
+        if self._options is not None:
+            self.load_options()
+
+    def load_options(self) -> None:
+        """Validate the ``--llm-*`` options; a bad one raises ``ConfigError``."""
+        options = LLMOptions.from_parsed(self.environment.parsed_options, defaults=self._option_defaults)
+        if options.results_path:
+            results.check_writable(options.results_path)
+        self.set_options(options)
+
+    # -- what users call -------------------------------------------------------------------
 
     def capabilities(self, host: str) -> HostCapabilities:
         """Return what is known of ``host``, shared by every user of this process."""
@@ -156,41 +203,69 @@ class LLMLoadPlugin:
         worker_index = getattr(self.environment.runner, "worker_index", 0) or 0
         return random.Random(f"{self.options.seed}:{worker_index}:{self._user_seq}").getrandbits(63)
 
+    @contextmanager
+    def request_in_flight(self) -> Iterator[None]:
+        """Count a request as in flight while the block runs."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        """Requests of this process in flight now."""
+        return self._in_flight
+
     def record(self, record: RequestRecord) -> None:
         """Fold one finished request into this process's store (and any open window)."""
         self.store.record(record)
         for window in self.windows.values():
-            window.record(record)
+            window.store.record(record)
 
-    def open_window(self, name: str) -> MetricsStore:
-        """Start collecting a separate store of everything recorded or merged from now on."""
-        window = MetricsStore(slo_ttft_s=self.store.slo_ttft_s, slo_stream_rate_tps=self.store.slo_stream_rate_tps)
-        self.windows[name] = window
+    # -- windows ------------------------------------------------------------------------------
+
+    def open_window(self, name: str) -> Window:
+        """Start a window: a separate store of everything recorded or merged from now on."""
+        store = MetricsStore(slo_ttft_s=self.store.slo_ttft_s, slo_stream_rate_tps=self.store.slo_stream_rate_tps)
+        window = self.windows[name] = Window(name=name, store=store)
         return window
 
-    def close_window(self, name: str) -> MetricsStore | None:
+    def close_window(self, name: str) -> Window | None:
         """Stop collecting the window ``name`` and return it."""
-        return self.windows.pop(name, None)
+        window = self.windows.pop(name, None)
+        if window is not None:
+            window.closed_at = time.time()
+        return window
+
+    # -- run control -------------------------------------------------------------------------
+
+    def abort_run(self, *, exit_code: int) -> None:
+        """End the run before it measured anything (a target that cannot be reached), with ``exit_code``."""
+        self.environment.process_exit_code = exit_code
+        self.finished = True
+        runner = self.environment.runner
+        if runner is not None:
+            self.supervisor.spawn("quit", runner.quit)
 
     # -- events ----------------------------------------------------------------------------
 
-    def _on_test_start(self, environment: Any, **_kwargs: Any) -> None:
+    def _on_test_start(self, environment: Environment, **_kwargs: Any) -> None:
         try:
             self.load_options()
         except ConfigError as exc:
             logger.error("llmload: %s", exc)
-            environment.process_exit_code = 2
-            if environment.runner is not None:
-                gevent.spawn(environment.runner.quit)
+            self.abort_run(exit_code=2)
             return
         if self.is_worker:
             return
-        if getattr(environment.parsed_options, "headless", False) and not self._host_reachable(environment.host):
-            environment.process_exit_code = 1
-            self.finished = True
-            if environment.runner is not None:
-                gevent.spawn(environment.runner.quit)
-            return
+        host = environment.host
+        if getattr(environment.parsed_options, "headless", False) and host:
+            reason = http_adapter.host_reachable(host)
+            if reason is not None:
+                logger.error("llmload: cannot reach %s: %s", host, reason)
+                self.abort_run(exit_code=1)
+                return
         self.store.reset()
         self.started_at = time.time()
         self.ended_at = None
@@ -198,69 +273,53 @@ class LLMLoadPlugin:
         self.seen_workers = set()
         self.missing_workers = {}
         self.finished = False
-        self.timeline = []
-        self._timeline_every, self._ticks = 1, 0
-        self.open_window(_TIMELINE_WINDOW)
+        self.timeline.reset()
+        self.open_window(TIMELINE_WINDOW)
         if self._sampler is None:
-            self._sampler = gevent.spawn(self._sample_forever)
+            self._sampler = self.supervisor.spawn("run sampler", self._sample_forever)
 
-    @staticmethod
-    def _host_reachable(host: str | None) -> bool:
-        """Check once, before users start, that the target host accepts connections."""
-        if not host:
-            return True
-        from geventhttpclient import HTTPClient
-        from geventhttpclient.url import URL
-
-        try:
-            client = HTTPClient.from_url(URL(host), connection_timeout=5, network_timeout=5)
-            try:
-                client.get(URL(host).request_uri or "/").read()
-            finally:
-                client.close()
-        except Exception as exc:
-            reason = str(exc).split("\n", 1)[0] or type(exc).__name__
-            logger.error("llmload: cannot reach %s: %s", host, reason)
-            return False
-        return True
-
-    def _on_test_stop(self, environment: Any, **_kwargs: Any) -> None:
+    def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
+        runner = environment.runner
         if self.is_worker:
-            if environment.runner is not None:
-                environment.runner.send_message(FLUSH_MESSAGE, self._delta_payload(final=True))
+            if runner is not None:
+                runner.send_message(FLUSH_MESSAGE, self._delta_payload(final=True))
             return
-        if self.is_master and environment.runner.user_count > 0:
-            self._collect_final_deltas(environment)
+        if isinstance(runner, MasterRunner) and runner.user_count > 0:
+            self._collect_final_deltas(runner)
         self.ended_at = time.time()
         self._sample()
         self._append_timeline_point()
 
     def local_gauges(self) -> dict[str, float]:
         """This process's load-generator gauges: in-flight requests, CPU percent of one core."""
-        return {"in_flight": self.in_flight, "cpu_percent": self._process.cpu_percent()}
+        return {"in_flight": float(self._in_flight), "cpu_percent": self.cpu.last_percent}
 
     def _delta_payload(self, *, final: bool = False) -> dict[str, Any]:
-        """Ship this worker's delta: the store since the last report, then start a new one."""
+        """This worker's delta: the store since the last report (then a new one starts)."""
         payload = {"groups": self.store.to_wire(), "gauges": self.local_gauges(), "final": final}
         self.store.reset()
         return payload
 
-    def _on_stop_request(self, environment: Any, **_kwargs: Any) -> None:
+    def _ship_delta(self) -> dict[str, Any]:
+        return self._delta_payload()
+
+    def _on_stop_request(self, _sender: str, _data: Any) -> None:
         """Stop this worker's users (they finish their requests) and send the final delta."""
-        runner = environment.runner
-        if runner.state != "stopped":
+        runner = self.environment.runner
+        if runner is None:
+            return
+        if runner.state != STATE_STOPPED:
             runner.stop()  # fires test_stop, which sends the final delta
         else:
             runner.send_message(FLUSH_MESSAGE, self._delta_payload(final=True))
 
-    def _collect_final_deltas(self, environment: Any) -> None:
+    def _collect_final_deltas(self, runner: MasterRunner) -> None:
         """Ask workers that still run users to stop, and wait for their final deltas."""
-        runner = environment.runner
         workers = [c.id for c in (*runner.clients.running, *runner.clients.spawning)]
         self._awaiting_final = set(workers)
         for worker_id in workers:
             runner.send_message(STOP_MESSAGE, None, client_id=worker_id)
-        deadline = time.monotonic() + (environment.stop_timeout or 0.0) + FINAL_DELTA_GRACE_S
+        deadline = time.monotonic() + (self.environment.stop_timeout or 0.0) + FINAL_DELTA_GRACE_S
         while self._awaiting_final and time.monotonic() < deadline:
             gevent.sleep(0.05)
         if self._awaiting_final:
@@ -269,38 +328,26 @@ class LLMLoadPlugin:
                 ", ".join(sorted(self._awaiting_final)),
             )
 
-    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        data[WIRE_KEY] = self._delta_payload()
-
-    def _on_worker_report(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        payload = data.get(WIRE_KEY)
-        if payload is not None:
-            self._merge_payload(client_id, payload)
-
-    def _on_flush_message(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
-        if isinstance(msg.data, dict):
-            self._merge_payload(msg.node_id, msg.data)
-
-    def _merge_payload(self, client_id: str, payload: dict[str, Any]) -> None:
-        try:
-            if payload.get("final"):
-                self._awaiting_final.discard(client_id)
-            if payload["groups"]:
-                self.seen_workers.add(client_id)
-            self.store.merge_wire(payload["groups"])
-            for window in self.windows.values():
-                window.merge_wire(payload["groups"])
-            self.generator_gauges[client_id] = {k: float(v) for k, v in payload.get("gauges", {}).items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            logger.warning("llmload: ignored a malformed token-metrics report from worker %s (%s)", client_id, exc)
+    def _merge_delta(self, client_id: str, payload: Any) -> None:
+        groups = payload["groups"]
+        gauges = {str(k): float(v) for k, v in payload.get("gauges", {}).items()}
+        if payload.get("final"):
+            self._awaiting_final.discard(client_id)
+        if groups:
+            self.seen_workers.add(client_id)
+        self.store.merge_wire(groups)
+        for window in self.windows.values():
+            window.store.merge_wire(groups)
+        self.generator_gauges[client_id] = gauges
 
     def _on_quit(self, exit_code: int = 0, **_kwargs: Any) -> None:
+        self.supervisor.kill_all()
         if self.is_worker or self.started_at is None or self.finished:
             return
         self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Print the token table and write the results JSON; return the results."""
+        """Build the results, print the token table, write the results JSON, hand it to every extension."""
         self.finished = True
         if self._sampler is not None:
             self._sampler.kill(block=False)
@@ -308,10 +355,12 @@ class LLMLoadPlugin:
         if self.ended_at is None:
             self.ended_at = time.time()
         doc = results.build(self)
-        print(summary.format_table(doc), flush=True)
+        print(format_table(doc), flush=True)
         if self.options.results_path:
             results.write(doc, self.options.results_path)
             print(f"llmload: results written to {os.path.abspath(self.options.results_path)}", flush=True)
+        for extension in self.extensions:
+            extension.finished(doc)
         return doc
 
     # -- sampling --------------------------------------------------------------------------
@@ -320,53 +369,30 @@ class LLMLoadPlugin:
         while True:
             gevent.sleep(SAMPLE_INTERVAL_S)
             self._sample()
-            self._ticks += 1
-            if self._ticks % self._timeline_every == 0:
+            if self.timeline.tick():
                 self._append_timeline_point()
 
     def _append_timeline_point(self) -> None:
         """Append the run's state now: cumulative counts and the last interval's percentiles."""
         runner = self.environment.runner
-        interval = self.windows.get(_TIMELINE_WINDOW)
+        interval = self.windows.get(TIMELINE_WINDOW)
         if runner is None or interval is None:
             return
-        self.open_window(_TIMELINE_WINDOW)
-        totals = dict.fromkeys(("ok", "failed", "output_tokens", "slo_met"), 0)
-        for group in self.store.groups.values():
-            for name in totals:
-                totals[name] += group.counters[name]
-        dists = interval.total().dists
-        gauges = self.generator_gauges.values()
+        self.open_window(TIMELINE_WINDOW)
         self.timeline.append(
-            {
-                "t": round(time.time(), 3),
-                "users": runner.user_count,
-                "in_flight": sum(g.get("in_flight", 0) for g in gauges),
-                "generator_cpu_percent": max((g.get("cpu_percent", 0) for g in gauges), default=0.0),
-                "requests_ok": totals["ok"],
-                "requests_failed": totals["failed"],
-                "output_tokens": totals["output_tokens"],
-                "slo_met": totals["slo_met"],
-                "ttft_p50_s": dists["ttft_s"].percentile(50),
-                "ttft_p99_s": dists["ttft_s"].percentile(99),
-                "itl_p50_s": dists["itl_s"].percentile(50),
-                "stream_rate_p50_tps": dists["stream_rate_tps"].percentile(50),
-            }
+            store=self.store, interval=interval.store, gauges=self.generator_gauges, users=runner.user_count
         )
-        if len(self.timeline) > MAX_TIMELINE_POINTS:
-            self.timeline = self.timeline[::2]
-            self._timeline_every *= 2
 
     def _sample(self) -> None:
         runner = self.environment.runner
         if runner is None:
             return
         self.peak_users = max(self.peak_users, runner.user_count)
-        if self.is_master:
+        if isinstance(runner, MasterRunner):
             for client in runner.clients.values():
-                if client.state == "missing":
+                if client.state == STATE_MISSING:
                     self.missing_workers.setdefault(client.id, time.time())
-                elif client.state in ("spawning", "running"):
+                elif client.state in (STATE_SPAWNING, STATE_RUNNING):
                     self.seen_workers.add(client.id)
         else:
             self.seen_workers.add("local")

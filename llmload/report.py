@@ -1,404 +1,37 @@
-"""The self-contained HTML report of a run: ``--llm-html PATH`` and ``llmload report``.
+"""The HTML report, written at the end of a run (``--llm-html PATH``) or from a file (``llmload report``).
 
-``build_html(doc)`` turns a results document (``llmload.results/1``, see
-docs/results.md) into one HTML file that opens offline: inline CSS, charts as
-inline SVG (``llmload.charts`` chooses them, ``llmload.svg`` draws them), no script, no external resource.
-Sections: run metadata (versions, options without secrets, backends,
-duration, workers), the summary table per group, TTFT and ITL percentile
-curves, stream rate per user against the SLO, users / output tokens/s / SLO
-attainment / latency over time (from ``timeline``), the capacity-search curve
-(``capacity``, when present) and client-vs-server TTFT (``server``, when
-present).
-
-On a Locust master or local process, ``--llm-html PATH`` writes the report at
-``quit``, after the plugin has finished the run; ``llmload report
-results.json -o report.html`` builds the same report from a saved results file.
+The page itself is built by ``llmload.render.html``. On a Locust master or
+local process, ``--llm-html PATH`` writes it once the run's results document
+is finished (``Extension.finished``); ``llmload report results.json -o
+report.html`` builds the same report from a saved results file of either
+schema version, without importing Locust.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
-from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmload import charts, results, svg
 from llmload.errors import ConfigError
+from llmload.extension import Extension, exit_on_config_error
+from llmload.render import document, html
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
 
 logger = logging.getLogger("llmload")
-MIN_MASKED_SECRET = 8
-
-# (column title, path in a group body, format)
-SUMMARY_COLUMNS: tuple[tuple[str, tuple[str, str], str], ...] = (
-    ("ok", ("requests", "ok"), "int"),
-    ("failed", ("requests", "failed"), "int"),
-    ("TTFT p50 (ms)", ("ttft_s", "p50"), "ms"),
-    ("TTFT p90 (ms)", ("ttft_s", "p90"), "ms"),
-    ("TTFT p99 (ms)", ("ttft_s", "p99"), "ms"),
-    ("ITL p50 (ms)", ("itl_s", "p50"), "ms"),
-    ("ITL p99 (ms)", ("itl_s", "p99"), "ms"),
-    ("TPOT p50 (ms)", ("tpot_s", "p50"), "ms"),
-    ("E2E p50 (s)", ("e2e_s", "p50"), "s"),
-    ("stream rate p50 (tok/s)", ("stream_rate_tps", "p50"), "num"),
-    ("stream rate p10 (tok/s)", ("stream_rate_tps", "p10"), "num"),
-    ("output tokens", ("tokens", "output"), "int"),
-    ("output tok/s", ("throughput", "output_tokens_per_s"), "num"),
-    ("requests/s", ("throughput", "requests_per_s"), "num2"),
-    ("SLO attainment", ("slo", "attainment"), "pct"),
-    ("goodput (req/s)", ("slo", "goodput_rps"), "num2"),
-)
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
-main{max-width:1500px;margin:0 auto;padding:24px}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 10px;border-bottom:2px solid #dde1e6;padding-bottom:4px}
-h3{font-size:15px;margin:14px 0 6px}.sub{color:#5b6570;margin:0 0 16px}
-table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:right;vertical-align:top}th{background:#eef1f4;font-weight:600}
-td.text,th.text{text-align:left}table.kv td:first-child{text-align:left;color:#5b6570}table.kv td{text-align:left}
-tr.total td{font-weight:600;background:#f3f5f7}
-.grid{display:flex;flex-wrap:wrap;gap:16px}
-figure{background:#fff;border:1px solid #dde1e6;border-radius:6px;margin:0;padding:10px 12px;flex:1 1 640px;max-width:740px}
-figcaption{font-weight:600;margin-bottom:4px}figure p{color:#5b6570;margin:4px 0 0;font-size:12.5px}
-svg.chart{width:100%;height:auto;display:block;font-family:system-ui,sans-serif}
-svg .grid{stroke:#e6e9ed}svg .axis{stroke:#5b6570}svg .tick{font-size:11px;fill:#5b6570}
-svg .axis-label{font-size:12px;fill:#1d232a}svg .legend{font-size:11px;fill:#1d232a}
-svg .ref-label{font-size:11px;fill:#C0392B}svg .bar-value{font-size:10px;fill:#1d232a}svg .empty{fill:#5b6570;font-size:14px}
-.answer{font-size:16px;font-weight:600}
-.note{color:#8a5a00;background:#fff7e0;border:1px solid #f0d890;padding:6px 10px;border-radius:4px}
-dl.options{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:0 16px;margin:6px 0;
-background:#fff;border:1px solid #dde1e6;padding:6px 10px}
-dl.options div{display:flex;gap:8px;border-bottom:1px solid #eef1f4;padding:2px 0}
-dl.options dt{color:#5b6570}dl.options dd{margin:0}
-td.label{min-width:260px}
-details{margin:8px 0}summary{cursor:pointer;color:#0b5cad}
-footer{color:#5b6570;margin-top:32px;font-size:12px}
-"""
-
-
-# -- formatting ------------------------------------------------------------------------------------
-
-
-# Cell formats: counts, seconds shown as ms or s, rates with one or two decimals, ratios as percent.
-FORMATS: dict[str, Callable[[Any], str]] = {
-    "int": lambda v: f"{int(v):,}",
-    "ms": lambda v: f"{v * 1000:.1f}",
-    "s": lambda v: f"{v:.3f}",
-    "num": lambda v: f"{v:.1f}",
-    "num2": lambda v: f"{v:.2f}",
-    "pct": lambda v: f"{v * 100:.1f}%",
-}
-
-
-def fmt(value: Any, kind: str) -> str:
-    """Format a value for a table cell (``kind`` from ``FORMATS``, else escaped text); None is '-'."""
-    if value is None:
-        return "-"
-    format_ = FORMATS.get(kind)
-    return format_(value) if format_ else escape(str(value))
-
-
-def _get(body: dict[str, Any], path: Sequence[str]) -> Any:
-    for key in path:
-        body = body.get(key) if isinstance(body, dict) else None
-    return body
-
-
-def _cell(value: Any, kind: str, key: str) -> str:
-    raw = "" if value is None else repr(value)
-    return f'<td data-key="{key}" data-value="{escape(raw)}">{fmt(value, kind)}</td>'
-
-
-def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><td>{escape(k)}</td><td>{escape(_text(v))}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{cells}</table>'
-
-
-def _text(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return svg.format_number(value)
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_text(v) for v in value) if value else "-"
-    return str(value)
-
-
-# -- sections -------------------------------------------------------------------------------------
-
-
-def _run_section(doc: dict[str, Any]) -> str:
-    run = doc.get("run") or {}
-    total_slo = (doc.get("total") or {}).get("slo") or {}
-    backends = sorted({charts.redact(g["backend"]) for g in doc.get("groups", [])})
-    missing = ", ".join(f"{m.get('id')} at {m.get('at')}" for m in run.get("missing_workers") or []) or "none"
-    slo = []
-    if total_slo.get("stream_rate_tps") is not None:
-        slo.append(f"stream rate >= {total_slo['stream_rate_tps']:g} tok/s")
-    if total_slo.get("ttft_s") is not None:
-        slo.append(f"TTFT <= {total_slo['ttft_s']:g} s")
-    meta = [
-        ("started", run.get("started_at")),
-        ("ended", run.get("ended_at") or "still running"),
-        ("duration (s)", run.get("duration_s")),
-        ("load-generator processes", run.get("workers")),
-        ("missing workers", missing),
-        ("peak users", run.get("peak_users")),
-        ("host", charts.redact(run.get("host") or "") or None),
-        ("backends", backends),
-        ("SLO", " and ".join(slo) or "none"),
-        ("llmload version", run.get("llmload_version")),
-        ("Locust version", run.get("locust_version")),
-    ]
-    described = run.get("backends") if isinstance(run.get("backends"), list) else []
-    columns = ("name", "base_url", "model", "gpu", "engine", "quantization", "price_per_hour", "api_key_set")
-    backends_table = (
-        ""
-        if not described
-        else (
-            "<h3>Backends (from the backends file)</h3><table><thead><tr>"
-            + "".join(f'<th class="text">{c}</th>' for c in columns)
-            + "</tr></thead><tbody>"
-            + "".join(
-                "<tr>"
-                + "".join(f'<td class="text">{escape(_text(charts.redact(b.get(c))))}</td>' for c in columns)
-                + "</tr>"
-                for b in described
-                if isinstance(b, dict)
-            )
-            + "</tbody></table>"
-        )
-    )
-    # The results never hold the API key (only api_key_set); drop it anyway should a foreign file carry one.
-    options = "".join(
-        f"<div><dt>{escape(k)}</dt><dd>{escape(_text(v))}</dd></div>"
-        for k, v in sorted((run.get("options") or {}).items())
-        if k != "api_key"
-    )
-    return (
-        f'<section id="run"><h2>Run</h2>{_kv_table(meta)}{backends_table}'
-        f'<h3>Options (as in the results JSON)</h3><dl class="options">{options}</dl></section>'
-    )
-
-
-def _summary_row(label: str, body: dict[str, Any], *, css: str = "") -> str:
-    cells = "".join(_cell(_get(body, path), kind, ".".join(path)) for _, path, kind in SUMMARY_COLUMNS)
-    return f'<tr class="{css}"><td class="text label">{escape(label)}</td>{cells}</tr>'
-
-
-def _summary_section(doc: dict[str, Any]) -> str:
-    head = '<th class="text">group (backend · model · user class)</th>'
-    head += "".join(f"<th>{escape(t)}</th>" for t, _, _ in SUMMARY_COLUMNS)
-    rows = [_summary_row(charts.group_label(g), g, css="group") for g in doc.get("groups", [])]
-    rows.append(_summary_row("Total", doc["total"], css="total"))
-    notes = []
-    for g in doc.get("groups", []):
-        errors = g["requests"].get("errors") or {}
-        if errors:
-            text = ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items()))
-            notes.append(f"<li>{escape(charts.group_label(g))}: {escape(text)}</li>")
-    error_list = f"<h3>Failed requests by error class</h3><ul>{''.join(notes)}</ul>" if notes else ""
-    estimated = doc["total"]["tokens"].get("estimated_requests") or 0
-    estimated_note = (
-        f'<p class="note">Output tokens of {estimated} requests were estimated by counting events (no server usage).</p>'
-        if estimated
-        else ""
-    )
-    return (
-        '<section id="summary"><h2>Summary</h2>'
-        f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        f"{estimated_note}{error_list}</section>"
-    )
-
-
-def _distribution_section(doc: dict[str, Any]) -> str:
-    return (
-        f'<section id="distributions"><h2>Latency and stream rate</h2><div class="grid">{charts.distribution_figures(doc)}'
-        f"</div>{_distribution_tables(doc)}</section>"
-    )
-
-
-def _distribution_tables(doc: dict[str, Any]) -> str:
-    metrics = (
-        ("ttft_s", "TTFT (ms)", "ms"),
-        ("itl_s", "ITL (ms)", "ms"),
-        ("tpot_s", "TPOT (ms)", "ms"),
-        ("e2e_s", "E2E (s)", "s"),
-        ("stream_rate_tps", "stream rate (tok/s)", "num"),
-        ("decode_rate_tps", "decode rate (tok/s)", "num"),
-    )
-    keys = ("count", "mean", "min", "p10", "p50", "p90", "p99", "max")
-    head = '<th class="text">group</th><th class="text">metric</th>' + "".join(f"<th>{k}</th>" for k in keys)
-    rows = []
-    for label, body in [(charts.group_label(g), g) for g in doc.get("groups", [])] + [("Total", doc["total"])]:
-        for metric, title, kind in metrics:
-            summary = body.get(metric) or {}
-            cells = "".join(_cell(summary.get(k), "int" if k == "count" else kind, f"{metric}.{k}") for k in keys)
-            rows.append(f'<tr><td class="text">{escape(label)}</td><td class="text">{title}</td>{cells}</tr>')
-    return (
-        f"<details><summary>Every distribution (count, mean, min, percentiles, max)</summary>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></details>"
-    )
-
-
-def _timeline_section(doc: dict[str, Any]) -> str:
-    return f'<section id="timeline"><h2>Over time</h2><div class="grid">{charts.timeline_figures(doc)}</div></section>'
-
-
-def _capacity_section(doc: dict[str, Any]) -> str:
-    figures = charts.capacity_figures(doc)
-    if not figures:
-        return ""
-    capacity = doc["capacity"]
-    key, x_label = charts.capacity_axis(capacity)
-    columns = (
-        ("step", "step", "int"),
-        (x_label, key, "int" if key == "users" else "num2"),
-        ("requests", "requests", "int"),
-        ("stream rate p50 (tok/s)", "stream_rate_p50_tps", "num"),
-        ("stream rate p10 (tok/s)", "stream_rate_p10_tps", "num"),
-        ("TTFT p50 (ms)", "ttft_p50_s", "ms"),
-        ("TTFT p99 (ms)", "ttft_p99_s", "ms"),
-        ("output tok/s", "output_tokens_per_s", "num"),
-        ("SLO attainment", "attainment", "pct"),
-    )
-    head = "".join(f"<th>{escape(t)}</th>" for t, _, _ in columns) + "<th>result</th>"
-    rows = []
-    for number, step in enumerate(capacity["steps"], start=1):
-        values = {**step, "step": number, key: step.get(key, step.get("level"))}
-        passed = step.get("passed")
-        result = "-" if passed is None else ("pass" if passed else "FAIL")
-        rows.append(
-            "<tr>" + "".join(_cell(values.get(k), kind, k) for _, k, kind in columns) + f"<td>{result}</td></tr>"
-        )
-    answer = capacity.get("answer") if isinstance(capacity.get("answer"), dict) else {}
-    text = answer.get("text") or ""
-    details = _kv_table(sorted((k, v) for k, v in answer.items() if k != "text")) if answer else ""
-    return (
-        f'<section id="capacity"><h2>Capacity search</h2>{f"<p class=answer>{escape(text)}</p>" if text else ""}'
-        f'<div class="grid">{figures}</div><h3>Answer</h3>{details}'
-        f'<h3>Steps (in search order)</h3><table class="capacity"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></section>"
-    )
-
-
-def _server_section(doc: dict[str, Any]) -> str:
-    server = doc.get("server")
-    if not isinstance(server, dict):
-        return ""
-    rows = []
-    for group in doc.get("groups", []):
-        body = server.get(group["backend"])
-        if not isinstance(body, dict):
-            continue
-        client, srv = group.get("ttft_s") or {}, body.get("ttft_s") or {}
-        cells = [
-            (body.get("engine"), "text"),
-            (body.get("scrapes"), "int"),
-            (group["tokens"]["output"], "int"),
-            (body.get("generation_tokens"), "int"),
-            (client.get("mean"), "ms"),
-            (srv.get("mean"), "ms"),
-            ((group.get("itl_s") or {}).get("mean"), "ms"),
-            ((body.get("itl_s") or {}).get("mean"), "ms"),
-            ((body.get("queue_time_s") or {}).get("mean"), "ms"),
-            (body.get("peak_running"), "num"),
-            (body.get("peak_waiting"), "num"),
-            (body.get("peak_kv_cache_usage"), "pct"),
-            (body.get("preemptions"), "int"),
-        ]
-        rows.append(
-            f'<tr><td class="text label">{escape(charts.group_label(group))}</td>'
-            + "".join(f"<td>{fmt(v, kind)}</td>" for v, kind in cells)
-            + "</tr>"
-        )
-    if not rows:
-        return ""
-    head = (
-        "engine",
-        "scrapes",
-        "client output tokens",
-        "server generation tokens",
-        "client TTFT mean (ms)",
-        "server TTFT mean (ms)",
-        "client ITL mean (ms)",
-        "server ITL mean (ms)",
-        "server queue mean (ms)",
-        "peak running",
-        "peak waiting",
-        "peak KV cache",
-        "preemptions",
-    )
-    head_html = '<th class="text">group</th>' + "".join(f"<th>{escape(h)}</th>" for h in head)
-    return (
-        f'<section id="server"><h2>Client vs server</h2><div class="grid">{charts.server_figures(doc)}</div>'
-        f'<table class="server"><thead><tr>{head_html}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></section>"
-    )
-
-
-SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
-    _run_section,
-    _summary_section,
-    _distribution_section,
-    _timeline_section,
-    _capacity_section,
-    _server_section,
-)
-
-
-def build_html(doc: dict[str, Any], *, secrets: Sequence[str] = ()) -> str:
-    """Render a results document as one self-contained HTML page.
-
-    Results never hold a key; as a second guard, any of ``secrets`` (of at least
-    ``MIN_MASKED_SECRET`` characters: a shorter one would mangle the markup) found is masked.
-    """
-    run = doc.get("run") or {}
-    title = f"llmload report: {charts.redact(run.get('host') or '') or 'run'} {run.get('started_at') or ''}".strip()
-    body = "".join(section(doc) for section in SECTIONS)
-    generated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        # No fetch of any kind: the report must open offline and leak nothing.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
-        f'<h1>llmload report</h1><p class="sub">{escape(title)}</p>{body}'
-        f"<footer>Generated by llmload {escape(str(run.get('llmload_version', '')))} at {generated} from "
-        f"{escape(str(doc.get('schema')))} results. Times in ms unless marked, rates in tokens/s.</footer>"
-        "</main></body></html>"
-    )
-    for secret in secrets:
-        if secret and len(secret) >= MIN_MASKED_SECRET:
-            page = page.replace(secret, "***")
-    return page
 
 
 def check_writable(path: str) -> None:
     """Fail early, with one line, when the report file cannot be written."""
-    try:
-        results.check_writable(path)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--llm-results", "--llm-html", 1)) from None
+    document.check_writable(path, option="--llm-html")
 
 
-def write(doc: dict[str, Any], path: str, *, secrets: Sequence[str] = ()) -> None:
-    """Write the report of ``doc`` to ``path`` atomically."""
-    check_writable(path)
-    page = build_html(doc, secrets=secrets)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(page)
-    os.replace(tmp, path)
-
-
-# -- Locust wiring ---------------------------------------------------------------------------------
+# -- Locust extension ------------------------------------------------------------------------------
 
 
 def add_arguments(parser: Any) -> None:
@@ -411,52 +44,61 @@ def add_arguments(parser: Any) -> None:
     )
 
 
-def register(environment: Any, plugin: Any) -> None:
-    """On a master or local process, write the report at ``quit`` when ``--llm-html`` is set."""
-    if plugin.is_worker or environment.parsed_options is None:
-        return
-    path = str(getattr(environment.parsed_options, "llm_html", "") or "")
-    if path:
+class HtmlReport(Extension):
+    """Writes the HTML report of the finished run to the path ``--llm-html`` names at that moment."""
+
+    def __init__(self, plugin: LLMLoadPlugin) -> None:
+        self.plugin = plugin
+
+    def path(self) -> str:
+        # The web form may have changed the path since start-up: read it when needed.
+        return str(getattr(self.plugin.environment.parsed_options, "llm_html", "") or "")
+
+    def finished(self, doc: dict[str, Any]) -> None:
+        path = self.path()
+        if not path:
+            return
         try:
             check_writable(path)
+            html.write(doc, path, secrets=[self.plugin.options.api_key])
+        except (ConfigError, OSError) as exc:
+            logger.error("llmload: cannot write the HTML report: %s", exc)
+            return
+        print(f"llmload: HTML report written to {os.path.abspath(path)}", flush=True)
+
+
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
+    """On a master or local process, write the report at the end of each run when ``--llm-html`` is set."""
+    if plugin.is_worker or environment.parsed_options is None:
+        return
+    report = plugin.extensions.add(HtmlReport(plugin))
+    if report.path():
+        try:
+            check_writable(report.path())
         except ConfigError as exc:
-            print(f"llmload: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-    environment.events.quit.add_listener(lambda **_kwargs: _on_quit(plugin))
+            exit_on_config_error(exc)
 
 
-def _on_quit(plugin: Any) -> None:
-    # The web form may have changed the path since start-up: read it now.
-    path = str(getattr(plugin.environment.parsed_options, "llm_html", "") or "")
-    if not path or plugin.started_at is None:
-        return
-    # The plugin's own quit listener (registered first) has finished the run: build the same document.
-    doc = results.build(plugin)
-    try:
-        write(doc, path, secrets=[plugin.options.api_key])
-    except (ConfigError, OSError) as exc:
-        logger.error("llmload: cannot write the HTML report: %s", exc)
-        return
-    print(f"llmload: HTML report written to {os.path.abspath(path)}", flush=True)
+# -- llmload report --------------------------------------------------------------------------------
 
 
-# -- llmload report ----------------------------------------------------------------------------------
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``report`` sub-command."""
     parser = subparsers.add_parser("report", help="build the HTML report of a saved results JSON")
-    parser.add_argument("results", help="results JSON written by --llm-results")
+    parser.add_argument("results", help="results JSON written by --llm-results (schema 1 or 2)")
     parser.add_argument("-o", "--output", default="", help="HTML file to write (default: the results path with .html)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    doc = results.read(args.results)
+    """Build the report of one results file."""
+    doc = document.read(args.results)
     output = args.output or os.path.splitext(args.results)[0] + ".html"
     if os.path.abspath(output) == os.path.abspath(args.results):
         raise ConfigError(f"-o {output}: would overwrite the results file itself")
+    check_writable(output)
     try:
-        write(doc, output)
+        html.write(doc, output)
     except OSError as exc:
         raise ConfigError(f"{output}: cannot write ({exc.strerror or exc})") from None
     except (KeyError, TypeError, AttributeError) as exc:

@@ -18,11 +18,10 @@ cyclic garbage collector (``gc.freeze()``, undone at test stop), so full
 collections stop walking them; with 1,000 users a full collection otherwise
 stalls the loop ~40 ms.
 
-Workers ship their samples as a delta in each ``report_to_master`` under
-``WIRE_KEY`` (next to llmload's own key) and the master merges them per
-worker. At the end, the results JSON gets a ``generator`` section and the
-console a verdict. A run is **not trustworthy** when any of these holds
-(docs/performance.md):
+Workers ship their samples as a delta in each report (through the plugin's
+``wire``, under ``WIRE_KEY``) and the master merges them per worker. At the
+end, the results JSON gets a ``generator`` section and the console a verdict.
+A run is **not trustworthy** when any of these holds (docs/performance.md):
 
 * a process spent more than ``CPU_SATURATED_SHARE`` (25%) of its samples above
   ``--llm-selfcheck-cpu`` (90%) of one core;
@@ -35,16 +34,22 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
-import psutil
+from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
 from llmload.errors import ConfigError
+from llmload.extension import Extension, exit_on_config_error
 from llmload.metrics import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
+from llmload.options import parse_number
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
 
 logger = logging.getLogger("llmload")
 
@@ -88,7 +93,7 @@ class Thresholds:
         """Validate the options; a bad value is a one-line ``ConfigError``."""
         cpu = _number(getattr(parsed, "llm_selfcheck_cpu", None), DEFAULT_CPU_PERCENT, "--llm-selfcheck-cpu", 1, 100)
         lag = _number(
-            getattr(parsed, "llm_selfcheck_lag_ms", None), DEFAULT_LAG_MS, "--llm-selfcheck-lag-ms", 0.1, 60_000
+            getattr(parsed, "llm_selfcheck_lag_ms", None), DEFAULT_LAG_MS, "--llm-selfcheck-lag-ms", 0.1, 60e3
         )
         return cls(cpu_percent=cpu, lag_s=lag / 1e3)
 
@@ -102,12 +107,10 @@ class Thresholds:
 
 
 def _number(text: Any, default: float, option: str, low: float, high: float) -> float:
-    try:
-        value = float(text) if text not in (None, "") else default
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not low <= value <= high:
-        raise ConfigError(f"{option}: expected a number from {low:g} to {high:g}, got {text!r}")
+    value = parse_number(
+        text, option=option, default=default, low=low, high=high, expected=f"a number from {low:g} to {high:g}"
+    )
+    assert value is not None
     return value
 
 
@@ -222,10 +225,12 @@ def judge(
     return not reasons, reasons
 
 
-class SelfCheck:
+class SelfCheck(Extension):
     """The self-check of one Locust process: samplers where users run, the merged view where results are built."""
 
-    def __init__(self, plugin: Any, thresholds: Thresholds) -> None:
+    results_key = "generator"
+
+    def __init__(self, plugin: LLMLoadPlugin, thresholds: Thresholds) -> None:
         self.plugin = plugin
         self.thresholds = thresholds
         self.local = ProcessStats(thresholds)  # this process's samples (a delta on a worker)
@@ -239,7 +244,7 @@ class SelfCheck:
     def start(self) -> None:
         """Start sampling this process (idempotent)."""
         if self._sampler is None:
-            self._sampler = gevent.spawn(self._sample_forever)
+            self._sampler = self.plugin.supervisor.spawn("self-check sampler", self._sample_forever)
 
     def stop(self) -> None:
         """Stop sampling (what was sampled stays until shipped or summarised)."""
@@ -248,8 +253,8 @@ class SelfCheck:
             self._sampler = None
 
     def _sample_forever(self) -> None:
-        process = psutil.Process()
-        process.cpu_percent()
+        cpu = self.plugin.cpu
+        cpu.sample()
         perf_counter, sleep, interval = time.perf_counter, gevent.sleep, LAG_INTERVAL_S
         next_cpu = perf_counter() + CPU_INTERVAL_S
         while True:
@@ -260,7 +265,7 @@ class SelfCheck:
             # By the clock, not by ticks: a saturated loop ticks late, and must still be sampled.
             if t1 >= next_cpu:
                 next_cpu = t1 + CPU_INTERVAL_S
-                streak = self.local.cpu.add(process.cpu_percent())
+                streak = self.local.cpu.add(cpu.sample())
                 if streak >= LIVE_WARN_AFTER and not self._warned:
                     self._warned = True
                     logger.warning(
@@ -295,23 +300,26 @@ class SelfCheck:
             gc.unfreeze()
             self._frozen = False
 
-    def _on_report_to_master(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        if self._sampler is None and getattr(self.plugin.environment.runner, "state", None) in ("spawning", "running"):
+    def ship(self) -> dict[str, Any]:
+        """This worker's samples since the last report (then a new delta starts)."""
+        if self._sampler is None and getattr(self.plugin.environment.runner, "state", None) in (
+            STATE_SPAWNING,
+            STATE_RUNNING,
+        ):
             self.start()  # a worker that joined a running test missed test_start
-        data[WIRE_KEY] = self.local.to_wire()
+        wire = self.local.to_wire()
         self.local.reset()
+        return wire
 
-    def _on_worker_report(self, client_id: str, data: dict, **_kwargs: Any) -> None:
-        wire = data.get(WIRE_KEY)
-        if wire is None:
-            return
-        stats = self.processes.get(client_id)
-        if stats is None:
-            stats = self.processes[client_id] = ProcessStats(self.thresholds)
-        try:
-            stats.merge_wire(wire)
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("llmload: ignored a malformed self-check report from worker %s (%s)", client_id, exc)
+    def merge(self, client_id: str, wire: Any) -> None:
+        """Fold a worker's samples into its own figures."""
+        stats = ProcessStats(self.thresholds)
+        stats.merge_wire(wire)
+        known = self.processes.get(client_id)
+        if known is None:
+            self.processes[client_id] = stats
+        else:
+            known.merge_wire(wire)
 
     def _on_quit(self, **_kwargs: Any) -> None:
         self.stop()
@@ -326,6 +334,9 @@ class SelfCheck:
             return self.processes
         return {"local": self.local}
 
+    def results_section(self) -> dict[str, Any]:
+        return self.summary()
+
     def summary(self) -> dict[str, Any]:
         """Return the results JSON's ``generator`` section."""
         processes = {name: stats.summary() for name, stats in sorted(self._all_processes().items())}
@@ -333,10 +344,11 @@ class SelfCheck:
         for stats in self._all_processes().values():
             merged.merge(stats.lag)
         dispatch = self.plugin.store.total().dists["dispatch_lag_s"]
-        dispatch_summary = None
+        dispatch_summary: dict[str, float | None] | None = None
         if dispatch.count:
             dispatch_summary = {"p50": dispatch.percentile(50), "p99": dispatch.percentile(99), "max": dispatch.max}
-        trustworthy, reasons = judge(processes, dispatch_summary and dispatch_summary["p99"], self.thresholds)
+        dispatch_p99 = dispatch_summary["p99"] if dispatch_summary is not None else None
+        trustworthy, reasons = judge(processes, dispatch_p99, self.thresholds)
         return {
             "cpu_percent": {name: proc["cpu_percent"] for name, proc in processes.items()},
             "loop_lag_s": {
@@ -367,20 +379,17 @@ class SelfCheck:
         )
 
 
-def register(environment: Any, plugin: Any) -> None:
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
     """Attach the self-check to a plugin: samplers on local/worker processes, the verdict on master/local."""
     parsed = environment.parsed_options
     try:
         thresholds = Thresholds.from_parsed(parsed) if parsed is not None else Thresholds()
     except ConfigError as exc:
-        print(f"llmload: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    check = SelfCheck(plugin, thresholds)
-    plugin.selfcheck = check
+        exit_on_config_error(exc)
+    check = plugin.extensions.add(SelfCheck(plugin, thresholds))
     events = environment.events
     events.test_start.add_listener(check._on_test_start)
     events.spawning_complete.add_listener(check._on_spawning_complete)
     events.test_stop.add_listener(check._on_test_stop)
-    events.report_to_master.add_listener(check._on_report_to_master)
-    events.worker_report.add_listener(check._on_worker_report)
     events.quit.add_listener(check._on_quit)
+    plugin.wire.add(WIRE_KEY, what="self-check report", ship=check.ship, merge=check.merge)

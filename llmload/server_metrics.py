@@ -27,11 +27,18 @@ import math
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import gevent
 from prometheus_client.parser import text_string_to_metric_families
+
+from llmload.extension import Extension
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
 
 logger = logging.getLogger("llmload")
 
@@ -69,7 +76,8 @@ def add_arguments(parser: Any) -> None:
         env_var="LOCUST_LLM_SERVER_METRICS",
         default=False,
         action="store_true",
-        help="Scrape each backend's /metrics (vLLM, llama.cpp) during the run and add a 'server' section to the results",
+        help="Scrape each backend's /metrics (vLLM, llama.cpp) during the run and add a 'server' section "
+        "to the results",
     )
 
 
@@ -252,17 +260,20 @@ def fetch(url: str, *, timeout: float, api_key: str = "") -> str:
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read().decode("utf-8", errors="replace")
+        body: bytes = response.read()
+        return body.decode("utf-8", errors="replace")
 
 
 # -- Locust wiring ------------------------------------------------------------------------------------
 
 
-class ServerMetrics:
+class ServerMetrics(Extension):
     """Scrape the backends of one master or local process's run."""
 
+    results_key = "server"
+
     def __init__(
-        self, plugin: Any, *, interval_s: float = SCRAPE_INTERVAL_S, timeout_s: float = SCRAPE_TIMEOUT_S
+        self, plugin: LLMLoadPlugin, *, interval_s: float = SCRAPE_INTERVAL_S, timeout_s: float = SCRAPE_TIMEOUT_S
     ) -> None:
         self.plugin = plugin
         self.interval_s = interval_s
@@ -270,7 +281,7 @@ class ServerMetrics:
         self.series: dict[str, BackendSeries] = {}
         self._greenlet: gevent.Greenlet | None = None
 
-    def register(self, events: Any) -> ServerMetrics:
+    def listen(self, events: Any) -> ServerMetrics:
         """Listen to the run's ``test_start`` and ``test_stop``."""
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
@@ -294,7 +305,10 @@ class ServerMetrics:
 
     def scrape_all(self) -> None:
         """Scrape every known backend once, concurrently."""
-        jobs = [gevent.spawn(self._scrape, label, host) for label, host in self.backends().items()]
+        jobs = [
+            self.plugin.supervisor.spawn(f"scrape of {label}", self._scrape, label, host)
+            for label, host in self.backends().items()
+        ]
         gevent.joinall(jobs)
 
     def _scrape(self, label: str, host: str) -> None:
@@ -326,7 +340,7 @@ class ServerMetrics:
         self.stop()
         self.series = {}
         self.scrape_all()
-        self._greenlet = gevent.spawn(self._scrape_forever)
+        self._greenlet = self.plugin.supervisor.spawn("server-metrics scraper", self._scrape_forever)
 
     def _on_test_stop(self, **_kwargs: Any) -> None:
         if self._greenlet is None:
@@ -340,6 +354,9 @@ class ServerMetrics:
             self._greenlet.kill(block=False)
             self._greenlet = None
 
+    def results_section(self) -> dict[str, Any]:
+        return self.summary()
+
     def summary(self) -> dict[str, Any]:
         """Return ``{backend label: server figures}`` for the results JSON."""
         out = {}
@@ -350,8 +367,9 @@ class ServerMetrics:
         return out
 
 
-def attach(plugin: Any) -> ServerMetrics:
-    """Scrape ``plugin``'s backends during each run; the results JSON reads ``plugin.server_metrics``."""
-    metrics = ServerMetrics(plugin).register(plugin.environment.events)
-    plugin.server_metrics = metrics
-    return metrics
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
+    """With ``--llm-server-metrics``, scrape the run's backends on the master or local process."""
+    parsed = environment.parsed_options
+    if parsed is None or plugin.is_worker or not getattr(parsed, "llm_server_metrics", False):
+        return
+    plugin.extensions.add(ServerMetrics(plugin)).listen(environment.events)

@@ -17,16 +17,20 @@ from typing import Any
 
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 
-from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload import backends as _backends
 from llmload import datasets, prompts
+from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload.arrivals import get_arrivals
 from llmload.client import LLMClient
 from llmload.errors import LLMRequestError
 from llmload.options import Range, datasets_filters, parse_range
 from llmload.plugin import get_plugin
 from llmload.record import RequestRecord
+
+# A summarization user whose class sets no prompt_tokens summarizes documents of this length.
+SUMMARIZATION_PROMPT_TOKENS = 1000
 
 
 def _as_range(value: Any, option: str) -> Range | None:
@@ -64,7 +68,7 @@ class LLMUser(FastHttpUser):
     request_name: str | None = None
     """Name of the request in Locust's statistics; default: the endpoint path."""
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Environment) -> None:
         self._plugin = get_plugin(environment)
         options = self._plugin.options
         # FastHttpSession applies this to connect and to every socket read, so a stall between
@@ -98,7 +102,8 @@ class LLMUser(FastHttpUser):
         self._dataset_max_tokens: int | None = None
         self._prefix = datasets.shared_prefix(options.shared_prefix_tokens, options.seed)
         self._arrivals = get_arrivals(self._plugin) if options.arrival != "closed" else None
-        label, api_key = self.backend or self.host, options.api_key
+        host = self.host or ""
+        label, api_key = self.backend or host, options.api_key
         if self.backend_info is not None:
             # A backends file's keys come only from its api_key_env variables, never from --llm-api-key.
             label, api_key = self.backend_info.name, self.backend_info.api_key
@@ -108,7 +113,7 @@ class LLMUser(FastHttpUser):
             request_event=environment.events.request,
             backend=label,
             user_class=type(self).__name__,
-            capabilities=self._plugin.capabilities(self.host),
+            capabilities=self._plugin.capabilities(host),
             api_key=api_key,
             recorder=self._plugin.record,
             context=self.context,
@@ -186,24 +191,30 @@ class LLMUser(FastHttpUser):
         model = self.resolve_model()
         if model is None:
             return None
-        kwargs = dict(
-            model=model,
-            max_tokens=self.draw_max_tokens(),
-            ignore_eos=self._ignore_eos,
-            name=self.request_name,
-            keep_text=keep_text,
-            t_intended=t_intended,
-        )
-        self._plugin.in_flight += 1
-        try:
+        max_tokens = self.draw_max_tokens()
+        with self._plugin.request_in_flight():
             if self._endpoint == "completions":
-                record = self.llm.complete(self._prefix + prompt, **kwargs)
+                record = self.llm.complete(
+                    self._prefix + prompt,
+                    model=model,
+                    max_tokens=max_tokens,
+                    ignore_eos=self._ignore_eos,
+                    name=self.request_name,
+                    keep_text=keep_text,
+                    t_intended=t_intended,
+                )
             else:
                 system = [{"role": "system", "content": self._prefix}] if self._prefix else []
                 messages = [*system, *(history or ()), {"role": "user", "content": prompt}]
-                record = self.llm.chat(messages, **kwargs)
-        finally:
-            self._plugin.in_flight -= 1
+                record = self.llm.chat(
+                    messages,
+                    model=model,
+                    max_tokens=max_tokens,
+                    ignore_eos=self._ignore_eos,
+                    name=self.request_name,
+                    keep_text=keep_text,
+                    t_intended=t_intended,
+                )
         if t_intended is not None and self._arrivals is not None:
             self._arrivals.observe(record)
         return record
@@ -238,7 +249,7 @@ class SummarizationUser(LLMUser):
     def make_prompt(self) -> str:
         if self._dataset is not None:
             return super().make_prompt()
-        return prompts.summarization_prompt(self.draw_prompt_tokens(), self.rng)
+        return prompts.summarization_prompt(self.draw_prompt_tokens() or SUMMARIZATION_PROMPT_TOKENS, self.rng)
 
 
 class MultiTurnChatUser(LLMUser):
@@ -258,7 +269,7 @@ class MultiTurnChatUser(LLMUser):
     turns: int | tuple[int, int] | str = (2, 6)
     """Turns per session: N, (low, high), or a distribution string such as ``"lognormal:mean=4,sigma=0.5,max=12"``."""
 
-    def __init__(self, environment: Any) -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self._endpoint = "chat"
         spec = self._plugin.options.turns or self.turns

@@ -25,14 +25,31 @@ from __future__ import annotations
 import csv
 import io
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Blueprint, make_response, request
 
-from llmload import report, results
-from llmload.charts import group_label
+from llmload import results
+from llmload.extension import Extension
+from llmload.figures import Slo, group_body
+from llmload.locust_compat import (
+    INDEX_ENDPOINT,
+    REQUEST_STATS_ENDPOINT,
+    SWARM_ENDPOINT,
+    after_template_args,
+    replace_request_form,
+)
 from llmload.metrics import GroupMetrics, MetricsStore
+from llmload.render import html
+from llmload.render.text import group_label
+
+if TYPE_CHECKING:
+    from locust.env import Environment
+
+    from llmload.plugin import LLMLoadPlugin
+
+TAB_DISTRIBUTIONS = ("ttft_s", "itl_s", "stream_rate_tps")
 
 TAB_KEY = "llm"
 TAB_TITLE = "LLM"
@@ -65,38 +82,40 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
-def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
+def group_row(label: str, group: GroupMetrics, *, slo: Slo) -> dict[str, Any]:
     """Return one table row: counts, percentiles, and the run-so-far throughput and SLO attainment.
 
-    Throughput and attainment follow docs/metrics.md (as ``results.group_body`` does): output
-    tokens over the group's window, SLO-met over successful requests. Only the six percentiles
-    the tab shows are computed, since this runs on the master's event loop.
+    The figures are ``llmload.figures``' (as in the results), rounded for the page; only the
+    three distributions the tab shows are summarized, since this runs on the master's event loop.
     """
-    counters, dists = group.counters, group.dists
-    ok, failed = counters["ok"], counters["failed"]
-    window = group.window_s
+    body = group_body(group, slo=slo, distributions=TAB_DISTRIBUTIONS)
+    requests, ttft, itl, rate = body["requests"], body["ttft_s"], body["itl_s"], body["stream_rate_tps"]
+    attainment = body["slo"]["attainment"]
     return {
         "group": label,
-        "requests": ok + failed,
-        "failures": failed,
-        "ttft_p50_ms": _ms(dists["ttft_s"].percentile(50)),
-        "ttft_p99_ms": _ms(dists["ttft_s"].percentile(99)),
-        "itl_p50_ms": _ms(dists["itl_s"].percentile(50)),
-        "itl_p99_ms": _ms(dists["itl_s"].percentile(99)),
-        "stream_rate_p50_tps": _round(dists["stream_rate_tps"].percentile(50), 1),
-        "stream_rate_p10_tps": _round(dists["stream_rate_tps"].percentile(10), 1),
-        "output_tokens_per_s": round(counters["output_tokens"] / window, 1) if window else 0.0,
-        "slo_attainment_pct": round(counters["slo_met"] / ok * 100, 1) if ok else None,
+        "requests": requests["ok"] + requests["failed"],
+        "failures": requests["failed"],
+        "ttft_p50_ms": _ms(ttft["p50"]),
+        "ttft_p99_ms": _ms(ttft["p99"]),
+        "itl_p50_ms": _ms(itl["p50"]),
+        "itl_p99_ms": _ms(itl["p99"]),
+        "stream_rate_p50_tps": _round(rate["p50"], 1),
+        "stream_rate_p10_tps": _round(rate["p10"], 1),
+        "output_tokens_per_s": round(body["throughput"]["output_tokens_per_s"], 1),
+        "slo_attainment_pct": None if attainment is None else round(attainment * 100, 1),
     }
 
 
 def table_rows(store: MetricsStore, *, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
     """Return the LLM table: one row per group (sorted), then Total when there are several groups."""
     groups = sorted(store.groups.values(), key=lambda g: g.key)
-    label = lambda g: group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class})  # noqa: E731
-    rows = [group_row(label(g), g) for g in groups[:max_rows]]
+    slo = Slo.of(store)
+    rows = [
+        group_row(group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class}), g, slo=slo)
+        for g in groups[:max_rows]
+    ]
     if len(groups) > 1:
-        rows.append(group_row("Total", store.total()))
+        rows.append(group_row("Total", store.total(), slo=slo))
     return rows
 
 
@@ -123,10 +142,10 @@ def scrub_secrets(template_args: dict[str, Any]) -> set[str]:
     return names
 
 
-class LLMWebUI:
+class LLMWebUI(Extension):
     """The LLM tab, CSV and live report of one Locust web UI, and its secret scrubbing."""
 
-    def __init__(self, plugin: Any, web_ui: Any) -> None:
+    def __init__(self, plugin: LLMLoadPlugin, web_ui: Any) -> None:
         self.plugin = plugin
         self.web_ui = web_ui
         self.secret_names: set[str] = set()
@@ -136,8 +155,8 @@ class LLMWebUI:
     def base_path(self) -> str:
         """The web base path Locust mounted its own routes at ('' at the root)."""
         for rule in self.web_ui.app.url_map.iter_rules():
-            if rule.endpoint == "locust.index":
-                return rule.rule.rstrip("/")
+            if rule.endpoint == INDEX_ENDPOINT:
+                return str(rule.rule).rstrip("/")
         return (getattr(self.plugin.environment.parsed_options, "web_base_path", "") or "").rstrip("/")
 
     def install(self) -> LLMWebUI:
@@ -151,16 +170,7 @@ class LLMWebUI:
             {"href": f"{base}{CSV_ROUTE}", "title": "Download LLM token metrics CSV"},
             {"href": f"{base}{REPORT_ROUTE}", "title": "Download LLM HTML report"},
         ]
-        render_args = web_ui.update_template_args
-
-        def update_template_args() -> None:
-            render_args()
-            self.secret_names |= scrub_secrets(web_ui.template_args)
-
-        # Locust calls this before rendering each page; the instance attribute wraps it for this UI only.
-        web_ui.update_template_args = update_template_args
-        if self.plugin.environment.runner is not None:
-            update_template_args()
+        after_template_args(web_ui, self._scrub)
 
         blueprint = Blueprint("llmload", __name__, url_prefix=base or None)
         guard = web_ui.auth_required_if_enabled
@@ -170,6 +180,9 @@ class LLMWebUI:
         app.before_request(self._keep_blank_secrets)
         app.after_request(self._add_extended_stats)
         return self
+
+    def _scrub(self, template_args: dict[str, Any]) -> None:
+        self.secret_names |= scrub_secrets(template_args)
 
     def rows(self) -> list[dict[str, Any]]:
         """Return the table rows, computed at most once per ``CACHE_S``."""
@@ -181,7 +194,7 @@ class LLMWebUI:
     # -- request hooks and views --------------------------------------------------------------------
 
     def _add_extended_stats(self, response: Any) -> Any:
-        if request.endpoint != "locust.request_stats" or response.status_code != 200 or not response.is_json:
+        if request.endpoint != REQUEST_STATS_ENDPOINT or response.status_code != 200 or not response.is_json:
             return response
         payload = orjson.loads(response.get_data())
         payload["extended_stats"] = [{"key": TAB_KEY, "data": self.rows()}]
@@ -190,7 +203,7 @@ class LLMWebUI:
         return response
 
     def _keep_blank_secrets(self) -> None:
-        if request.endpoint != "locust.swarm" or not self.secret_names:
+        if request.endpoint != SWARM_ENDPOINT or not self.secret_names:
             return
         parsed = self.plugin.environment.parsed_options
         form = request.form.copy()
@@ -198,8 +211,7 @@ class LLMWebUI:
             current = getattr(parsed, name, "")
             if name in form and not form[name] and current:
                 form[name] = current
-        # Locust's swarm view reads request.form (a settable cached property); it gets the real key.
-        request.form = form
+        replace_request_form(form)  # Locust's swarm view then reads the real key
 
     def _csv_view(self) -> Any:
         response = make_response(csv_text(table_rows(self.plugin.store)))
@@ -208,7 +220,7 @@ class LLMWebUI:
         return response
 
     def _report_view(self) -> Any:
-        page = report.build_html(results.build(self.plugin), secrets=[self.plugin.options.api_key])
+        page = html.build_html(results.build(self.plugin), secrets=[self.plugin.options.api_key])
         response = make_response(page)
         response.headers["Content-Type"] = "text/html; charset=utf-8"
         response.headers["Content-Disposition"] = (
@@ -221,9 +233,9 @@ def add_arguments(parser: Any) -> None:
     """The web UI extension has no options of its own."""
 
 
-def register(environment: Any, plugin: Any) -> LLMWebUI | None:
+def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
     """Install the LLM tab on a master or local process that has a web UI."""
-    web_ui = getattr(environment, "web_ui", None)
+    web_ui = environment.web_ui
     if web_ui is None or plugin.is_worker:
-        return None
-    return LLMWebUI(plugin, web_ui).install()
+        return
+    plugin.extensions.add(LLMWebUI(plugin, web_ui)).install()

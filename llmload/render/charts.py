@@ -1,7 +1,7 @@
 """The report's charts: which figures it draws, and from which part of a results document.
 
 Each ``*_figures(doc)`` function returns the HTML of its figures (an inline
-SVG from ``llmload.svg`` with a caption), or "" when the document has no such
+SVG from ``llmload.render.svg`` with a caption), or "" when the document has no such
 data. Chart ids (``data-chart``): ``ttft``, ``itl``, ``stream-rate``
 (percentile curves per group); ``users``, ``throughput``, ``slo-attainment``,
 ``latency-over-time``, ``stream-rate-over-time`` (from ``timeline``);
@@ -15,25 +15,20 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from html import escape
-from typing import Any
+from typing import Any, TypeGuard
 
-from llmload import svg
-from llmload.svg import Bars, RefLine, Series
+from llmload.figures import attainment
+from llmload.render import svg
+from llmload.render.svg import Bars, RefLine, Series
+from llmload.render.text import group_label, redact_url
 
 PERCENTILE_POINTS = ("min", "p10", "p50", "p90", "p99")
 MAX_CHART_GROUPS = len(svg.PALETTE)
 
 
 def redact(url: Any) -> Any:
-    """Drop any ``user:password@`` from a URL (backend labels may be URLs)."""
-    from llmload.exporter import redact_url
-
+    """Drop any ``user:password@`` from a URL (backend labels may be URLs); other values pass."""
     return redact_url(url) if isinstance(url, str) else url
-
-
-def group_label(group: dict[str, Any]) -> str:
-    """Return a group's display name, as every chart, table and the web UI show it."""
-    return f"{redact(group['backend'])} · {group['model']} · {group['user_class']}"
 
 
 def figure(chart: str, caption: str, note: str = "") -> str:
@@ -43,7 +38,7 @@ def figure(chart: str, caption: str, note: str = "") -> str:
     )
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -110,7 +105,8 @@ def distribution_figures(doc: dict[str, Any]) -> str:
                 ),
                 "Stream rate per user (output tokens / E2E) against the SLO",
                 note
-                or "Low percentiles are the slowest streams: min and p10 below the SLO line are users served too slowly.",
+                or "Low percentiles are the slowest streams: min and p10 below the SLO line are users served "
+                "too slowly.",
             ),
         ]
     )
@@ -130,8 +126,8 @@ def timeline_series(doc: dict[str, Any]) -> dict[str, Any]:
     """Derive the over-time series from ``timeline``: x in seconds (minutes past 15 min) since the start.
 
     Rates are differences of the cumulative counts over the difference of ``t``
-    (docs/results.md); interval attainment is SLO-met over successful requests
-    of the interval, None for an interval without any.
+    (docs/results.md); attainment (``llmload.figures.attainment``) is SLO-met over
+    finished requests of the interval (or of the run so far), None without any.
     """
     points = doc.get("timeline") or []
     start = _timestamp((doc.get("run") or {}).get("started_at")) or (points[0]["t"] if points else 0.0)
@@ -139,21 +135,28 @@ def timeline_series(doc: dict[str, Any]) -> dict[str, Any]:
     unit, div = ("min", 60.0) if span > 900 else ("s", 1.0)
     x = [(p["t"] - start) / div for p in points]
     out: dict[str, Any] = {"unit": unit, "x": x, "span": (0.0, max(x[-1], 0.0) if x else 1.0)}
-    out["users"] = [(xi, p.get("users")) for xi, p in zip(x, points)]
-    out["in_flight"] = [(xi, p.get("in_flight")) for xi, p in zip(x, points)]
+    out["users"] = [(xi, p.get("users")) for xi, p in zip(x, points, strict=True)]
+    out["in_flight"] = [(xi, p.get("in_flight")) for xi, p in zip(x, points, strict=True)]
     rate, interval_att, cumulative_att = [], [], []
+
+    def finished(point: dict[str, Any]) -> int:
+        return int(point.get("requests_ok") or 0) + int(point.get("requests_failed") or 0)
+
+    def percent(share: float | None) -> float | None:
+        return None if share is None else share * 100
+
     for i, p in enumerate(points):
-        cumulative_att.append((x[i], p["slo_met"] / p["requests_ok"] * 100 if p.get("requests_ok") else None))
+        cumulative_att.append((x[i], percent(attainment(p["slo_met"], finished(p)))))
         if i == 0:
             continue
         prev = points[i - 1]
         dt_s = p["t"] - prev["t"]
         rate.append((x[i], (p["output_tokens"] - prev["output_tokens"]) / dt_s if dt_s > 0 else None))
-        d_ok = p["requests_ok"] - prev["requests_ok"]
-        interval_att.append((x[i], (p["slo_met"] - prev["slo_met"]) / d_ok * 100 if d_ok > 0 else None))
+        d_finished = max(finished(p) - finished(prev), 0)
+        interval_att.append((x[i], percent(attainment(p["slo_met"] - prev["slo_met"], d_finished))))
     out["output_tps"], out["attainment"], out["attainment_cumulative"] = rate, interval_att, cumulative_att
     for key, scale in (("ttft_p50_s", 1000), ("ttft_p99_s", 1000), ("itl_p50_s", 1000), ("stream_rate_p50_tps", 1)):
-        out[key] = [(xi, None if p.get(key) is None else p[key] * scale) for xi, p in zip(x, points)]
+        out[key] = [(xi, None if p.get(key) is None else p[key] * scale) for xi, p in zip(x, points, strict=True)]
     return out
 
 
@@ -250,10 +253,10 @@ def capacity_figures(doc: dict[str, Any]) -> str:
     def curve(name: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
         return [(load(s), None if s.get(name) is None else s[name] * scale) for s in steps]
 
-    answer = capacity.get("answer") if isinstance(capacity.get("answer"), dict) else {}
+    answer: dict[str, Any] = capacity["answer"] if isinstance(capacity.get("answer"), dict) else {}
     at = answer.get(key)
     vline = [RefLine(at, f"answer: {at:g}", axis="x")] if _number(at) else []
-    slo = capacity.get("slo") if isinstance(capacity.get("slo"), dict) else doc["total"]["slo"]
+    slo: dict[str, Any] = capacity["slo"] if isinstance(capacity.get("slo"), dict) else doc["total"]["slo"]
     rate_refs, ttft_refs = _slo_lines(slo)
     target = slo.get("attainment")
     target_refs = [RefLine(target * 100, f"target {target * 100:g}%")] if _number(target) else []

@@ -105,7 +105,7 @@ class _Frame:
 
     def _legend_layout(self) -> list[list[tuple[float, str, str, bool]]]:
         rows: list[list[tuple[float, str, str, bool]]] = [[]]
-        cursor = self.left
+        cursor: float = self.left
         for label, colour, dashed in self.legend:
             width = 26 + CHAR_WIDTH * len(label) + 18
             if rows[-1] and cursor + width > self.right:
@@ -149,11 +149,7 @@ class _Frame:
                 x = self.x(ref.value)
                 geometry = f'x1="{x:.1f}" x2="{x:.1f}" y1="{self.top}" y2="{self.bottom}"'
                 # Label on the side with room: a line in the right half gets its label on its left.
-                side = (
-                    'x="{:.1f}" text-anchor="end"'.format(x - 4)
-                    if x > (self.left + self.right) / 2
-                    else f'x="{x + 4:.1f}"'
-                )
+                side = f'x="{x - 4:.1f}" text-anchor="end"' if x > (self.left + self.right) / 2 else f'x="{x + 4:.1f}"'
                 text = f'<text class="ref-label" {side} y="{self.bottom - 6}">{escape(ref.label)}</text>'
             else:
                 y = self.y(ref.value)
@@ -228,6 +224,7 @@ def line_chart(
     ys += [ref.value for ref in refs if ref.axis == "y"]
     y_ticks = _y_ticks(ys, y_min, y_max)
     legend = [(s.label, PALETTE[i % len(PALETTE)], s.dashed) for i, s in enumerate(series)]
+    x_ticks: list[tuple[float, str]]
     if x_categories is not None:
         x_range = (-0.5, len(x_categories) - 0.5)
         x_ticks = list(enumerate(x_categories))
@@ -240,7 +237,7 @@ def line_chart(
         x_ticks = [(t, format_number(t)) for t in ticks]
     frame = _Frame(x_range=x_range, y_ticks=y_ticks, legend=legend)
     body = frame.axes(x_label=x_label, y_label=y_label, x_ticks=x_ticks)
-    for (label, colour, dashed), s in zip(legend, series):
+    for (label, colour, dashed), s in zip(legend, series, strict=True):
         body.append(_line(frame, s, label=label, colour=colour, dashed=dashed, x_categories=x_categories))
     body += frame.refs(refs)
     body += frame.legend_marks()
@@ -288,7 +285,7 @@ def bar_chart(
     body = frame.axes(x_label=x_label, y_label=y_label, x_ticks=list(enumerate(categories)))
     slot = (frame.right - frame.left) / len(categories)
     bar_width = slot * 0.7 / len(bars)
-    for index, ((label, colour, _), b) in enumerate(zip(legend, bars)):
+    for index, ((label, colour, _), b) in enumerate(zip(legend, bars, strict=True)):
         for category, value in enumerate(b.values):
             if value is None:
                 continue

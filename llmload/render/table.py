@@ -4,29 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmload.render.text import fixed_width, ms, num, slo_sentence
+
+# (title, right-aligned)
 COLUMNS = (
-    ("group", "<"),
-    ("ok", ">"),
-    ("fail", ">"),
-    ("TTFT p50", ">"),
-    ("p90", ">"),
-    ("p99", ">"),
-    ("ITL p50", ">"),
-    ("p99", ">"),
-    ("TPOT p50", ">"),
-    ("rate p50", ">"),
-    ("p10*", ">"),
-    ("out tok/s", ">"),
-    ("SLO", ">"),
+    ("group", False),
+    ("ok", True),
+    ("fail", True),
+    ("TTFT p50", True),
+    ("p90", True),
+    ("p99", True),
+    ("ITL p50", True),
+    ("p99", True),
+    ("TPOT p50", True),
+    ("rate p50", True),
+    ("p10*", True),
+    ("out tok/s", True),
+    ("SLO", True),
 )
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f}"
-
-
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _label(group: dict[str, Any]) -> str:
+    return f"{group['backend']} {group['model']} {group['user_class']}"
 
 
 def _row(label: str, body: dict[str, Any]) -> list[str]:
@@ -36,40 +35,29 @@ def _row(label: str, body: dict[str, Any]) -> list[str]:
         label,
         str(body["requests"]["ok"]),
         str(body["requests"]["failed"]),
-        _ms(ttft["p50"]),
-        _ms(ttft["p90"]),
-        _ms(ttft["p99"]),
-        _ms(itl["p50"]),
-        _ms(itl["p99"]),
-        _ms(body["tpot_s"]["p50"]),
-        _num(body["stream_rate_tps"]["p50"]),
-        _num(body["stream_rate_tps"]["p10"]),
-        _num(body["throughput"]["output_tokens_per_s"]),
+        ms(ttft["p50"]),
+        ms(ttft["p90"]),
+        ms(ttft["p99"]),
+        ms(itl["p50"]),
+        ms(itl["p99"]),
+        ms(body["tpot_s"]["p50"]),
+        num(body["stream_rate_tps"]["p50"]),
+        num(body["stream_rate_tps"]["p10"]),
+        num(body["throughput"]["output_tokens_per_s"]),
         "-" if attainment is None else f"{attainment * 100:.1f}%",
     ]
 
 
 def format_table(doc: dict[str, Any]) -> str:
     """Render a results document as a fixed-width table (times in ms, rates in tokens/s)."""
-    rows = []
-    for group in doc["groups"]:
-        label = f"{group['backend']} {group['model']} {group['user_class']}"
-        rows.append(_row(label, group))
+    rows = [_row(_label(group), group) for group in doc["groups"]]
     rows.append(_row("Total", doc["total"]))
-    header = [name for name, _ in COLUMNS]
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(f"{c:{align}{w}}" for c, (_, align), w in zip(cells, COLUMNS, widths))
-
-    slo = doc["total"]["slo"]
-    slo_text = f"stream rate >= {slo['stream_rate_tps']:g} tok/s" if slo["stream_rate_tps"] is not None else ""
-    if slo["ttft_s"] is not None:
-        slo_text += f"{' and ' if slo_text else ''}TTFT <= {slo['ttft_s']:g} s"
-    title = "LLM token metrics (times in ms, rates in tokens/s; p10* = 10th percentile stream rate"
-    title += f"; SLO: {slo_text or 'none'})"
-    out = [title, line(header), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
+    slo_text = slo_sentence(doc["total"]["slo"], empty="none")
+    title = (
+        "LLM token metrics (times in ms, rates in tokens/s; p10* = 10th percentile stream rate"
+        f"; SLO: {slo_text}; SLO = share of finished requests that met it)"
+    )
+    out = [title, *fixed_width([c for c, _ in COLUMNS], rows, right=[r for _, r in COLUMNS])]
     estimated = doc["total"]["tokens"]["estimated_requests"]
     if estimated:
         out.append(f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage).")
@@ -86,14 +74,18 @@ def format_server_ttft(doc: dict[str, Any]) -> list[str]:
         if not body or not body.get("ttft_s"):
             continue
         client, srv, queue = group["ttft_s"], body["ttft_s"], body.get("queue_time_s") or {}
-        label = f"{group['backend']} {group['model']} {group['user_class']}"
         rows.append(
-            [label, _ms(client["mean"]), _ms(client["p50"]), _ms(srv["mean"]), _ms(srv["p50"]), _ms(queue.get("p50"))]
+            [
+                _label(group),
+                ms(client["mean"]),
+                ms(client["p50"]),
+                ms(srv["mean"]),
+                ms(srv["p50"]),
+                ms(queue.get("p50")),
+            ]
         )
     if not rows:
         return []
     header = ["group", "client mean", "p50", "server mean", "p50", "queue p50"]
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    fmt = lambda cells: "  ".join(f"{c:{'<' if i == 0 else '>'}{w}}" for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     title = "Client vs server TTFT (ms; server figures from the backend's /metrics over the run)"
-    return ["", title, fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
+    return ["", title, *fixed_width(header, rows, right=[False] + [True] * 5)]

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from types import SimpleNamespace
 
 import gevent
+import gevent.queue
 import pytest
 
 from llmload import arrivals
-from llmload.arrivals import Arrivals, ArrivalExecutor, ArrivalStats, Assignment, exponential_fit, offsets
+from llmload import plugin as plugin_module
+from llmload.arrivals import ArrivalExecutor, Arrivals, ArrivalStats, Assignment, exponential_fit, offsets
 from llmload.errors import ConfigError
-from llmload.metrics import MetricsStore
 from llmload.options import LLMOptions
 from llmload.record import RequestRecord
+from tests.support.environments import (
+    connect_worker,
+    fire,
+    local_environment,
+    master_environment,
+    new_plugin,
+    worker_environment,
+    worker_report,
+)
 
 
 def assignment(**kwargs) -> Assignment:
@@ -43,7 +54,7 @@ def test_poisson_slots_divide_the_rate_and_sum_to_a_poisson_process():
         merged += times
     merged.sort()
     assert len(merged) == pytest.approx(rate * horizon, abs=4 * (rate * horizon) ** 0.5)
-    gaps = [b - a for a, b in zip(merged, merged[1:])]
+    gaps = [b - a for a, b in zip(merged, merged[1:], strict=False)]
     d, p = exponential_fit(gaps, rate)
     assert p > 0.01, (d, p)
 
@@ -68,53 +79,117 @@ def test_exponential_fit_rejects_wrong_rates_and_shapes():
 # -- the executor ---------------------------------------------------------------------------
 
 
-def test_arrival_goes_to_an_idle_user_else_waits_in_the_backlog_then_is_skipped():
+class ScriptedSchedule:
+    """An executor's schedule that the test writes: ``dispatch(due)`` makes one arrival due now.
+
+    ``llmload.arrivals`` gets a fake clock (``time.perf_counter``) and an ``offsets`` that
+    waits for the test's next due time, moves the clock to it and hands it to the executor.
+    """
+
+    START = 1000.0
+
+    def __init__(self, monkeypatch) -> None:
+        self.now = self.START
+        self.dues: gevent.queue.Queue = gevent.queue.Queue()
+        self.spawned: list[str] = []
+        fake_time = SimpleNamespace(time=lambda: 0.0, perf_counter=lambda: self.now)
+        monkeypatch.setattr(arrivals, "time", fake_time)
+        monkeypatch.setattr(arrivals, "offsets", self.offsets)
+
+    def spawn(self, name, func, *args):
+        self.spawned.append(name)
+        return gevent.spawn(func, *args)
+
+    def offsets(self, _assignment):
+        base = self.now  # the executor's base: the clock when its schedule started
+        while True:
+            due = self.dues.get()
+            self.now = max(self.now, due)
+            yield due - base
+
+    def start(self, executor: ArrivalExecutor, epoch: int = 1) -> None:
+        executor.pool_ready.set()
+        executor.assign(assignment(epoch=epoch, mode="constant", t0_wall=0.0))
+
+    def dispatch(self, executor: ArrivalExecutor, due: float) -> None:
+        scheduled = executor.stats.scheduled
+        self.dues.put(due)
+        for _ in range(100):
+            if executor.stats.scheduled > scheduled:
+                return
+            gevent.sleep(0)
+        raise AssertionError(f"the arrival due at {due} was never dispatched")
+
+
+def test_arrival_goes_to_an_idle_user_else_waits_in_the_backlog_then_is_skipped(monkeypatch):
+    schedule = ScriptedSchedule(monkeypatch)
     stats = ArrivalStats()
-    executor = ArrivalExecutor(stats)
+    executor = ArrivalExecutor(stats, spawn=schedule.spawn)
+    schedule.start(executor)
     got = []
     user = gevent.spawn(lambda: got.append(executor.wait()))
     gevent.sleep(0)
     assert executor.idle_users == 1
-    executor._dispatch(123.0)
+    schedule.dispatch(executor, 1001.0)
     user.join(timeout=1)
-    assert got == [123.0] and (stats.scheduled, stats.sent, stats.skipped) == (1, 1, 0)
+    assert got == [1001.0] and (stats.scheduled, stats.sent, stats.skipped) == (1, 1, 0)
     # No idle user: the arrival waits; a user that frees up in time takes it at once.
-    now = arrivals.time.perf_counter()
-    executor._dispatch(now)
+    now = 1002.0
+    schedule.dispatch(executor, now)
+    assert executor.idle_users == 0 and stats.sent == 1
     assert executor.wait() == now and stats.sent == 2
     # An arrival older than SKIP_AFTER_S is skipped when a user finally asks.
-    executor._dispatch(now - arrivals.SKIP_AFTER_S - 0.5)
-    executor._dispatch(now)
+    schedule.dispatch(executor, now - arrivals.SKIP_AFTER_S - 0.5)
+    schedule.dispatch(executor, now)
     assert executor.wait() == now and (stats.scheduled, stats.sent, stats.skipped) == (4, 3, 1)
-    # The backlog never holds more than SKIP_AFTER_S of arrivals.
+    # The backlog never holds more than SKIP_AFTER_S of arrivals: of these five, the last two.
     for k in range(5):
-        executor._dispatch(now + k * arrivals.SKIP_AFTER_S * 0.6)
-    assert len(executor._backlog) == 2 and stats.skipped == 4
-    # At the end of the test the backlog is dropped (due after the test), not counted as skipped,
-    # and users still waiting for an arrival are released with the given exception.
-    executor._backlog.clear()
+        schedule.dispatch(executor, now + k * arrivals.SKIP_AFTER_S * 0.6)
+    assert stats.skipped == 4 and stats.scheduled == 9
+    assert [executor.wait(), executor.wait()] == pytest.approx([now + 1.8, now + 2.4])
     waiting = gevent.spawn(executor.wait)
     gevent.sleep(0)
-    executor._backlog.append(now + 10)
+    assert executor.idle_users == 1 and (stats.scheduled, stats.sent, stats.skipped) == (9, 5, 4)
+    # At the end of the test users still waiting for an arrival are released with the given exception...
     executor.stop(release=LookupError("stop"))
     waiting.join(timeout=1)
     assert isinstance(waiting.exception, LookupError) and executor.idle_users == 0
-    assert stats.skipped == 4 and stats.scheduled == 9 and stats.sent == 3 and not executor._backlog
+    # ... and the backlog is dropped (due after the test), not counted as skipped.
+    schedule.start(executor, epoch=2)
+    schedule.dispatch(executor, schedule.now + 0.1)
+    executor.stop()
+    waiting = gevent.spawn(executor.wait)
+    gevent.sleep(0)
+    assert executor.idle_users == 1  # nothing left to take
+    executor.stop(release=LookupError("stop"))
+    waiting.join(timeout=1)
+    assert stats.skipped == 4 and stats.scheduled == 10 and stats.sent == 5
+    assert schedule.spawned == ["open-loop schedule", "open-loop schedule"]
 
 
-def test_a_killed_waiting_user_leaves_the_pool():
-    executor = ArrivalExecutor(ArrivalStats())
+def test_a_killed_waiting_user_leaves_the_pool(monkeypatch):
+    schedule = ScriptedSchedule(monkeypatch)
+    executor = ArrivalExecutor(ArrivalStats(), spawn=schedule.spawn)
+    schedule.start(executor)
     user = gevent.spawn(executor.wait)
     gevent.sleep(0)
     user.kill()
     assert executor.idle_users == 0
-    executor._dispatch(1.0)
-    assert executor.stats.sent == 0 and len(executor._backlog) == 1
+    schedule.dispatch(executor, 1001.0)
+    assert executor.stats.sent == 0 and executor.stats.skipped == 0
+    assert executor.wait() == 1001.0 and executor.stats.sent == 1  # it waited in the backlog
+    executor.stop()
 
 
 def test_executor_runs_the_schedule_after_the_pool_is_ready():
     stats = ArrivalStats()
-    executor = ArrivalExecutor(stats)
+    spawned = []
+
+    def spawn(name, func, *args):
+        spawned.append(name)
+        return gevent.spawn(func, *args)
+
+    executor = ArrivalExecutor(stats, spawn=spawn)
     got: list[float] = []
 
     def user():
@@ -134,12 +209,17 @@ def test_executor_runs_the_schedule_after_the_pool_is_ready():
     # Arrivals due before the pool was ready are not part of the test; then 200/s (+-2 at the edges).
     assert got[0] >= ready - 0.001 and stats.skipped == 0
     assert len(got) == pytest.approx(200 * elapsed, abs=2)
-    gaps = [b - a for a, b in zip(got, got[1:])]
+    gaps = [b - a for a, b in zip(got, got[1:], strict=False)]
     assert gaps == pytest.approx([0.005] * len(gaps))
-    # A new epoch replaces the schedule; the same epoch again is ignored.
+    assert spawned == ["open-loop schedule"]
+    # After a stop the same assignment starts again; while it runs, the same epoch again is
+    # ignored, and a new epoch replaces the schedule.
     first = executor.assignment
     executor.assign(first)
-    assert executor._greenlet is not None
+    executor.assign(first)
+    assert len(spawned) == 2
+    executor.assign(assignment(epoch=first.epoch + 1, mode="constant", rate_rps=200))
+    assert len(spawned) == 3 and executor.assignment.epoch == first.epoch + 1
     executor.stop()
 
 
@@ -157,7 +237,7 @@ def test_stats_observe_wire_and_merge():
     )
     stats.observe(record)
     stats.observe(RequestRecord(backend="b", model="m", user_class="U", endpoint="/", t_send=1.0, start_wall=0.0))
-    stats.scheduled, stats.sent, stats.skipped = 5, 4, 1
+    stats.merge_wire(counts(scheduled=5, sent=4, skipped=1))
     total = ArrivalStats()
     total.merge_wire(stats.to_wire())
     total.merge_wire(stats.to_wire())
@@ -171,80 +251,113 @@ def test_stats_observe_wire_and_merge():
 # -- coordination ---------------------------------------------------------------------------
 
 
-class FakeRunner:
-    def __init__(self, ids):
-        self.clients = SimpleNamespace(ready=[SimpleNamespace(id=i) for i in ids], spawning=[], running=[])
-        self.indexes = {i: n for n, i in enumerate(sorted(ids, reverse=True))}
-        self.sent = []
-
-    def get_worker_index(self, client_id):
-        return self.indexes[client_id]
-
-    def send_message(self, msg_type, data=None, client_id=None):
-        self.sent.append((msg_type, client_id, data))
+def counts(*, scheduled=0, sent=0, skipped=0) -> dict:
+    """Arrival counts in the wire format, without latencies."""
+    return {"scheduled": scheduled, "sent": sent, "skipped": skipped, "dists": {}}
 
 
-def fake_plugin(*, master: bool, arrival="poisson", rate=90.0):
-    options = SimpleNamespace(arrival=arrival, rate_rps=rate, seed=7)
-    return SimpleNamespace(
-        options=options, is_master=master, is_worker=False, store=MetricsStore(), started_at=100.0, ended_at=110.0
-    )
+def open_loop(arrival="poisson", rate=90.0, **parsed) -> SimpleNamespace:
+    return SimpleNamespace(llm_arrival=arrival, llm_rate=str(rate), llm_seed="7", **parsed)
 
 
-def test_master_divides_the_rate_by_worker_index_and_again_when_workers_change():
-    runner = FakeRunner(["w-a", "w-b"])
-    plugin = fake_plugin(master=True)
-    coordinator = Arrivals(SimpleNamespace(runner=runner), plugin)
-    coordinator._on_test_start(environment=None)
-    assert [(m, c, d["slot"], d["slots"], d["rate_rps"], d["epoch"]) for m, c, d in runner.sent] == [
-        ("llmload_arrivals", "w-b", 0, 2, 90.0, 1),
-        ("llmload_arrivals", "w-a", 1, 2, 90.0, 1),
-    ]
-    runner.sent.clear()
-    coordinator._on_worker_report(client_id="w-a", data={})
-    assert runner.sent == []  # same workers: nothing to do
-    runner.clients.running.append(SimpleNamespace(id="w-c"))
-    runner.indexes["w-c"] = 2
-    coordinator._on_worker_report(client_id="w-c", data={})
-    assert [(c, d["slot"], d["slots"], d["epoch"]) for _, c, d in runner.sent] == [
-        ("w-b", 0, 3, 2),
-        ("w-a", 1, 3, 2),
-        ("w-c", 2, 3, 2),
-    ]
-    runner.sent.clear()
-    coordinator.set_rate(30.0)
-    assert {d["rate_rps"] for _, _, d in runner.sent} == {30.0} and len(runner.sent) == 3
-    runner.sent.clear()
-    coordinator._on_test_stop(environment=None)
-    coordinator._on_worker_report(client_id="w-a", data={})
-    assert runner.sent == []
+def recording_sends(monkeypatch, runner) -> list:
+    """The open-loop assignments the master sends its workers: (message type, client id, data)."""
+    sent = []
+
+    def send_message(kind, data=None, client_id=None):
+        if kind == arrivals.MESSAGE:
+            sent.append((kind, client_id, data))
+
+    monkeypatch.setattr(runner, "send_message", send_message)
+    return sent
+
+
+def test_master_divides_the_rate_by_worker_index_and_again_when_workers_change(monkeypatch):
+    with master_environment(open_loop()) as environment:
+        runner = environment.runner
+        new_plugin(environment, arrivals)
+        sent = recording_sends(monkeypatch, runner)
+        for worker in ("w-b", "w-a"):  # worker indexes: w-b 0, w-a 1
+            connect_worker(runner, worker)
+        assert sent == []  # not before the test starts
+        events = environment.events
+        fire(events.test_start, environment=environment)
+        assert [(m, c, d["slot"], d["slots"], d["rate_rps"], d["epoch"]) for m, c, d in sent] == [
+            ("llmload_arrivals", "w-b", 0, 2, 90.0, 1),
+            ("llmload_arrivals", "w-a", 1, 2, 90.0, 1),
+        ]
+        assert {d["mode"] for _, _, d in sent} == {"poisson"} and {d["seed"] for _, _, d in sent} == {7}
+        sent.clear()
+        fire(events.worker_report, client_id="w-a", data=worker_report())
+        assert sent == []  # same workers: nothing to do
+        connect_worker(runner, "w-c")
+        fire(events.worker_report, client_id="w-c", data=worker_report())
+        assert [(c, d["slot"], d["slots"], d["epoch"]) for _, c, d in sent] == [
+            ("w-b", 0, 3, 2),
+            ("w-a", 1, 3, 2),
+            ("w-c", 2, 3, 2),
+        ]
+        sent.clear()
+        arrivals.get_arrivals(environment.llmload).set_rate(30.0)
+        assert {d["rate_rps"] for _, _, d in sent} == {30.0} and len(sent) == 3
+        sent.clear()
+        fire(events.test_stop, environment=environment)
+        fire(events.worker_report, client_id="w-a", data=worker_report())
+        assert sent == []
+        environment.llmload.supervisor.kill_all()
+
+
+def test_worker_follows_its_assignment_from_the_master():
+    plugin = new_plugin(worker_environment(**vars(open_loop())), arrivals)
+    coordinator = arrivals.get_arrivals(plugin)
+    wire = assignment(epoch=3, mode="constant", rate_rps=30.0, slot=1, slots=2, seed=7).to_wire()
+    plugin.environment.runner.deliver(arrivals.MESSAGE, wire)
+    try:
+        assert coordinator.executor.assignment == Assignment(**wire)
+    finally:
+        fire(plugin.environment.events.test_stop, environment=plugin.environment)
+        plugin.supervisor.kill_all()
 
 
 def test_worker_reports_deltas_and_master_merges_them():
-    plugin = fake_plugin(master=False)
-    worker = Arrivals(SimpleNamespace(runner=None), plugin)
-    worker.delta.scheduled, worker.delta.sent = 3, 3
+    plugin = new_plugin(worker_environment(**vars(open_loop())), arrivals)
+    worker = plugin.extensions.get(Arrivals)
+    worker.delta.merge_wire(counts(scheduled=3, sent=3))
     data: dict = {}
-    worker._on_report_to_master(client_id="w", data=data)
+    fire(plugin.environment.events.report_to_master, client_id="w", data=data)
     assert data["llmload_arrivals"]["scheduled"] == 3 and worker.delta.scheduled == 0
     assert worker.executor.stats is worker.delta
     empty: dict = {}
-    worker._on_report_to_master(client_id="w", data=empty)
-    assert empty == {}
-    master = Arrivals(SimpleNamespace(runner=FakeRunner([])), fake_plugin(master=True))
-    master._on_worker_report(client_id="w", data=data)
-    master._on_worker_report(client_id="w", data=data)
-    assert master.total.scheduled == 6
+    fire(plugin.environment.events.report_to_master, client_id="w", data=empty)
+    assert "llmload_arrivals" not in empty  # nothing new: no arrivals section
+    with master_environment(open_loop()) as environment:
+        master = arrivals.get_arrivals(new_plugin(environment, arrivals))
+        fire(environment.events.worker_report, client_id="w", data=worker_report(data))
+        fire(environment.events.worker_report, client_id="w", data=worker_report(data))
+        assert master.total.scheduled == 6 and master.totals().sent == 6
 
 
-def test_summary_and_warnings():
-    plugin = fake_plugin(master=False, rate=10.0)
-    coordinator = Arrivals(SimpleNamespace(runner=None), plugin)
-    coordinator.delta.scheduled, coordinator.delta.sent = 100, 100
+def test_malformed_arrivals_report_is_ignored_with_a_warning(caplog):
+    plugin = new_plugin(local_environment(open_loop()), arrivals)
+    fire(plugin.environment.events.worker_report, client_id="w3", data={"llmload_arrivals": {"scheduled": 1}})
+    assert "llmload: ignored a malformed arrivals report from worker w3 (" in caplog.text
+
+
+def test_summary_and_warnings(monkeypatch):
+    wall = [100.0]
+    monkeypatch.setattr(plugin_module, "time", SimpleNamespace(time=lambda: wall[0], monotonic=time.monotonic))
+    plugin = new_plugin(local_environment(open_loop(rate=10.0)), arrivals)
+    coordinator = arrivals.get_arrivals(plugin)
+    events = plugin.environment.events
+    fire(events.test_start, environment=plugin.environment)
+    coordinator.delta.merge_wire(counts(scheduled=100, sent=100))
+    wall[0] = 110.0
+    fire(events.test_stop, environment=plugin.environment)
+    plugin.supervisor.kill_all()
     summary = coordinator.summary()
     assert summary["warning"] is None and summary["sent"] == 100 and summary["sent_rps"] == pytest.approx(10.0)
     assert summary["mode"] == "poisson" and summary["rate_rps"] == 10.0 and summary["lag_warn_p99_s"] == 0.1
-    coordinator.delta.scheduled, coordinator.delta.skipped = 5, 5
+    coordinator.delta.merge_wire(counts(scheduled=5, skipped=5))
     lagging = RequestRecord(
         backend="b",
         model="m",
@@ -255,14 +368,17 @@ def test_summary_and_warnings():
         t_intended=1.0,
         token_times=[1.4],
     )
-    plugin.store.record(lagging)
+    plugin.record(lagging)
     warning = coordinator.summary()["warning"]
     assert warning == (
         "open-loop schedule not kept: 5 of 105 arrivals skipped because no user was free within 1 s "
         "(raise -u, the pool of users); dispatch lag p99 300 ms exceeds 100 ms "
         "(the load generator is short of CPU: add workers)"
     )
-    assert Arrivals(SimpleNamespace(runner=None), fake_plugin(master=False, arrival="closed")).summary() is None
+    assert plugin.extensions.results_sections()["arrivals"]["warning"] == warning
+    closed = new_plugin(local_environment(open_loop(arrival="closed", rate="")), arrivals)
+    assert arrivals.get_arrivals(closed).summary() is None
+    assert closed.extensions.results_sections()["arrivals"] is None
 
 
 @pytest.mark.parametrize(

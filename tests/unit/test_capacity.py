@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+from locust.runners import STATE_RUNNING
 
 from llmload import capacity, capacity_cli
-from llmload.capacity import CapacitySearch, CapacitySettings, answer_text, format_table, step_figures
+from llmload.capacity_search import CapacitySearch, CapacitySettings, build_doc, step_figures
 from llmload.errors import ConfigError
 from llmload.metrics import MetricsStore
 from llmload.record import RequestRecord
+from llmload.render.capacity import answer_text, format_table
+from tests.support.environments import connect_worker, fire, master_environment, new_plugin, worker_report
 
 
 def run_search(settings: CapacitySettings, capacity_limit: float) -> tuple[list[float], dict]:
@@ -145,14 +149,14 @@ def test_table_and_answer_text():
             }
         )
     slo = {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95}
-    doc = capacity.build_doc(search, label="rtx3090", slo=slo)
+    doc = build_doc(search, label="rtx3090", slo=slo)
     assert answer_text(doc) == (
         "rtx3090: 150 users at >= 10 tok/s (95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
     )
     table = format_table(doc).splitlines()
     assert (
-        table[0]
-        == "Capacity search (rates in tok/s, TTFT in ms; SLO: 95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
+        table[0] == "Capacity search (rates in tok/s, TTFT in ms; "
+        "SLO: 95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s)"
     )
     assert table[1].split() == [
         "step",
@@ -172,7 +176,7 @@ def test_table_and_answer_text():
     ]
     assert table[3].split() == ["1", "100", "100", "13.6", "13.5", "400", "900", "1,400", "100.0%", "pass"]
     assert table[4].split()[-1] == "FAIL" and table[-1].startswith("Answer: rtx3090: 150 users")
-    limit = capacity.build_doc(CapacitySearch(CapacitySettings(start=4, max=4)), label="h100", slo=slo)
+    limit = build_doc(CapacitySearch(CapacitySettings(start=4, max=4)), label="h100", slo=slo)
     limit["steps"] = []
     limit["answer"] = {"users": 400, "limit_reached": True, "complete": True}
     assert answer_text(limit).startswith("h100: >= 400 users at >= 10 tok/s (the search's upper limit)")
@@ -183,73 +187,136 @@ def test_table_and_answer_text():
     )
 
 
-# -- the shape's phases, with a fake clock, runner and plugin ---------------------------------------
+# -- the shape's phases, with a fake clock and a real master whose worker reports its users ------------
 
 
-class FakePlugin:
-    def __init__(self, options):
-        self.options = options
-        self.store = MetricsStore(slo_ttft_s=2.0, slo_stream_rate_tps=10.0)
-        self.windows: dict = {}
-        self.capacity = None
+class Clock:
+    """``time.monotonic`` of ``llmload.capacity``, set by the test."""
 
-    def open_window(self, name):
-        self.windows[name] = MetricsStore(slo_ttft_s=2.0, slo_stream_rate_tps=10.0)
-        return self.windows[name]
+    def __init__(self, monkeypatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr(capacity, "time", SimpleNamespace(monotonic=lambda: self.now))
 
-    def close_window(self, name):
-        return self.windows.pop(name, None)
+
+@contextmanager
+def capacity_master(**options):
+    """A master running ``CapacityShape`` with llmload and its capacity extension; one worker, "w1", joined."""
+    parsed = SimpleNamespace(llm_slo_stream_rate="10", **options)  # Locust's parser gives the default, 10
+    with master_environment(parsed, shape_class=capacity.CapacityShape(), host="http://h") as environment:
+        plugin = new_plugin(environment, capacity)
+        connect_worker(environment.runner, "w1")
+        yield environment, plugin
+
+
+def report_users(environment, count: int) -> None:
+    fire(environment.events.worker_report, client_id="w1", data=worker_report(users={"U": count}))
 
 
 def test_shape_ramps_warms_up_measures_and_stops(monkeypatch, capsys):
-    clock = [0.0]
-    monkeypatch.setattr(capacity.time, "monotonic", lambda: clock[0])
-    parsed = SimpleNamespace(
+    clock = Clock(monkeypatch)
+    options = dict(
         llm_capacity_start="2",
         llm_capacity_max="4",
         llm_capacity_warmup="5",
         llm_capacity_hold="10",
         llm_capacity_label="sim",
     )
-    plugin = FakePlugin(SimpleNamespace(backends="", backend_names=""))
-    environment = SimpleNamespace(parsed_options=parsed, llmload=plugin, host="http://h")
-    runner = SimpleNamespace(environment=environment, state="spawning", user_count=0)
-    monkeypatch.setattr("llmload.plugin.get_plugin", lambda env: env.llmload)
+    with capacity_master(**options) as (environment, plugin):
+        shape, runner = environment.shape_class, environment.runner
+        search_run = plugin.extensions.get(capacity.CapacityRun)
+        assert shape.search_run is search_run and search_run.settings.hold_s == 10
+        assert plugin.options.slo_ttft_s == 2.0  # a capacity run's default TTFT SLO
+        assert shape.tick() == (2, 1.0)  # 2 new users over FIRST_RAMP_S capped at the warm-up (5 s)
+        clock.now = 3.0
+        assert shape.tick() == (2, 1.0) and search_run.phase == "ramp"  # still spawning
+        runner.update_state(STATE_RUNNING)
+        report_users(environment, 2)
+        shape.tick()
+        assert search_run.phase == "warmup"
+        clock.now = 8.0
+        shape.tick()
+        assert search_run.phase == "hold" and "capacity" in plugin.windows
+        for _ in range(2):
+            plugin.record(record(ttft=0.2, e2e=2.0))
+        clock.now = 18.0
+        assert shape.tick() == (4, 1.0)  # step 1 done (10 s, 2 requests >= 2 users): grow to 4
+        assert search_run.doc["steps"][0]["passed"] and search_run.phase == "ramp"
+        assert "capacity" not in plugin.windows
+        report_users(environment, 4)
+        clock.now = 19.0
+        shape.tick()
+        assert search_run.phase == "warmup" and search_run.warmup_s == 5.0
+        clock.now = 24.0
+        shape.tick()
+        clock.now = 34.0
+        plugin.record(record(ttft=0.2, e2e=2.0))
+        assert shape.tick() == (4, 1.0)  # 1 request < 4 users: the step goes on
+        clock.now = 40.0
+        for _ in range(3):
+            plugin.record(record(ttft=0.2, e2e=2.0))
+        assert shape.tick() is None  # 4 = --llm-capacity-max passed: done
+        doc = plugin.extensions.results_sections()["capacity"]
+        answer = doc["answer"]
+        assert answer["users"] == 4 and answer["limit_reached"] and answer["complete"]
+        assert answer["stopped_by"] is None
+        assert doc["steps"][1]["window_s"] == 16.0
+        out = capsys.readouterr().out
+        assert "Answer: sim: >= 4 users at >= 10 tok/s (the search's upper limit)" in out
+        assert shape.tick() is None
+
+
+def test_run_time_limit_stops_the_search_with_what_is_established(monkeypatch, capsys, caplog):
+    clock = Clock(monkeypatch)
+    options = dict(
+        llm_capacity_start="2",
+        llm_capacity_max="8",
+        llm_capacity_warmup="5",
+        llm_capacity_hold="10",
+        llm_capacity_label="sim",
+        run_time=30,
+    )
+    with capacity_master(**options) as (environment, plugin):
+        shape, runner = environment.shape_class, environment.runner
+        search_run = plugin.extensions.get(capacity.CapacityRun)
+        assert search_run.run_time_s == 30.0
+        runner.update_state(STATE_RUNNING)
+        assert shape.tick() == (2, 1.0)
+        report_users(environment, 2)
+        clock.now = 1.0
+        shape.tick()  # ramped: warm-up until 6 s
+        clock.now = 6.0
+        shape.tick()  # measuring until 16 s
+        for _ in range(2):
+            plugin.record(record(ttft=0.2, e2e=2.0))
+        clock.now = 16.0
+        assert shape.tick() == (4, 1.0)  # step 1 passed: grow to 4
+        report_users(environment, 4)
+        clock.now = 17.0
+        shape.tick()
+        clock.now = 22.0
+        shape.tick()
+        assert search_run.phase == "hold" and "capacity" in plugin.windows
+        clock.now = 30.0  # -t 30s: the limit is reached in the middle of step 2
+        assert shape.tick() is None
+        assert "capacity" not in plugin.windows
+        doc = plugin.extensions.results_sections()["capacity"]
+        answer = doc["answer"]
+        assert answer["complete"] is False and "run-time limit" in answer["stopped_by"]
+        assert answer["stopped_by"] == "the run-time limit of 30 s was reached"
+        assert answer["users"] == 2 and answer["first_failing"] is None and not answer["limit_reached"]
+        assert [step["level"] for step in doc["steps"]] == [2]
+        assert answer["text"] == (
+            "sim: 2 users at >= 10 tok/s (95% of requests with stream rate >= 10 tok/s and TTFT <= 2 s) "
+            "[search incomplete: the run-time limit of 30 s was reached]"
+        )
+        assert f"Answer: {answer['text']}" in capsys.readouterr().out
+        assert "run-time limit of 30 s reached after 1 step(s)" in caplog.text
+        assert shape.tick() is None
+
+
+def test_a_shape_without_a_search_does_nothing():
     shape = capacity.CapacityShape()
-    shape.runner = runner
-    assert shape.tick() == (2, 1.0)  # 2 new users over FIRST_RAMP_S capped at the warm-up (5 s)
-    clock[0] = 3.0
-    assert shape.tick() == (2, 1.0) and shape.phase == "ramp"  # still spawning
-    runner.state, runner.user_count = "running", 2
-    shape.tick()
-    assert shape.phase == "warmup"
-    clock[0] = 8.0
-    shape.tick()
-    assert shape.phase == "hold" and "capacity" in plugin.windows
-    for _ in range(2):
-        plugin.windows["capacity"].record(record(ttft=0.2, e2e=2.0))
-    clock[0] = 18.0
-    assert shape.tick() == (4, 1.0)  # step 1 done (10 s, 2 requests >= 2 users): grow to 4
-    assert plugin.capacity["steps"][0]["passed"] and shape.phase == "ramp" and "capacity" not in plugin.windows
-    runner.user_count = 4
-    clock[0] = 19.0
-    shape.tick()
-    assert shape.phase == "warmup" and shape.warmup_s == 5.0
-    clock[0] = 24.0
-    shape.tick()
-    clock[0] = 34.0
-    plugin.windows["capacity"].record(record(ttft=0.2, e2e=2.0))
-    assert shape.tick() == (4, 1.0)  # 1 request < 4 users: the step goes on
-    clock[0] = 40.0
-    for _ in range(3):
-        plugin.windows["capacity"].record(record(ttft=0.2, e2e=2.0))
-    assert shape.tick() is None  # 4 = --llm-capacity-max passed: done
-    answer = plugin.capacity["answer"]
-    assert answer["users"] == 4 and answer["limit_reached"] and answer["complete"]
-    assert plugin.capacity["steps"][1]["window_s"] == 16.0
-    out = capsys.readouterr().out
-    assert "Answer: sim: >= 4 users at >= 10 tok/s (the search's upper limit)" in out
-    assert shape.tick() is None
+    assert shape.search_run is None and shape.tick() is None
 
 
 def test_wrapper_command_line():
@@ -298,6 +365,15 @@ def test_module_import_does_not_need_locust():
     import subprocess
     import sys
 
-    code = "import sys, llmload.capacity, llmload.compare; print('locust' in sys.modules)"
+    code = "import sys, llmload.capacity_search, llmload.capacity_cli, llmload.compare; print('locust' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    code = (
+        "import contextlib, io, sys\n"
+        "from llmload import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    cli.main(['--help'])\n"
+        "print('locust' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -1,4 +1,10 @@
-"""``llmload compare``: rows from capacity and plain runs, hand-computed cost figures, Markdown and CSV files."""
+"""``llmload compare``: rows from capacity and plain runs, hand-computed cost figures, Markdown and CSV files.
+
+The fixture files are version-1 results (``llmload.results/1``), as earlier
+llmload versions wrote them: their groups' ``slo.attainment`` is SLO-met over
+successful requests; compare reads them upgraded to version 2, where it is
+SLO-met over all finished requests (failed ones count as misses).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from llmload import cli
-from llmload.compare import compare_files, rows_from_results, to_csv, to_markdown
+from llmload.compare import compare_files
+from llmload.render.compare import rows_from_results, to_csv, to_markdown
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SLO = {"stream_rate_tps": 10.0, "ttft_s": 2.0, "attainment": 0.95}
@@ -60,18 +67,20 @@ def capacity_run(name: str, gpu: str, price: float, users: int, tps: float, *, l
     }
 
 
-def plain_run(backend: str, tps: float) -> dict:
+def plain_run(backend: str, tps: float, *, schema: str = "llmload.results/1") -> dict:
+    # 99 of 100 successful requests met the SLO and 1 request failed: 0.99 in version 1 (met / ok).
     group = {
         "backend": backend,
         "model": "llama",
         "user_class": "Chatbot",
+        "requests": {"ok": 100, "failed": 1, "errors": {"http_429": 1}},
         "ttft_s": {"p50": 0.2, "p99": 0.5},
         "stream_rate_tps": {"p50": 26.5, "p10": 26.0},
         "throughput": {"output_tokens_per_s": tps},
-        "slo": {"ttft_s": None, "stream_rate_tps": 10.0, "attainment": 0.99},
+        "slo": {"ttft_s": None, "stream_rate_tps": 10.0, "met": 99, "attainment": 0.99},
     }
     return {
-        "schema": "llmload.results/1",
+        "schema": schema,
         "run": {"duration_s": 300.0, "peak_users": 100, "backends": None},
         "groups": [group],
         "total": {},
@@ -102,7 +111,8 @@ def test_hand_computed_costs(files):
     assert (a100.gpu, a100.price_per_hour) == ("A100 40GB", 1.29)
     assert a100.cost_per_million_output_tokens == pytest.approx(0.1119791667)
     assert a100.users_at_slo is None and a100.users_per_dollar_hour is None
-    # 2.99 / (9,956 * 3,600) * 1e6 = 2.99 / 35,841,600 * 1e6 = $0.0834226; 400 / 2.99 = 133.78 users per $/h, 400 being a lower bound.
+    # 2.99 / (9,956 * 3,600) * 1e6 = 2.99 / 35,841,600 * 1e6 = $0.0834226;
+    # 400 / 2.99 = 133.78 users per $/h, 400 being a lower bound.
     assert h100.cost_per_million_output_tokens == pytest.approx(0.0834226151)
     assert h100.users_per_dollar_hour == pytest.approx(133.7792642)
     assert h100.users_limit_reached
@@ -116,8 +126,10 @@ def test_markdown(files):
         "| rtx3090 | RTX 3090 24GB | vLLM 0.8.5 | fp16 | 150 | 1,500 | 390 / 660 | 10.1 / 10.1 | 100.0% | "
         "$0.22 | $0.04 | 681.8 | capacity search: step at 150 users | rtx.json |"
     )
+    # The a100 run is version 1: SLO met = 99 met / (100 ok + 1 failed) = 98.0% (it read 99 / 100 = 99.0% before
+    # schema 2 counted failed requests as misses).
     assert lines[5].startswith(
-        "| a100 | A100 40GB | vLLM 0.8.5 | fp16 | - | 3,200 | 200 / 500 | 26.5 / 26.0 | 99.0% | $1.29 | $0.11 | - |"
+        "| a100 | A100 40GB | vLLM 0.8.5 | fp16 | - | 3,200 | 200 / 500 | 26.5 / 26.0 | 98.0% | $1.29 | $0.11 | - |"
     )
     assert (
         "| h100 | H100 80GB SXM | vLLM 0.8.5 | fp16 | >= 400 | 9,956 |" in lines[6] and "| $0.08 | 133.8 |" in lines[6]
@@ -134,6 +146,9 @@ def test_csv_has_raw_numbers(files):
     assert rows[0]["users_at_slo"] == "150" and rows[0]["ttft_p99_s"] == "0.66"
     assert rows[1]["price_per_hour"] == "" and rows[1]["cost_per_million_output_tokens"] == ""  # no --backends
     assert rows[2]["users_limit_reached"] == "True"
+    # Attainment as a raw ratio: the capacity answer's as written (it always counted failures as misses),
+    # the version-1 plain run's upgraded to 99 / (100 + 1) = 0.980198.
+    assert [r["slo_attainment"] for r in rows] == ["1", "0.980198", "1"]
 
 
 def test_command_writes_markdown_and_csv(files, tmp_path, capsys):
@@ -159,3 +174,26 @@ def test_groups_of_one_backend_with_several_user_classes():
     rows = rows_from_results(doc, source="mixed.json")
     assert [r.backend for r in rows] == ["vllm (Chatbot)", "vllm (Summarization)"]
     assert rows[0].users is None and rows[0].window == "whole run (300 s, 100 users)"
+
+
+def test_version_1_attainment_is_upgraded_and_version_2_is_read_as_is(tmp_path):
+    v1, v2 = tmp_path / "v1.json", tmp_path / "v2.json"
+    v1.write_text(json.dumps(plain_run("a100", 3200.0)))
+    doc = plain_run("a100", 3200.0, schema="llmload.results/2")
+    # A version-2 file is read as it is (its attainment, 0.98, is already over all finished requests).
+    doc["groups"][0]["slo"].update(attainment=0.98, attainment_of_ok=0.99)
+    v2.write_text(json.dumps(doc))
+    old, new = compare_files([str(v1), str(v2)])
+    assert old.slo_attainment == pytest.approx(99 / 101)  # 0.980198..., was 0.99 (= 99 / 100) in the file
+    assert new.slo_attainment == 0.98
+
+
+def test_command_shows_the_upgraded_attainment_of_a_version_1_file(tmp_path, capsys):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(plain_run("a100", 3200.0)))
+    assert cli.main(["compare", str(path), "--csv", str(tmp_path / "old.csv")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| a100 |"))
+    # 99 met / (100 ok + 1 failed) = 98.0%; the file's own 0.99 (met / ok) is not shown.
+    assert "| 98.0% |" in row and "99.0%" not in row
+    (written,) = csv.DictReader(io.StringIO((tmp_path / "old.csv").read_text()))
+    assert written["slo_attainment"] == "0.980198"

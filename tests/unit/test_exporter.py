@@ -19,35 +19,44 @@ from llmload.metrics import Distribution
 from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
 from llmload.record import RequestRecord
+from llmload.render.text import redact_url
 
 BACKEND = "http://user:hunter2@gpu-a:8000"
 LABELS = 'backend="http://gpu-a:8000",model="m",user_class="Chat"'
 
 
 def record(times=(), *, error=None, user_class="Chat", prompt=7):
-    r = RequestRecord(
-        backend=BACKEND, model="m", user_class=user_class, endpoint="/v1/chat/completions", t_send=0.0, start_wall=100.0
+    return RequestRecord(
+        backend=BACKEND,
+        model="m",
+        user_class=user_class,
+        endpoint="/v1/chat/completions",
+        t_send=0.0,
+        start_wall=100.0,
+        token_times=list(times),
+        t_end=times[-1] if times else 0.0,
+        completion_tokens=len(times) if error is None else None,
+        prompt_tokens=prompt,
+        error_kind=error,
     )
-    r.token_times = list(times)
-    r.t_end = times[-1] if times else 0.0
-    r.completion_tokens = len(times) if error is None else None
-    r.prompt_tokens = prompt
-    r.error_kind = error
-    return r
 
 
 @pytest.fixture
 def plugin():
     environment = Environment(events=Events())
     environment.create_local_runner()
-    plugin = LLMLoadPlugin().register(environment)
-    plugin.options = LLMOptions(api_key="sk-do-not-leak", slo_ttft_s=0.5, slo_stream_rate_tps=6.0)
-    plugin.store.slo_ttft_s, plugin.store.slo_stream_rate_tps = 0.5, 6.0
+    plugin = LLMLoadPlugin(environment).register()
+    # The options also set the store's SLO (it applies to requests recorded from then on).
+    plugin.set_options(LLMOptions(api_key="sk-do-not-leak", slo_ttft_s=0.5, slo_stream_rate_tps=6.0))
     # Binary-exact times: TTFT 0.125 and 0.25 s; ITL 0.125 x2 and 0.25 x2; E2E 0.375 and 0.75 s; 8 and 4 tok/s.
-    plugin.store.record(record((0.125, 0.25, 0.375)))
-    plugin.store.record(record((0.25, 0.5, 0.75)))
-    plugin.store.record(record(error="http_429"))
-    plugin.generator_gauges["local"] = {"in_flight": 2.0, "cpu_percent": 12.5}
+    plugin.record(record((0.125, 0.25, 0.375)))
+    plugin.record(record((0.25, 0.5, 0.75)))
+    plugin.record(record(error="http_429"))
+    # Known load-generator gauges, delivered the way the plugin receives a process's gauges: a report
+    # (no token metrics in it) through Locust's worker_report event.
+    gauges = {"in_flight": 2.0, "cpu_percent": 12.5}
+    environment.events.worker_report.fire(client_id="local", data={"llmload": {"groups": [], "gauges": gauges}})
+    assert plugin.generator_gauges == {"local": gauges}
     yield plugin
     environment.runner.quit()
 
@@ -72,7 +81,7 @@ def test_ttft_histogram_exact(plugin):
     counts = [0] * 6 + [1, 1] + [2] * 16
     expected = [
         f"llmload_ttft_seconds_bucket{{{with_le(exporter.floatToGoString(le))}}} {float(n)}"
-        for le, n in zip(exporter.TTFT_BUCKETS, counts)
+        for le, n in zip(exporter.TTFT_BUCKETS, counts, strict=True)
     ]
     expected += [
         f"llmload_ttft_seconds_bucket{{{with_le('+Inf')}}} 2.0",
@@ -147,14 +156,14 @@ def test_no_secret_in_the_exposition(plugin):
 
 
 def test_unset_slo_has_no_threshold_series(plugin):
-    plugin.options = LLMOptions(slo_ttft_s=None, slo_stream_rate_tps=None)
+    plugin.set_options(LLMOptions(slo_ttft_s=None, slo_stream_rate_tps=None))
     text = exposition(plugin)
     assert "llmload_slo_ttft_seconds" not in text and "llmload_slo_stream_rate_tokens_per_second" not in text
 
 
 def test_group_cap(plugin, caplog):
     for i in range(5):
-        plugin.store.record(record((0.125,), user_class=f"C{i}"))
+        plugin.record(record((0.125,), user_class=f"C{i}"))
     text = exposition(plugin, max_groups=3)
     classes = {line.split('user_class="')[1].split('"')[0] for line in lines_of(text, "llmload_output_tokens_total")}
     assert classes == {"C0", "C1", "C2"}
@@ -226,14 +235,15 @@ def test_start_serve_and_stop(plugin):
 def test_register_starts_on_master_or_local_and_stops_after_quit_grace():
     environment = Environment(events=Events(), parsed_options=parsed(llm_prometheus_port="0", llm_prometheus_grace="0"))
     environment.create_local_runner()
-    plugin = LLMLoadPlugin()
-    plugin.environment = environment
+    plugin = LLMLoadPlugin(environment).register()
     exporter.register(environment, plugin)
-    url = plugin.exporter.handle.url
+    exp = plugin.extensions.get(exporter.Exporter)
+    assert exp is not None and exp.handle is not None
+    url = exp.handle.url
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.status == 200
     environment.events.quit.fire(exit_code=0)
-    assert plugin.exporter.handle is None
+    assert exp.handle is None
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
     environment.runner.quit()
@@ -242,18 +252,17 @@ def test_register_starts_on_master_or_local_and_stops_after_quit_grace():
 def test_register_does_nothing_on_a_worker_or_without_the_option():
     for options in (parsed(llm_prometheus_port="0", worker=True), parsed()):
         environment = Environment(events=Events(), parsed_options=options)
-        plugin = LLMLoadPlugin()
-        plugin.environment = environment
+        plugin = LLMLoadPlugin(environment).register()
         exporter.register(environment, plugin)
-        assert getattr(plugin, "exporter", None) is None and getattr(plugin, "server_metrics", None) is None
+        # No exporter (nor anything else) registered with the plugin.
+        assert plugin.extensions.get(exporter.Exporter) is None and list(plugin.extensions) == []
 
 
 def test_port_in_use_exits_with_one_line(capsys):
     handle = exporter.start_exporter(SimpleNamespace(), port=0)
     try:
         environment = Environment(events=Events(), parsed_options=parsed(llm_prometheus_port=str(handle.port)))
-        plugin = LLMLoadPlugin()
-        plugin.environment = environment
+        plugin = LLMLoadPlugin(environment).register()
         with pytest.raises(SystemExit) as info:
             exporter.register(environment, plugin)
         assert info.value.code == 2
@@ -265,19 +274,26 @@ def test_port_in_use_exits_with_one_line(capsys):
 
 
 def test_redact_url():
-    assert exporter.redact_url("https://u:p@h:1/v1") == "https://h:1/v1"
-    assert exporter.redact_url("gpu-a") == "gpu-a"
+    assert redact_url("https://u:p@h:1/v1") == "https://h:1/v1"
+    assert redact_url("gpu-a") == "gpu-a"
 
 
-def test_quit_keeps_serving_for_the_grace_period(plugin):
+def test_quit_keeps_serving_for_the_grace_period():
     import gevent
 
-    options = exporter.ExporterOptions(port=0, grace_s=0.5)
-    exp = exporter.Exporter(plugin, options)
-    url = exp.start().url
+    environment = Environment(
+        events=Events(), parsed_options=parsed(llm_prometheus_port="0", llm_prometheus_grace="0.5")
+    )
+    environment.create_local_runner()
+    plugin = LLMLoadPlugin(environment).register()
+    exporter.register(environment, plugin)
+    exp = plugin.extensions.get(exporter.Exporter)
+    assert exp is not None and exp.options.grace_s == 0.5 and exp.handle is not None
+    url = exp.handle.url
     scraped = []
     gevent.spawn_later(0.2, lambda: scraped.append(urllib.request.urlopen(url, timeout=2).status))
     started = time.monotonic()
-    exp._on_quit(exit_code=0)
+    environment.events.quit.fire(exit_code=0)
     assert scraped == [200] and exp.handle is None
     assert time.monotonic() - started >= 0.45
+    environment.runner.quit()

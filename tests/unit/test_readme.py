@@ -14,7 +14,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def registered_llm_options() -> set[str]:
     parser = get_empty_argument_parser()
     add_arguments(parser)
-    for extension in hooks._extensions():
+    for extension in hooks.extension_modules():
         extension.add_arguments(parser)
     return {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--llm-")}
 

@@ -1,12 +1,15 @@
 """The HTML report: every section and chart from a results document, offline, secret-free, exact numbers.
 
 The fixture document is built the way the plugin builds one: group bodies come
-from a real ``MetricsStore`` of seeded records through ``results.group_body``;
-the timeline, capacity and server sections follow docs/results.md.
+from a real ``MetricsStore`` of seeded records through ``figures.group_body``;
+the timeline, capacity and server sections follow docs/results.md. The page is
+built by ``llmload.render.html``; ``llmload report`` and ``--llm-html``
+(``llmload.report``) write it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from html.parser import HTMLParser
@@ -16,10 +19,13 @@ import pytest
 from locust.env import Environment
 from locust.event import Events
 
-from llmload import charts, cli, report, results, svg
+from llmload import cli, report, results
+from llmload.figures import Slo, group_body
 from llmload.metrics import MetricsStore
 from llmload.plugin import LLMLoadPlugin
 from llmload.record import RequestRecord
+from llmload.render import charts, document, svg
+from llmload.render import html as render_html
 
 SECRET = "sk-report-secret-6b1f"
 T0 = 1_795_000_000.0
@@ -30,24 +36,23 @@ CAPACITY_CHARTS = ("capacity-stream-rate", "capacity-ttft", "capacity-throughput
 
 
 def _record(rng: random.Random, backend: str, start: float) -> RequestRecord:
-    record = RequestRecord(
+    ttft = rng.uniform(0.04, 0.4)
+    gaps = [rng.uniform(0.008, 0.05) for _ in range(19)]
+    times = [10.0 + ttft]
+    for gap in gaps:
+        times.append(times[-1] + gap)
+    return RequestRecord(
         backend=backend,
         model="llama",
         user_class="Chat",
         endpoint="/v1/chat/completions",
         t_send=10.0,
         start_wall=start,
+        token_times=times,
+        t_end=times[-1],
+        completion_tokens=20,
+        prompt_tokens=9,
     )
-    ttft = rng.uniform(0.04, 0.4)
-    gaps = [rng.uniform(0.008, 0.05) for _ in range(19)]
-    times = [10.0 + ttft]
-    for gap in gaps:
-        times.append(times[-1] + gap)
-    record.token_times = times
-    record.t_end = times[-1]
-    record.completion_tokens = 20
-    record.prompt_tokens = 9
-    return record
 
 
 def make_doc() -> dict:
@@ -63,12 +68,13 @@ def make_doc() -> dict:
         endpoint="/v1/chat/completions",
         t_send=1.0,
         start_wall=T0 + 1,
+        error_kind="http_429",
+        t_end=1.2,
     )
-    failed.error_kind, failed.t_end = "http_429", 1.2
     store.record(failed)
-    slo = {"slo_ttft_s": 0.3, "slo_stream_rate_tps": 40.0}
+    slo = Slo(ttft_s=0.3, stream_rate_tps=40.0)
     groups = [
-        {"backend": g.backend, "model": g.model, "user_class": g.user_class, **results.group_body(g, **slo)}
+        {"backend": g.backend, "model": g.model, "user_class": g.user_class, **group_body(g, slo=slo)}
         for g in sorted(store.groups.values(), key=lambda g: g.key)
     ]
     timeline, ok, met, tokens = [], 0, 0, 0
@@ -112,8 +118,8 @@ def make_doc() -> dict:
     return {
         "schema": results.SCHEMA,
         "run": {
-            "started_at": results._iso(T0),
-            "ended_at": results._iso(T0 + 21),
+            "started_at": results.iso(T0),
+            "ended_at": results.iso(T0 + 21),
             "duration_s": 21.0,
             "llmload_version": "0.1.0",
             "locust_version": "2.47.0",
@@ -130,7 +136,7 @@ def make_doc() -> dict:
             },
         },
         "groups": groups,
-        "total": results.group_body(store.total(), **slo),
+        "total": group_body(store.total(), slo=slo),
         "timeline": timeline,
         "server": {
             BACKENDS[0]: {
@@ -223,7 +229,7 @@ def parse(page: str) -> _Page:
 
 
 def test_every_section_and_chart_is_drawn():
-    page = parse(report.build_html(make_doc()))
+    page = parse(render_html.build_html(make_doc()))
     assert page.section_ids == ["run", "summary", "distributions", "timeline", "capacity", "server"]
     for chart in (*ALWAYS_CHARTS, *CAPACITY_CHARTS, "client-vs-server-ttft-0"):
         assert page.charts[chart]["class"] == "chart", chart
@@ -238,7 +244,7 @@ def test_every_section_and_chart_is_drawn():
 
 
 def test_the_page_loads_nothing_from_anywhere():
-    html = report.build_html(make_doc())
+    html = render_html.build_html(make_doc())
     page = parse(html)
     assert not {"script", "link", "img", "iframe", "object", "embed"} & set(page.tags)
     for tag, name, value in page.attrs:
@@ -250,7 +256,7 @@ def test_the_page_loads_nothing_from_anywhere():
 
 def test_no_secret_and_no_credentials_in_urls():
     doc = make_doc()
-    html = report.build_html(doc, secrets=["gpu-b:8000", "llama"])
+    html = render_html.build_html(doc, secrets=["gpu-b:8000", "llama"])
     assert SECRET not in html and "hunter2" not in html and "user:" not in html
     assert "http://127.0.0.1:8000" in html
     assert "gpu-b:8000" not in html and "http://***" in html  # a secret passed in is masked wherever it appears
@@ -260,29 +266,29 @@ def test_no_secret_and_no_credentials_in_urls():
 
 def test_summary_table_numbers_equal_the_document():
     doc = make_doc()
-    page = parse(report.build_html(doc))
-    summary_keys = {".".join(path) for _, path, _ in report.SUMMARY_COLUMNS}
+    page = parse(render_html.build_html(doc))
+    summary_keys = {".".join(path) for _, path, _ in render_html.SUMMARY_COLUMNS}
     bodies = [*doc["groups"], doc["total"]]
-    rows = [c for c in page.cells if c["key"] in summary_keys][: len(bodies) * len(report.SUMMARY_COLUMNS)]
-    assert len(rows) == len(bodies) * len(report.SUMMARY_COLUMNS)
+    rows = [c for c in page.cells if c["key"] in summary_keys][: len(bodies) * len(render_html.SUMMARY_COLUMNS)]
+    assert len(rows) == len(bodies) * len(render_html.SUMMARY_COLUMNS)
     for index, cell in enumerate(rows):
-        body = bodies[index // len(report.SUMMARY_COLUMNS)]
-        title, path, kind = report.SUMMARY_COLUMNS[index % len(report.SUMMARY_COLUMNS)]
+        body = bodies[index // len(render_html.SUMMARY_COLUMNS)]
+        title, path, kind = render_html.SUMMARY_COLUMNS[index % len(render_html.SUMMARY_COLUMNS)]
         assert cell["key"] == ".".join(path)
         value = body[path[0]][path[1]]
         assert cell["value"] == repr(value), title
-        assert cell["text"] == report.fmt(value, kind), title
+        assert cell["text"] == render_html.fmt(value, kind), title
     # Spot checks of the formatting itself.
     ttft = doc["total"]["ttft_s"]["p50"]
-    assert report.fmt(ttft, "ms") == f"{ttft * 1000:.1f}"
-    assert report.fmt(doc["total"]["slo"]["attainment"], "pct").endswith("%")
+    assert render_html.fmt(ttft, "ms") == f"{ttft * 1000:.1f}"
+    assert render_html.fmt(doc["total"]["slo"]["attainment"], "pct").endswith("%")
     assert doc["total"]["requests"]["failed"] == 1
-    assert "http_429 1" in report.build_html(doc)
+    assert "http_429 1" in render_html.build_html(doc)
 
 
 def test_capacity_steps_table_equals_the_document():
     doc = make_doc()
-    html = report.build_html(doc)
+    html = render_html.build_html(doc)
     page = parse(html)
     steps = doc["capacity"]["steps"]
     assert [int(c["value"]) for c in page.cells if c["key"] == "step"] == [1, 2, 3, 4, 5]
@@ -304,17 +310,28 @@ def test_timeline_series_rates_and_gaps():
     assert series["unit"] == "s" and series["x"][0] == pytest.approx(2.0)
     # 800 tokens every 2 s.
     assert [y for _, y in series["output_tps"]] == pytest.approx([400.0] * 9)
-    # Interval attainment: slo_met delta over requests_ok delta (40 per interval).
+    # Interval attainment: slo_met delta over finished requests delta (40 per interval, none failed).
     first = doc["timeline"][1]
     assert series["attainment"][0][1] == pytest.approx((first["slo_met"] - doc["timeline"][0]["slo_met"]) / 40 * 100)
     assert series["ttft_p50_s"][3][1] is None
+
+
+def test_timeline_attainment_counts_failed_requests_as_misses():
+    doc = make_doc()
+    for i, point in enumerate(doc["timeline"], start=1):
+        point["requests_failed"] = i  # one failed request per interval
+    series = charts.timeline_series(doc)
+    # First point: 31 met of 40 ok + 1 failed; first interval: (63 - 31) met of (80 - 40) ok + (2 - 1) failed.
+    assert [round(doc["timeline"][i]["slo_met"]) for i in (0, 1)] == [31, 63]
+    assert series["attainment_cumulative"][0][1] == pytest.approx(31 / 41 * 100)
+    assert series["attainment"][0][1] == pytest.approx(32 / 41 * 100)
 
 
 def test_without_optional_data_the_sections_say_so():
     doc = make_doc()
     doc["timeline"], doc["server"] = [], None
     del doc["capacity"]
-    page = parse(report.build_html(doc))
+    page = parse(render_html.build_html(doc))
     assert page.section_ids == ["run", "summary", "distributions", "timeline"]
     for chart in TIME_CHARTS:
         assert page.charts[chart]["class"] == "chart empty"
@@ -379,18 +396,25 @@ def test_llmload_report_bad_input_is_one_line(tmp_path, capsys, content, message
 def _plugin(tmp_path, html_path: str) -> LLMLoadPlugin:
     parsed = SimpleNamespace(llm_html=html_path, llm_api_key=SECRET, llm_results="", host="http://127.0.0.1:9")
     environment = Environment(events=Events(), parsed_options=parsed)
-    environment.runner = SimpleNamespace(user_count=0)
-    plugin = LLMLoadPlugin().register(environment)
+    environment.runner = SimpleNamespace(user_count=0)  # a local run
+    plugin = LLMLoadPlugin(environment).register()
     report.register(environment, plugin)
     return plugin
+
+
+def _start(plugin: LLMLoadPlugin) -> None:
+    """Start the run the way Locust does: the plugin listens to ``test_start``."""
+    plugin.environment.events.test_start.fire(environment=plugin.environment)
+    assert plugin.started_at is not None
 
 
 def test_llm_html_is_written_at_quit_after_the_results(tmp_path, capsys):
     path = tmp_path / "out" / "report.html"
     plugin = _plugin(tmp_path, str(path))
     rng = random.Random(1)
-    plugin.started_at = T0
+    _start(plugin)
     plugin.record(_record(rng, "http://127.0.0.1:9", T0))
+    plugin.environment.events.test_stop.fire(environment=plugin.environment)
     plugin.environment.events.quit.fire(exit_code=0)
     html = path.read_text()
     assert plugin.finished and "HTML report written to" in capsys.readouterr().out
@@ -407,8 +431,9 @@ def test_no_report_without_a_run_or_without_the_option(tmp_path):
     plugin.environment.events.quit.fire(exit_code=0)  # the test never started
     assert not path.exists()
     plugin = _plugin(tmp_path, "")
-    plugin.started_at = T0
+    _start(plugin)
     plugin.environment.events.quit.fire(exit_code=0)
+    assert plugin.finished  # the run finished, with no report to write
     assert not path.exists()
 
 
@@ -418,3 +443,105 @@ def test_unwritable_report_path_stops_at_start_up(tmp_path, capsys):
         _plugin(tmp_path, str(tmp_path / "file" / "report.html"))
     assert exc.value.code == 2
     assert "--llm-html" in capsys.readouterr().err
+
+
+# -- version-1 results files ---------------------------------------------------------------------------
+
+
+def v1_body(*, ok: int, failed: int, met: int) -> dict:
+    """A group body as version 1 wrote it: ``slo.attainment`` = met / ok, no ``attainment_of_ok``."""
+    return {
+        "requests": {"ok": ok, "failed": failed, "errors": {"http_429": failed} if failed else {}},
+        "throughput": {"window_s": 10.0, "output_tokens_per_s": 2.0 * ok, "requests_per_s": (ok + failed) / 10.0},
+        "slo": {
+            "ttft_s": None,
+            "stream_rate_tps": 10.0,
+            "met": met,
+            "attainment": met / ok if ok else None,
+            "goodput_rps": met / 10.0,
+        },
+    }
+
+
+def test_upgrade_recomputes_attainment_over_finished_requests():
+    doc = {
+        "schema": document.SCHEMA_V1,
+        "run": {"duration_s": 10.0},
+        "groups": [
+            {"backend": "a", "model": "m", "user_class": "U", **v1_body(ok=990, failed=10, met=990)},
+            {"backend": "b", "model": "m", "user_class": "U", **v1_body(ok=0, failed=5, met=0)},
+            {"backend": "c", "model": "m", "user_class": "U", **v1_body(ok=0, failed=0, met=0)},
+        ],
+        "total": v1_body(ok=990, failed=15, met=990),
+        "timeline": [{"t": 1.0}],
+        "capacity": {"answer": {"attainment": 0.97}},
+    }
+    before = copy.deepcopy(doc)
+    upgraded = document.upgrade(doc)
+    assert doc == before  # the input is left as it was
+    assert upgraded["schema"] == "llmload.results/2" == document.SCHEMA
+    assert upgraded["upgraded_from"] == "llmload.results/1"
+    slos = [g["slo"] for g in upgraded["groups"]]
+    # a: 990 met / (990 ok + 10 failed) = 0.99; version 1 said 990 / 990 = 1.0, kept as attainment_of_ok.
+    assert (slos[0]["attainment"], slos[0]["attainment_of_ok"]) == (0.99, 1.0)
+    # b: every request failed: 0 / 5 = 0.0 (version 1 had no attainment, None, without a successful request).
+    assert (slos[1]["attainment"], slos[1]["attainment_of_ok"]) == (0.0, None)
+    # c: nothing finished: no attainment either way.
+    assert (slos[2]["attainment"], slos[2]["attainment_of_ok"]) == (None, None)
+    # Total: 990 / (990 + 15) = 990 / 1005.
+    assert upgraded["total"]["slo"]["attainment"] == 990 / 1005
+    assert upgraded["total"]["slo"]["attainment_of_ok"] == 1.0
+    # Every other key keeps its value.
+    assert slos[0]["met"] == 990 and slos[0]["goodput_rps"] == 99.0 and slos[0]["stream_rate_tps"] == 10.0
+    assert upgraded["groups"][0]["requests"] == before["groups"][0]["requests"]
+    for key in ("run", "timeline", "capacity"):
+        assert upgraded[key] == before[key], key
+
+
+def test_upgrade_returns_a_version_2_document_as_it_is():
+    doc = make_doc()
+    assert document.upgrade(doc) is doc
+    assert "upgraded_from" not in doc
+
+
+def test_read_upgrades_a_version_1_file_and_keeps_a_version_2_file(tmp_path):
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps({"schema": "llmload.results/1", "groups": [], "total": v1_body(ok=3, failed=1, met=3)}))
+    doc = document.read(str(old))
+    assert doc["schema"] == document.SCHEMA and doc["total"]["slo"]["attainment"] == 0.75  # 3 / (3 + 1)
+    new = tmp_path / "v2.json"
+    new.write_text(json.dumps(make_doc()))
+    assert document.read(str(new)) == json.loads(new.read_text())
+
+
+def make_v1_doc() -> dict:
+    """``make_doc()`` as version 1 wrote it, with hand-set SLO-met counts.
+
+    The groups finished 200 ok (127.0.0.1) and 200 ok + 1 failed (gpu-b); version 1's attainment is met / ok.
+    """
+    doc = make_doc()
+    doc["schema"] = "llmload.results/1"
+    for body, met in zip([*doc["groups"], doc["total"]], (150, 100, 250), strict=True):
+        ok = body["requests"]["ok"]
+        slo = body["slo"]
+        del slo["attainment_of_ok"]
+        slo.update(met=met, attainment=met / ok)
+    return doc
+
+
+def test_llmload_report_of_a_version_1_file_shows_the_upgraded_attainment(tmp_path, capsys):
+    doc = make_v1_doc()
+    assert [(b["requests"]["ok"], b["requests"]["failed"]) for b in [*doc["groups"], doc["total"]]] == [
+        (200, 0),
+        (200, 1),
+        (400, 1),
+    ]
+    source, out = tmp_path / "old.json", tmp_path / "old.html"
+    source.write_text(json.dumps(doc))
+    assert cli.main(["report", str(source), "-o", str(out)]) == 0
+    capsys.readouterr()
+    cells = [c for c in parse(out.read_text()).cells if c["key"] == "slo.attainment"]
+    # 150 / 200 = 75.0% (no failure: as in version 1); 100 / (200 + 1) = 49.8% (version 1: 50.0%);
+    # total 250 / (400 + 1) = 62.3% (version 1: 62.5%).
+    assert [c["text"] for c in cells] == ["75.0%", "49.8%", "62.3%"]
+    assert [float(c["value"]) for c in cells] == [150 / 200, 100 / 201, 250 / 401]

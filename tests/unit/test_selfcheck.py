@@ -10,8 +10,8 @@ import gevent
 import msgpack
 import pytest
 
+from llmload import selfcheck
 from llmload.errors import ConfigError
-from llmload.metrics import MetricsStore
 from llmload.record import RequestRecord
 from llmload.selfcheck import (
     CpuStats,
@@ -21,6 +21,14 @@ from llmload.selfcheck import (
     judge,
     new_lag_distribution,
     oversleep_s,
+)
+from tests.support.environments import (
+    fire,
+    local_environment,
+    master_environment,
+    new_plugin,
+    worker_environment,
+    worker_report,
 )
 
 
@@ -102,31 +110,26 @@ def test_thresholds_from_options_and_one_line_errors():
         Thresholds.from_parsed(SimpleNamespace(llm_selfcheck_lag_ms="0"))
 
 
-class _Plugin:
-    def __init__(self, *, master: bool = False) -> None:
-        self.is_master = master
-        self.is_worker = False
-        self.store = MetricsStore()
-
-
 def test_master_summary_merges_workers_and_reads_dispatch_lag_from_the_store():
-    plugin = _Plugin(master=True)
-    check = SelfCheck(plugin, Thresholds())
-    busy, idle = ProcessStats(Thresholds()), ProcessStats(Thresholds())
-    for _ in range(10):
-        busy.cpu.add(99.0)
-        idle.cpu.add(10.0)
-    busy.lag.record_many([0.050] * 10)
-    idle.lag.record_many([0.0005] * 990)
-    check._on_worker_report(client_id="w-busy", data={"llmload_selfcheck": busy.to_wire()})
-    check._on_worker_report(client_id="w-idle", data={"llmload_selfcheck": idle.to_wire()})
-    check._on_worker_report(client_id="w-old", data={})  # a worker without the self-check
-    record = RequestRecord(
-        backend="b", model="m", user_class="u", endpoint="/x", t_send=10.002, start_wall=0.0, t_intended=10.0
-    )
-    record.token_times, record.t_end, record.completion_tokens = [10.1], 10.1, 1
-    plugin.store.record(record)
-    s = check.summary()
+    with master_environment() as environment:
+        plugin = new_plugin(environment, selfcheck)
+        check = plugin.extensions.get(SelfCheck)
+        busy, idle = ProcessStats(Thresholds()), ProcessStats(Thresholds())
+        for _ in range(10):
+            busy.cpu.add(99.0)
+            idle.cpu.add(10.0)
+        busy.lag.record_many([0.050] * 10)
+        idle.lag.record_many([0.0005] * 990)
+        events = environment.events
+        fire(events.worker_report, client_id="w-busy", data=worker_report({"llmload_selfcheck": busy.to_wire()}))
+        fire(events.worker_report, client_id="w-idle", data=worker_report({"llmload_selfcheck": idle.to_wire()}))
+        fire(events.worker_report, client_id="w-old", data=worker_report())  # a worker without the self-check
+        record = RequestRecord(
+            backend="b", model="m", user_class="u", endpoint="/x", t_send=10.002, start_wall=0.0, t_intended=10.0
+        )
+        record.token_times, record.t_end, record.completion_tokens = [10.1], 10.1, 1
+        plugin.record(record)
+        s = check.summary()
     assert set(s["cpu_percent"]) == {"w-busy", "w-idle"}
     assert s["cpu_percent"]["w-busy"]["mean"] == 99.0 and s["cpu_percent"]["w-idle"]["max"] == 10.0
     assert s["loop_lag_s"]["p50"] == pytest.approx(0.0005, rel=1e-3)
@@ -136,10 +139,30 @@ def test_master_summary_merges_workers_and_reads_dispatch_lag_from_the_store():
     assert s["trustworthy"] is False
     assert [r.split(":")[0] for r in s["reasons"]] == ["w-busy", "w-busy"]
     assert "WARNING" in check.console_line(s) and "w-busy: CPU above 90%" in check.console_line(s)
+    assert plugin.extensions.results_sections()["generator"] == s
+
+
+def test_malformed_self_check_report_is_ignored_with_a_warning(caplog):
+    plugin = new_plugin(local_environment(), selfcheck)
+    fire(plugin.environment.events.worker_report, client_id="w7", data={"llmload_selfcheck": {"cpu": [1, 2]}})
+    assert "llmload: ignored a malformed self-check report from worker w7 (" in caplog.text
+
+
+def test_worker_ships_its_samples_as_a_delta():
+    plugin = new_plugin(worker_environment(), selfcheck)
+    check = plugin.extensions.get(SelfCheck)
+    check.local.cpu.add(50.0)
+    check.local.lag.record(0.002)
+    data: dict = {}
+    fire(plugin.environment.events.report_to_master, client_id="w1", data=data)
+    shipped = ProcessStats(Thresholds())
+    shipped.merge_wire(msgpack.unpackb(msgpack.packb(data["llmload_selfcheck"])))
+    assert shipped.summary()["cpu_percent"]["samples"] == 1 and shipped.summary()["loop_lag_s"]["count"] == 1
+    assert check.local.summary()["cpu_percent"]["samples"] == 0 and check.local.lag.count == 0
 
 
 def test_local_summary_without_samples_is_trustworthy_and_says_so():
-    check = SelfCheck(_Plugin(), Thresholds())
+    check = new_plugin(local_environment(), selfcheck).extensions.get(SelfCheck)
     s = check.summary()
     assert s["trustworthy"] is True and s["dispatch_lag_s"] is None
     assert s["cpu_percent"] == {"local": {"mean": None, "max": None, "saturated_share": None, "samples": 0}}
@@ -147,7 +170,7 @@ def test_local_summary_without_samples_is_trustworthy_and_says_so():
 
 
 def test_sampler_measures_a_blocked_hub_as_loop_lag():
-    check = SelfCheck(_Plugin(), Thresholds())
+    check = new_plugin(local_environment(), selfcheck).extensions.get(SelfCheck)
     check.start()
     gevent.sleep(0.12)  # let the sampler run a couple of normal ticks
     end = time.perf_counter() + 0.25  # block the hub (busy: time.sleep may be gevent's once Locust is imported)
@@ -162,17 +185,20 @@ def test_sampler_measures_a_blocked_hub_as_loop_lag():
 
 
 def test_gc_freeze_once_per_test_and_undone_at_stop():
-    check = SelfCheck(_Plugin(), Thresholds())
+    environment = local_environment()
+    new_plugin(environment, selfcheck)
+    events = environment.events
     gc.unfreeze()  # whatever an earlier test in this process left frozen
     try:
-        check._on_spawning_complete(user_count=4)
+        fire(events.spawning_complete, user_count=4)
         frozen = gc.get_freeze_count()
         assert frozen > 0
-        check._on_spawning_complete(user_count=8)  # a later ramp in the same test: no second freeze
+        fire(events.spawning_complete, user_count=8)  # a later ramp in the same test: no second freeze
         assert gc.get_freeze_count() == frozen
     finally:
-        check._on_test_stop()
+        fire(events.test_stop, environment=environment)
     assert gc.get_freeze_count() == 0
-    master = SelfCheck(_Plugin(master=True), Thresholds())
-    master._on_spawning_complete(user_count=4)
-    assert gc.get_freeze_count() == 0  # the master runs no users
+    with master_environment() as master:
+        new_plugin(master, selfcheck)
+        fire(master.events.spawning_complete, user_count=4)
+        assert gc.get_freeze_count() == 0  # the master runs no users

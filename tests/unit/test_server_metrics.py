@@ -7,12 +7,11 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from locust.env import Environment
-from locust.event import Events
 
+from llmload import results
 from llmload import server_metrics as sm
-from llmload.metrics import MetricsStore
-from llmload.options import LLMOptions
+from llmload.plugin import LLMLoadPlugin
+from tests.support.environments import fire, local_environment, new_plugin, worker_environment
 from tests.support.http_server import LocalHTTPServer
 
 # A vLLM V1 page (two engines, trimmed to a few buckets), as vLLM's prometheus_client renders it.
@@ -243,9 +242,9 @@ def test_malformed_text_raises_value_error():
 
 
 def test_irrelevant_families_are_not_parsed():
-    assert sm._relevant_lines("# TYPE python_gc gauge\npython_gc 1\nvllm:num_requests_running 2\n") == (
-        "vllm:num_requests_running 2\n"
-    )
+    # Only the families llmload reads are parsed: a malformed line of any other family is never looked at.
+    snap = sm.parse("# TYPE python_gc gauge\npython_gc{broken 1\nvllm:num_requests_running 2\n", at=1.0)
+    assert snap.gauges == {"running": 2.0} and snap.engine == "vllm"
 
 
 # -- the scraper against a live local server ----------------------------------------------------------
@@ -275,25 +274,38 @@ class Pages(LocalHTTPServer):
         super().__init__(Handler)
 
 
-def make_plugin(host: str, *, user_classes=()) -> SimpleNamespace:
-    environment = Environment(events=Events(), host=host, user_classes=list(user_classes))
-    return SimpleNamespace(environment=environment, store=MetricsStore(), options=LLMOptions())
+def make_plugin(host: str, *, user_classes=(), server_metrics: bool = True) -> LLMLoadPlugin:
+    environment = local_environment(
+        SimpleNamespace(llm_server_metrics=server_metrics), host=host, user_classes=list(user_classes)
+    )
+    return new_plugin(environment, sm)
 
 
 def test_scrapes_at_start_and_stop_and_attaches_to_results():
     with Pages(VLLM_V1.format(**BEFORE)) as pages:
         plugin = make_plugin(pages.url)
-        metrics = sm.attach(plugin)
-        assert plugin.server_metrics is metrics
+        metrics = plugin.extensions.get(sm.ServerMetrics)
+        assert metrics is not None
         events = plugin.environment.events
-        events.test_start.fire(environment=plugin.environment)
-        pages.text = VLLM_V1.format(**AFTER)
-        events.test_stop.fire(environment=plugin.environment)
+        try:
+            fire(events.test_start, environment=plugin.environment)
+            pages.text = VLLM_V1.format(**AFTER)
+            fire(events.test_stop, environment=plugin.environment)
+        finally:
+            plugin.supervisor.kill_all()
         assert pages.hits == 2
     summary = metrics.summary()
     assert list(summary) == [pages.url]
     assert summary[pages.url]["generation_tokens"] == 5000.0
     assert summary[pages.url]["metrics_url"] == f"{pages.url}/metrics"
+    assert results.build(plugin)["server"] == summary
+
+
+def test_only_with_the_option_and_never_on_a_worker():
+    assert make_plugin("http://gpu:8000", server_metrics=False).extensions.get(sm.ServerMetrics) is None
+    assert results.build(make_plugin("http://gpu:8000", server_metrics=False))["server"] is None
+    worker = new_plugin(worker_environment(llm_server_metrics=True), sm)
+    assert worker.extensions.get(sm.ServerMetrics) is None
 
 
 def test_backend_labels_from_user_classes_and_groups():
@@ -321,7 +333,8 @@ def test_unreachable_or_foreign_host_is_one_warning_per_run(caplog):
                 metrics.scrape_all()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
-        f"llmload: cannot read server metrics from {pages.url}/metrics (no vLLM or llama.cpp metrics there); skipping it"
+        f"llmload: cannot read server metrics from {pages.url}/metrics "
+        "(no vLLM or llama.cpp metrics there); skipping it"
     ]
     assert metrics.summary() == {}
 
@@ -335,17 +348,22 @@ def test_unreachable_or_foreign_host_is_one_warning_per_run(caplog):
     assert len(warnings) == 1 and warnings[0].startswith(
         f"llmload: cannot read server metrics from {pages.url}/metrics ("
     )
+    assert plugin.supervisor.errors == []  # a scrape that fails is a warning, never a crash
 
 
 def test_periodic_scrapes_run_in_a_greenlet_and_stop():
     import gevent
 
     with Pages(VLLM_V1.format(**BEFORE)) as pages:
-        plugin = make_plugin(pages.url)
-        metrics = sm.ServerMetrics(plugin, interval_s=0.05).register(plugin.environment.events)
-        plugin.environment.events.test_start.fire(environment=plugin.environment)
-        gevent.sleep(0.3)
-        plugin.environment.events.test_stop.fire(environment=plugin.environment)
-        hits = pages.hits
-        gevent.sleep(0.2)
+        plugin = make_plugin(pages.url, server_metrics=False)
+        events = plugin.environment.events
+        sm.ServerMetrics(plugin, interval_s=0.05).listen(events)
+        try:
+            fire(events.test_start, environment=plugin.environment)
+            gevent.sleep(0.3)
+            fire(events.test_stop, environment=plugin.environment)
+            hits = pages.hits
+            gevent.sleep(0.2)
+        finally:
+            plugin.supervisor.kill_all()
         assert pages.hits == hits >= 4

@@ -29,16 +29,18 @@ BASE = "/some/base"
 def make_record(
     backend: str, *, ttft: float = 0.050, itl: float = 0.010, n: int = 11, start: float = 100.0, ok: bool = True
 ) -> RequestRecord:
-    record = RequestRecord(
-        backend=backend, model="m", user_class="Chat", endpoint="/v1/chat/completions", t_send=1.0, start_wall=start
-    )
+    common = {
+        "backend": backend,
+        "model": "m",
+        "user_class": "Chat",
+        "endpoint": "/v1/chat/completions",
+        "t_send": 1.0,
+        "start_wall": start,
+    }
     if not ok:
-        record.error_kind, record.t_end = "http_5xx", 1.5
-        return record
-    record.token_times = [1.0 + ttft + i * itl for i in range(n)]
-    record.t_end = record.token_times[-1]
-    record.completion_tokens = n
-    return record
+        return RequestRecord(**common, error_kind="http_5xx", t_end=1.5)
+    times = [1.0 + ttft + i * itl for i in range(n)]
+    return RequestRecord(**common, token_times=times, t_end=times[-1], completion_tokens=n)
 
 
 def known_store() -> MetricsStore:
@@ -67,9 +69,12 @@ def test_rows_from_a_known_store():
     # The same figures the store itself gives, rounded as shown.
     group = store.groups[("http://a", "m", "Chat")]
     assert a["ttft_p50_ms"] == round(group.dists["ttft_s"].percentile(50) * 1000, 1)
-    # A group with only failures has no percentiles and no attainment.
-    assert b["requests"] == 1 and b["failures"] == 1 and b["ttft_p50_ms"] is None and b["slo_attainment_pct"] is None
+    # A group with only failures has no percentiles; its attainment is 0 / (0 ok + 1 failed) = 0%
+    # (results schema 2: failed requests count as SLO misses; it was "no attainment" when only ok ones counted).
+    assert b["requests"] == 1 and b["failures"] == 1 and b["ttft_p50_ms"] is None and b["slo_attainment_pct"] == 0.0
     assert total["requests"] == 11 and total["failures"] == 1 and total["ttft_p50_ms"] == a["ttft_p50_ms"]
+    # Total: the 10 requests of a meet the SLO (73.3 >= 10 tok/s) out of 11 finished: 10 / 11 = 90.9%.
+    assert total["slo_attainment_pct"] == 90.9
 
 
 def test_one_group_has_no_total_row_and_rows_are_capped():
@@ -126,8 +131,10 @@ def ui(monkeypatch, tmp_path):
     )
     environment.create_local_runner()
     web_ui = environment.create_web_ui("127.0.0.1", 0, web_base_path=BASE, delayed_start=True)
-    plugin = LLMLoadPlugin().register(environment)
-    extension = webui.register(environment, plugin)
+    plugin = LLMLoadPlugin(environment).register()
+    webui.register(environment, plugin)
+    extension = plugin.extensions.get(webui.LLMWebUI)
+    assert extension is not None and extension.web_ui is web_ui
     yield environment, plugin, extension, web_ui.app.test_client()
     environment.runner.quit()
 
@@ -202,15 +209,29 @@ def test_env_var_key_is_not_in_the_page(monkeypatch, tmp_path):
     environment = Environment(user_classes=[NoopUser], events=Events(), parsed_options=get_parser().parse_args([]))
     environment.create_local_runner()
     web_ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
-    plugin = LLMLoadPlugin().register(environment)
+    plugin = LLMLoadPlugin(environment).register()
     webui.register(environment, plugin)
     page = web_ui.app.test_client().get("/").get_data(as_text=True)
     assert SECRET not in page and plugin.options.api_key == SECRET
     environment.runner.quit()
 
 
-def test_nothing_on_a_worker_or_without_a_web_ui():
+def test_nothing_on_a_worker_or_without_a_web_ui(monkeypatch, tmp_path):
     environment = Environment(events=Events())
     environment.create_local_runner()
-    plugin = LLMLoadPlugin().register(environment)
-    assert webui.register(environment, plugin) is None
+    plugin = LLMLoadPlugin(environment).register()
+    webui.register(environment, plugin)
+    assert plugin.extensions.get(webui.LLMWebUI) is None
+    environment.runner.quit()
+    # A process started with --worker: no tab even where a web UI exists.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["locust"])
+    from locust.argument_parser import get_parser
+
+    parsed = get_parser().parse_args(["--worker"])
+    environment = Environment(user_classes=[NoopUser], events=Events(), parsed_options=parsed)
+    web_ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    plugin = LLMLoadPlugin(environment).register()
+    assert plugin.is_worker
+    webui.register(environment, plugin)
+    assert plugin.extensions.get(webui.LLMWebUI) is None and "extended_tabs" not in web_ui.template_args

@@ -1,0 +1,111 @@
+"""The one place that turns metrics into figures: the body every output shows.
+
+Results, the console table, the web UI tab, the capacity steps, the timeline,
+the exporter's SLO gauges and ``llmload compare`` all read figures built
+here (or the results bodies built here), so that one name means one number
+everywhere. Definitions are in docs/metrics.md.
+
+SLO attainment is ``slo_met / finished``: requests that met every SLO over
+all finished requests, failed ones counting as misses (``attainment``).
+The share among successful requests only is ``attainment_of_ok``. A group
+body is::
+
+    {"requests": {"ok", "failed", "errors"},
+     "tokens": {"prompt", "output", "output_source", "estimated_requests"},
+     "ttft_s" | "itl_s" | "tpot_s" | "e2e_s" | "stream_rate_tps" | "decode_rate_tps":
+         {"count", "mean", "min", "p10", "p50", "p90", "p99", "max"},
+     "dispatch_lag_s": (open-loop runs only),
+     "throughput": {"window_s", "output_tokens_per_s", "requests_per_s"},
+     "slo": {"ttft_s", "stream_rate_tps", "met", "attainment", "attainment_of_ok", "goodput_rps"}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmload.metrics import GroupMetrics, MetricsStore
+
+REPORTED_DISTRIBUTIONS = ("ttft_s", "itl_s", "tpot_s", "e2e_s", "stream_rate_tps", "decode_rate_tps")
+
+
+@dataclass(frozen=True)
+class Slo:
+    """The run's service-level objectives (None: no such objective)."""
+
+    ttft_s: float | None = None
+    stream_rate_tps: float | None = None
+
+    @classmethod
+    def of(cls, store: MetricsStore) -> Slo:
+        return cls(ttft_s=store.slo_ttft_s, stream_rate_tps=store.slo_stream_rate_tps)
+
+
+def attainment(slo_met: int, finished: int) -> float | None:
+    """SLO attainment: requests that met every SLO over all finished requests (None when none finished)."""
+    return slo_met / finished if finished else None
+
+
+def per_second(count: float, window_s: float) -> float:
+    """A count over a window in seconds (0 for an empty window)."""
+    return count / window_s if window_s > 0 else 0.0
+
+
+def group_body(
+    group: GroupMetrics,
+    *,
+    slo: Slo,
+    window_s: float | None = None,
+    skipped: int = 0,
+    distributions: Sequence[str] = REPORTED_DISTRIBUTIONS,
+) -> dict[str, Any]:
+    """Return the figures of one group (or of a total) as the results document shows them.
+
+    ``window_s`` is the span the rates are over (default: the group's own, from its first
+    request sent to its last one finished). ``skipped`` open-loop arrivals that were never
+    sent count as finished requests that missed the SLO (a capacity step in rate mode).
+    """
+    counters = group.counters
+    ok, failed, met = counters["ok"], counters["failed"], counters["slo_met"]
+    window = group.window_s if window_s is None else window_s
+    body: dict[str, Any] = {
+        "requests": {"ok": ok, "failed": failed, "errors": dict(sorted(group.errors.items()))},
+        "tokens": {
+            "prompt": counters["prompt_tokens"],
+            "output": counters["output_tokens"],
+            "output_source": "estimated" if counters["estimated_requests"] else "usage",
+            "estimated_requests": counters["estimated_requests"],
+        },
+    }
+    for name in distributions:
+        body[name] = group.dists[name].summary()
+    if group.dists["dispatch_lag_s"].count:
+        body["dispatch_lag_s"] = group.dists["dispatch_lag_s"].summary()
+    body["throughput"] = {
+        "window_s": window,
+        "output_tokens_per_s": per_second(counters["output_tokens"], window),
+        "requests_per_s": per_second(ok + failed, window),
+    }
+    body["slo"] = {
+        "ttft_s": slo.ttft_s,
+        "stream_rate_tps": slo.stream_rate_tps,
+        "met": met,
+        "attainment": attainment(met, ok + failed + skipped),
+        "attainment_of_ok": attainment(met, ok),
+        "goodput_rps": per_second(met, window),
+    }
+    return body
+
+
+def store_bodies(store: MetricsStore, *, max_groups: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Return every group's body (sorted by group key, at most ``max_groups``), labelled with its key."""
+    groups = sorted(store.groups.values(), key=lambda g: g.key)
+    if max_groups is not None:
+        groups = groups[:max_groups]
+    slo = Slo.of(store)
+    return [
+        {"backend": g.backend, "model": g.model, "user_class": g.user_class, **group_body(g, slo=slo, **kwargs)}
+        for g in groups
+    ]

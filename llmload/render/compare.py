@@ -1,0 +1,269 @@
+"""The comparison of ``llmload compare``: one table across runs and backends, in Markdown and CSV.
+
+Each results file gives rows: a capacity-search run gives one row, with the
+figures of its answer step (the largest load that met the SLO); any other run
+gives one row per group (backend, model, user class) with its whole-run
+figures. Backend details (GPU, engine, quantization, price per hour) come
+from the run's ``run.backends`` (written when the run used ``--llm-backends``)
+or from ``--backends FILE``, matched by backend name.
+
+    cost per million output tokens = price_per_hour / (output tokens/s * 3600) * 1e6
+    users per dollar-hour          = users at SLO / price_per_hour
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from llmload.render.text import slo_conditions, slo_sentence
+
+
+@dataclass
+class Row:
+    """One line of the comparison."""
+
+    source: str
+    backend: str
+    model: str = ""
+    gpu: str = ""
+    engine: str = ""
+    quantization: str = ""
+    price_per_hour: float | None = None
+    users_at_slo: int | None = None
+    users_limit_reached: bool = False
+    users: int | None = None  # users of the measured step or run
+    output_tokens_per_s: float | None = None
+    ttft_p50_s: float | None = None
+    ttft_p99_s: float | None = None
+    stream_rate_p50_tps: float | None = None
+    stream_rate_p10_tps: float | None = None
+    slo_attainment: float | None = None
+    slo: str = ""
+    window: str = ""
+
+    @property
+    def cost_per_million_output_tokens(self) -> float | None:
+        """USD per million output tokens at the measured throughput."""
+        if self.price_per_hour is None or not self.output_tokens_per_s:
+            return None
+        return self.price_per_hour / (self.output_tokens_per_s * 3600.0) * 1e6
+
+    @property
+    def users_per_dollar_hour(self) -> float | None:
+        """Users served within the SLO per USD per hour."""
+        if self.price_per_hour is None or not self.price_per_hour or self.users_at_slo is None:
+            return None
+        return self.users_at_slo / self.price_per_hour
+
+
+def _slo_text(slo: dict[str, Any] | None) -> str:
+    if not slo_conditions(slo):
+        return ""
+    assert slo is not None
+    share = slo.get("attainment")
+    return slo_sentence(slo, share=share if isinstance(share, (int, float)) else None)
+
+
+def _backend_info(doc: dict[str, Any], name: str, extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    for info in (doc.get("run") or {}).get("backends") or []:
+        if isinstance(info, dict) and info.get("name") == name:
+            return dict(info)
+    return extra.get(name, {})
+
+
+def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict[str, Any]] | None = None) -> list[Row]:
+    """Return the comparison rows of one results document."""
+    extra = extra or {}
+    capacity = doc.get("capacity")
+    if capacity and capacity.get("answer"):
+        answer = capacity["answer"]
+        label = capacity.get("label") or ""
+        known = (doc.get("run") or {}).get("backends") or []
+        if label not in {b.get("name") for b in known} and len(known) == 1:
+            label = known[0]["name"]
+        info = _backend_info(doc, label, extra)
+        models = sorted({g.get("model", "") for g in doc.get("groups", [])})
+        users = answer.get("users")
+        row = Row(
+            source=source,
+            backend=label,
+            model=", ".join(models),
+            users_at_slo=users if capacity.get("mode", "users") == "users" else None,
+            users_limit_reached=bool(answer.get("limit_reached")),
+            users=users,
+            output_tokens_per_s=answer.get("output_tokens_per_s"),
+            ttft_p50_s=answer.get("ttft_p50_s"),
+            ttft_p99_s=answer.get("ttft_p99_s"),
+            stream_rate_p50_tps=answer.get("stream_rate_p50_tps"),
+            stream_rate_p10_tps=answer.get("stream_rate_p10_tps"),
+            slo_attainment=answer.get("attainment"),
+            slo=_slo_text(capacity.get("slo")),
+            window="capacity search: " + (f"step at {users} users" if users is not None else "no step met the SLO"),
+        )
+        _fill(row, info)
+        return [row]
+    rows = []
+    peak = (doc.get("run") or {}).get("peak_users")
+    duration = (doc.get("run") or {}).get("duration_s")
+    for group in doc.get("groups", []):
+        slo = group.get("slo") or {}
+        row = Row(
+            source=source,
+            backend=group.get("backend", ""),
+            model=group.get("model", ""),
+            users=peak if len(doc.get("groups", [])) == 1 else None,
+            output_tokens_per_s=(group.get("throughput") or {}).get("output_tokens_per_s"),
+            ttft_p50_s=(group.get("ttft_s") or {}).get("p50"),
+            ttft_p99_s=(group.get("ttft_s") or {}).get("p99"),
+            stream_rate_p50_tps=(group.get("stream_rate_tps") or {}).get("p50"),
+            stream_rate_p10_tps=(group.get("stream_rate_tps") or {}).get("p10"),
+            slo_attainment=slo.get("attainment"),
+            slo=_slo_text({**slo, "attainment": None}),
+            window=f"whole run ({duration:.0f} s, {peak} users)" if duration and peak else "whole run",
+        )
+        if len({g.get("user_class") for g in doc.get("groups", []) if g.get("backend") == row.backend}) > 1:
+            row.backend = f"{row.backend} ({group.get('user_class')})"
+            _fill(row, _backend_info(doc, group.get("backend", ""), extra))
+        else:
+            _fill(row, _backend_info(doc, row.backend, extra))
+        rows.append(row)
+    return rows
+
+
+def _fill(row: Row, info: dict[str, Any]) -> None:
+    row.gpu = info.get("gpu", "") or ""
+    row.engine = info.get("engine", "") or ""
+    row.quantization = info.get("quantization", "") or ""
+    row.price_per_hour = info.get("price_per_hour")
+    if not row.model:
+        row.model = info.get("model", "") or ""
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+COLUMNS = (
+    "Backend",
+    "GPU",
+    "Engine",
+    "Quant.",
+    "Users at SLO",
+    "Output tok/s",
+    "TTFT p50 / p99 (ms)",
+    "Stream rate p50 / p10 (tok/s)",
+    "SLO met",
+    "$/hour",
+    "$ per 1M output tokens",
+    "Users per $/hour",
+    "Measured over",
+    "Results file",
+)
+CSV_COLUMNS = (
+    "backend",
+    "model",
+    "gpu",
+    "engine",
+    "quantization",
+    "users_at_slo",
+    "users_limit_reached",
+    "users",
+    "output_tokens_per_s",
+    "ttft_p50_s",
+    "ttft_p99_s",
+    "stream_rate_p50_tps",
+    "stream_rate_p10_tps",
+    "slo_attainment",
+    "slo",
+    "price_per_hour",
+    "cost_per_million_output_tokens",
+    "users_per_dollar_hour",
+    "window",
+    "source",
+)
+
+
+def _num(value: float | None, digits: int = 1, *, money: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.{digits}f}" if money else f"{value:,.{digits}f}"
+
+
+def _cells(row: Row) -> list[str]:
+    users = "-" if row.users_at_slo is None else f"{'>= ' if row.users_limit_reached else ''}{row.users_at_slo}"
+    ttft = (
+        "-"
+        if row.ttft_p50_s is None
+        else f"{row.ttft_p50_s * 1000:,.0f} / {_num(None if row.ttft_p99_s is None else row.ttft_p99_s * 1000, 0)}"
+    )
+    rate = (
+        "-" if row.stream_rate_p50_tps is None else f"{row.stream_rate_p50_tps:.1f} / {_num(row.stream_rate_p10_tps)}"
+    )
+    return [
+        row.backend,
+        row.gpu or "-",
+        row.engine or "-",
+        row.quantization or "-",
+        users,
+        _num(row.output_tokens_per_s, 0),
+        ttft,
+        rate,
+        "-" if row.slo_attainment is None else f"{row.slo_attainment * 100:.1f}%",
+        _num(row.price_per_hour, 2, money=True),
+        _num(row.cost_per_million_output_tokens, 2, money=True),
+        _num(row.users_per_dollar_hour, 1),
+        row.window,
+        os.path.basename(row.source),
+    ]
+
+
+def to_markdown(rows: list[Row]) -> str:
+    """Render the comparison as a Markdown section: a table, the SLO, the formulas and a one-line summary."""
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---" if i < 4 else "---:" for i in range(len(COLUMNS) - 2)] + ["---", "---"]
+    out = ["## Backend comparison", "", line(list(COLUMNS)), "| " + " | ".join(align) + " |"]
+    out += [line(_cells(row)) for row in rows]
+    slos = sorted({row.slo for row in rows if row.slo})
+    out += [""]
+    if slos:
+        out.append("SLO: " + "; ".join(slos) + ".")
+    out.append(
+        'Users at SLO: the largest load the capacity search found within the SLO (">=": the search\'s '
+        "upper limit still passed). Figures of capacity runs are those of that step, after warm-up; "
+        "other runs report the whole run."
+    )
+    out.append(
+        "Cost per million output tokens = price per hour / (output tokens/s x 3600) x 1,000,000; "
+        "users per $/hour = users at SLO / price per hour."
+    )
+    priced = [(cost, r) for r in rows if (cost := r.cost_per_million_output_tokens) is not None]
+    if priced:
+        cheapest_cost, cheapest = min(priced, key=lambda pair: pair[0])
+        out.append("")
+        out.append(
+            f"Lowest cost per million output tokens: **{cheapest.backend}** ({_num(cheapest_cost, 2, money=True)})."
+        )
+        served = [(users, r) for r in rows if (users := r.users_per_dollar_hour) is not None]
+        if served:
+            best_users, best = max(served, key=lambda pair: pair[0])
+            out.append(f"Most users within the SLO per dollar-hour: **{best.backend}** ({best_users:,.1f}).")
+    return "\n".join(out) + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    """Render the comparison as CSV with raw numbers (seconds, tokens/s, USD)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        values = []
+        for name in CSV_COLUMNS:
+            value = getattr(row, name)
+            values.append("" if value is None else (f"{value:.6g}" if isinstance(value, float) else value))
+        writer.writerow(values)
+    return buffer.getvalue()
