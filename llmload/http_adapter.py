@@ -1,18 +1,49 @@
-"""The one adapter around geventhttpclient (through Locust's ``FastHttpSession``).
+"""The one adapter around geventhttpclient (through Locust's ``FastHttpSession``), and its clocks.
 
 The streaming read path needs what geventhttpclient keeps private: the
 response's body buffer (``_body_buffer``), its connection socket (``_sock``)
 and pool (``_pool``), the gevent socket's inner socket and read watcher
-(``_sock``, ``_read_event``), and the raw response behind Locust's
-``FastResponse`` (``_response``). Reading the socket directly, as bytes
-arrive, is what lets each event be stamped with the time its read returned;
-no public API offers that. This module is the only place that touches those
-names; pyproject.toml bounds geventhttpclient from above, and the unit tests
-of the hot path run against the installed version.
+(``_sock``, ``_read_event``), the raw response behind Locust's
+``FastResponse`` (``_response``), and the connection pool's socket factories
+(``_create_tcp_socket``, ``_create_socket``, which geventhttpclient documents
+as the place to set socket options). Reading the socket directly, as bytes
+arrive, is what lets each event be stamped; no public API offers that. This
+module is the only place that touches those names; pyproject.toml bounds
+geventhttpclient from above, and the unit tests of the hot path run against
+the installed version.
+
+**Clocks.** Every time llmload reports is on the ``time.perf_counter`` clock:
+
+* ``t_send``: when the request's last byte was handed to the kernel
+  (``StampedSocket.sendall`` returned); connection set-up before it is the
+  request's ``connect_s``, apart from TTFT. Over TLS the socket is not ours
+  to stamp: ``t_send`` is then the request's start plus its connect time.
+* **kernel receive stamps** (Linux, plain HTTP): each socket has
+  ``SO_TIMESTAMPNS``; every read is a ``recvmsg`` whose ancillary data carries
+  the ``CLOCK_REALTIME`` time the kernel received the last packet the read
+  touched. ``RealtimeClock`` converts it to the ``perf_counter`` clock (an
+  offset sampled at start, refreshed every second, and re-sampled at once
+  when a stamp is implausible, as after a clock step). A read's *lateness*
+  is its user-space time minus that stamp: how late the generator read it.
+  What the kernel allows: a TCP read reports the stamp of the last segment it
+  touched, and while nobody reads, the kernel coalesces each arriving segment
+  into the one queued before it, keeping the newer stamp (``tcp_try_coalesce``).
+  So an event is stamped exactly when it is the newest data at the moment of
+  the read (the common case: one event per read, however late); events that
+  queued up behind a late reader share the newest one's stamp, the same
+  grouping user-space stamps give them. Reading in smaller pieces (or after
+  ``MSG_PEEK``) cannot separate them: the per-segment stamps are gone.
+* **user-space stamps** (``https://`` targets, other systems, a
+  ``setsockopt`` that fails, ``--llm-timestamps user``): the time the read
+  returned, as before.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
+import sys
+import time
 from typing import Any
 
 import gevent
@@ -24,16 +55,166 @@ from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 READ_SIZE = 65536
 # socket.timeout is TimeoutError, an OSError; gevent.Timeout is neither.
 READ_ERRORS = (gevent.Timeout, HTTPConnectionClosed, HTTPParseError, OSError)
+# A converted kernel stamp this much later than the read, or this much earlier, means the realtime
+# clock stepped: the offset is sampled again.
+STAMP_AHEAD_TOLERANCE_S = 0.0005
+STAMP_MAX_LATENESS_S = 60.0
+CLOCK_REFRESH_S = 1.0
+
+# Python's socket module has no SO_TIMESTAMPNS; its value is per Linux architecture (asm-generic
+# 35; sparc 0x21; parisc 0x4013). SCM_TIMESTAMPNS has the same value.
+_SO_TIMESTAMPNS_BY_MACHINE = {"sparc": 0x21, "sparc64": 0x21, "parisc": 0x4013, "parisc64": 0x4013}
+
+
+def so_timestampns() -> int | None:
+    """The ``SO_TIMESTAMPNS`` option number of this system, or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import platform
+
+    return _SO_TIMESTAMPNS_BY_MACHINE.get(platform.machine(), 35)
+
+
+SO_TIMESTAMPNS = so_timestampns()
+_CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
+_TIMESPEC = struct.Struct("qq")
 
 __all__ = [
     "READ_ERRORS",
     "READ_SIZE",
+    "SO_TIMESTAMPNS",
     "HTTPConnectionClosed",
+    "PoolTiming",
+    "RealtimeClock",
+    "StampedSocket",
     "StreamingBody",
     "abort_connection",
     "host_reachable",
+    "instrument",
     "raw_response",
 ]
+
+
+class RealtimeClock:
+    """Converts kernel ``CLOCK_REALTIME`` stamps to the ``perf_counter`` clock, surviving clock steps."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        """realtime - perf_counter, as last sampled."""
+        self.refreshes = 0
+        self._next = 0.0
+        self.sample()
+
+    def sample(self) -> None:
+        """Sample the offset now: the realtime read bracketed by two perf_counter reads."""
+        before = time.perf_counter()
+        real = time.time()
+        after = time.perf_counter()
+        self.offset = real - (before + after) / 2
+        self._next = after + CLOCK_REFRESH_S
+        self.refreshes += 1
+
+    def to_perf(self, realtime_s: float, read_at: float) -> float | None:
+        """The perf_counter time of a stamp taken before a read at ``read_at``; None when it cannot be trusted."""
+        if read_at >= self._next:
+            self.sample()
+        t = realtime_s - self.offset
+        if t > read_at + STAMP_AHEAD_TOLERANCE_S or read_at - t > STAMP_MAX_LATENESS_S:
+            self.sample()
+            t = realtime_s - self.offset
+            if t > read_at + STAMP_AHEAD_TOLERANCE_S or read_at - t > STAMP_MAX_LATENESS_S:
+                return None
+        return t if t < read_at else read_at
+
+
+#: One per process: every stream converts its stamps with the same offset.
+CLOCK = RealtimeClock()
+
+
+class StampedSocket(gevent.socket.socket):
+    """A gevent socket that notes when a request's last byte was handed to the kernel."""
+
+    __slots__ = ("t_sent", "kernel_stamps")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.t_sent: float | None = None
+        """perf_counter time the last ``sendall`` returned (None: nothing sent since it was taken)."""
+        self.kernel_stamps = False
+        """``SO_TIMESTAMPNS`` is on: reads carry the kernel's receive time."""
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        super().sendall(data, flags)
+        self.t_sent = time.perf_counter()
+
+    def enable_kernel_stamps(self) -> bool:
+        """Ask the kernel to stamp received data; False where it cannot."""
+        if SO_TIMESTAMPNS is None or not _CMSG_SPACE:
+            return False
+        try:
+            self.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            return False
+        self.kernel_stamps = True
+        return True
+
+
+_PLAIN_SOCKETS = (gevent.socket.socket, StampedSocket)
+
+
+class PoolTiming:
+    """The timing side of one host's connection pool: new sockets are stamped, their set-up timed.
+
+    Each Locust user has its own session and pool and sends one request at a time, so the
+    socket created during a request is that request's.
+    """
+
+    def __init__(self, pool: Any, *, kernel_stamps: bool) -> None:
+        from geventhttpclient.connectionpool import SSLConnectionPool
+
+        self.secure = isinstance(pool, SSLConnectionPool)
+        """TLS hides the TCP stream: no kernel stamps, no send stamp."""
+        self.kernel_stamps = kernel_stamps and not self.secure
+        self._pending_connect: float | None = None
+        create_socket = pool._create_socket
+
+        def create_tcp_socket(family: int, socktype: int, protocol: int) -> StampedSocket:
+            sock = StampedSocket(family, socktype, protocol)
+            if self.kernel_stamps:
+                sock.enable_kernel_stamps()
+            return sock
+
+        def timed_create_socket() -> Any:
+            started = time.perf_counter()
+            sock = create_socket()
+            self._pending_connect = time.perf_counter() - started
+            return sock
+
+        pool._create_tcp_socket = create_tcp_socket
+        pool._create_socket = timed_create_socket
+
+    def take(self, raw: Any) -> tuple[float | None, float | None]:
+        """Return (when the request's last byte was sent, its connect time) for a response, each once."""
+        connect_s, self._pending_connect = self._pending_connect, None
+        sock = getattr(raw, "_sock", None)
+        t_sent = None
+        if isinstance(sock, StampedSocket):
+            t_sent, sock.t_sent = sock.t_sent, None
+        return t_sent, connect_s
+
+
+def instrument(user_agent: Any, base_url: str, *, kernel_stamps: bool) -> PoolTiming | None:
+    """Stamp and time the connections a Locust ``FastHttpSession`` user agent opens to ``base_url``."""
+    clientpool = getattr(user_agent, "clientpool", None)
+    if clientpool is None or not base_url:
+        return None
+    from geventhttpclient.url import URL
+
+    client = clientpool.get_client(URL(base_url))
+    pool = getattr(client, "_connection_pool", None)
+    if pool is None:
+        return None
+    return PoolTiming(pool, kernel_stamps=kernel_stamps)
 
 
 def raw_response(response: Any) -> Any | None:
@@ -42,9 +223,26 @@ def raw_response(response: Any) -> Any | None:
 
 
 class StreamingBody:
-    """A response body read straight from its connection: the buffer, the socket, one read at a time."""
+    """A response body read straight from its connection: the buffer, the socket, one read at a time.
 
-    __slots__ = ("_raw", "buffer", "_socket", "_inner", "_read_event", "_wait", "_drained")
+    After each ``recv``, ``arrived_at`` is when the data read arrived (the kernel's stamp
+    where there is one, else ``read_at``, when the read returned), and ``lateness`` holds
+    each kernel-stamped read's delay (``read_at - arrived_at``).
+    """
+
+    __slots__ = (
+        "_raw",
+        "buffer",
+        "_socket",
+        "_inner",
+        "_read_event",
+        "_wait",
+        "_drained",
+        "kernel",
+        "arrived_at",
+        "read_at",
+        "lateness",
+    )
 
     def __init__(self, raw: Any, buffer: bytearray) -> None:
         self._raw = raw
@@ -53,12 +251,17 @@ class StreamingBody:
         self._socket = sock
         # A plain gevent socket is read directly: wait for readability, then one non-blocking recv
         # (gevent's recv tries first, fails with EAGAIN once per paced token, then waits).
-        inner = getattr(sock, "_sock", None) if type(sock) is gevent.socket.socket else None
+        # (Not a TLS socket, which is a gevent socket too: its inner socket carries ciphertext.)
+        inner = getattr(sock, "_sock", None) if type(sock) in _PLAIN_SOCKETS else None
         read_event = getattr(sock, "_read_event", None)
         self._inner = inner if read_event is not None else None
         self._read_event = read_event
         self._wait = gevent.get_hub().wait
         self._drained = False  # the last read returned less than asked: the kernel buffer is likely empty
+        self.kernel = self._inner is not None and isinstance(sock, StampedSocket) and sock.kernel_stamps
+        """Reads carry kernel receive stamps."""
+        self.read_at = self.arrived_at = time.perf_counter()
+        self.lateness: list[float] = []
 
     @classmethod
     def of(cls, raw: Any) -> StreamingBody | None:
@@ -94,19 +297,40 @@ class StreamingBody:
                 raise HTTPConnectionClosed("connection closed.")
             inner = self._inner
             if inner is None:
-                return bytes(raw._sock.recv(READ_SIZE))
+                chunk = bytes(raw._sock.recv(READ_SIZE))
+                self.read_at = self.arrived_at = time.perf_counter()
+                return chunk
             if self._drained:
                 self._wait(self._read_event)
             try:
-                chunk: bytes = inner.recv(READ_SIZE)
+                if self.kernel:
+                    return self._recv_stamped(inner)
+                chunk = inner.recv(READ_SIZE)
             except BlockingIOError:
                 self._drained = True
                 return None
+            self.read_at = self.arrived_at = time.perf_counter()
             self._drained = len(chunk) < READ_SIZE
-            return chunk
+            return bytes(chunk)
         except BaseException:
             raw.release()
             raise
+
+    def _recv_stamped(self, inner: socket.socket) -> bytes:
+        chunk, ancillary, _flags, _address = inner.recvmsg(READ_SIZE, _CMSG_SPACE)
+        read_at = self.read_at = time.perf_counter()
+        arrived = None
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                arrived = CLOCK.to_perf(seconds + nanoseconds * 1e-9, read_at)
+        if arrived is None:  # no stamp (data stamped before the option was on), or an implausible one
+            self.arrived_at = read_at
+        else:
+            self.arrived_at = arrived
+            self.lateness.append(read_at - arrived)
+        self._drained = len(chunk) < READ_SIZE
+        return bytes(chunk)
 
     def feed(self, chunk: bytes) -> None:
         """Hand a read to the HTTP parser, which appends the body bytes to ``buffer``."""

@@ -35,6 +35,7 @@ DISTRIBUTIONS: dict[str, tuple[float, int]] = {
     "stream_rate_tps": (RATE_SCALE, RATE_HIGHEST),
     "decode_rate_tps": (RATE_SCALE, RATE_HIGHEST),
     "dispatch_lag_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "connect_s": (LATENCY_SCALE, LATENCY_HIGHEST),
 }
 
 
@@ -154,7 +155,7 @@ def _new_distributions() -> dict[str, Distribution]:
     return {name: Distribution(scale=scale, highest=highest) for name, (scale, highest) in DISTRIBUTIONS.items()}
 
 
-_COUNTERS = ("ok", "failed", "prompt_tokens", "output_tokens", "estimated_requests", "slo_met")
+_COUNTERS = ("ok", "failed", "prompt_tokens", "output_tokens", "estimated_requests", "slo_met", "kernel_clock_requests")
 
 
 class GroupMetrics:
@@ -189,6 +190,10 @@ class GroupMetrics:
         lag = record.dispatch_lag_s
         if lag is not None:
             self.dists["dispatch_lag_s"].record(max(lag, 0.0))
+        if record.connect_s is not None:
+            self.dists["connect_s"].record(record.connect_s)
+        if record.clock == "kernel":
+            counters["kernel_clock_requests"] += 1
         kind = record.error_kind
         if kind is not None:
             counters["failed"] += 1

@@ -21,6 +21,7 @@ from llmload.errors import ConfigError
 API_KEY_ENV = "LLMLOAD_API_KEY"
 ENDPOINTS = ("chat", "completions")
 ARRIVALS = ("closed", "poisson", "constant")
+TIMESTAMPS = ("kernel", "user")
 DEFAULT_SLO_STREAM_RATE_TPS = 10.0
 DEFAULT_STREAM_TIMEOUT_S = 60.0
 
@@ -71,6 +72,11 @@ def add_arguments(parser: Any) -> None:
         "--llm-stream-timeout",
         default=str(DEFAULT_STREAM_TIMEOUT_S),
         help="Seconds of silence (connect, first byte, between events) before a request fails as timeout",
+    )
+    add(
+        "--llm-timestamps",
+        default="kernel",
+        help="kernel: event times from the kernel's receive stamps (Linux, http://; else user) or user: when read",
     )
     add("--llm-results", default="", help="Write the results JSON to this path at the end of the run")
     add("--llm-seed", default="0", help="Seed of the synthetic prompt generator and of open-loop arrivals")
@@ -255,6 +261,7 @@ class LLMOptions:
     slo_ttft_s: float | None = None
     slo_stream_rate_tps: float | None = DEFAULT_SLO_STREAM_RATE_TPS
     stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S
+    timestamps: str = "kernel"
     results_path: str = ""
     seed: int = 0
     input_tokens: str = ""
@@ -288,6 +295,9 @@ class LLMOptions:
         endpoint = str(get("llm_endpoint") or "")
         if endpoint and endpoint not in ENDPOINTS:
             raise ConfigError(f"--llm-endpoint: expected one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+        timestamps = str(get("llm_timestamps", "kernel") or "kernel").strip().lower()
+        if timestamps not in TIMESTAMPS:
+            raise ConfigError(f"--llm-timestamps: expected one of {', '.join(TIMESTAMPS)}, got {timestamps!r}")
         seed_text = str(get("llm_seed", "0") or "0")
         try:
             seed = int(seed_text)
@@ -305,6 +315,7 @@ class LLMOptions:
             slo_stream_rate_tps=parse_float(get("llm_slo_stream_rate"), option="llm-slo-stream-rate"),
             stream_timeout_s=parse_float(get("llm_stream_timeout"), option="llm-stream-timeout", exclusive=True)
             or DEFAULT_STREAM_TIMEOUT_S,
+            timestamps=timestamps,
             results_path=str(get("llm_results") or ""),
             seed=seed,
             **_workload_options(get),

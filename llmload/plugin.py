@@ -44,7 +44,7 @@ from llmload.windows import Window
 from llmload.wire import Wire
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from locust.env import Environment
 
@@ -121,6 +121,7 @@ class LLMLoadPlugin:
         self._in_flight = 0
         self._sampler: gevent.Greenlet | None = None
         self._awaiting_final: set[str] = set()
+        self._record_observers: list[Callable[[RequestRecord], None]] = []
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -217,11 +218,17 @@ class LLMLoadPlugin:
         """Requests of this process in flight now."""
         return self._in_flight
 
+    def observe_records(self, observer: Callable[[RequestRecord], None]) -> None:
+        """Hand every request this process records to ``observer`` too (an extension's per-request figures)."""
+        self._record_observers.append(observer)
+
     def record(self, record: RequestRecord) -> None:
-        """Fold one finished request into this process's store (and any open window)."""
+        """Fold one finished request into this process's store (and any open window), then tell the observers."""
         self.store.record(record)
         for window in self.windows.values():
             window.store.record(record)
+        for observer in self._record_observers:
+            observer(record)
 
     # -- windows ------------------------------------------------------------------------------
 

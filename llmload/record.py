@@ -3,7 +3,8 @@
 Each formula is written once, here, as a property with its unit in the name.
 Definitions (docs/metrics.md, field notes section 1):
 
-- ``t_send``: perf-counter time just before the request is handed to the socket;
+- ``t_send``: perf-counter time the request's last byte was handed to the kernel
+  (connection set-up before it is ``connect_s``);
 - TTFT: first token-carrying event minus ``t_send``;
 - ITL: every gap between consecutive token-carrying events;
 - E2E: last token-carrying event minus ``t_send`` (the ``[DONE]`` line does not count);
@@ -40,6 +41,12 @@ class RequestRecord:
     error_kind: str | None = None
     error_detail: str = ""
     text: str | None = None
+    connect_s: float | None = None
+    """Connection set-up (TCP, and TLS for https) before this request, when it opened a connection."""
+    clock: str = "user"
+    """Where event times come from: "kernel" (receive stamps) or "user" (when the read returned)."""
+    read_lateness_s: list[float] = field(default_factory=list)
+    """Per kernel-stamped read: when it returned minus when its data arrived (the generator's delay)."""
 
     @property
     def ok(self) -> bool:

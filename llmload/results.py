@@ -28,7 +28,15 @@ from llmload.render.document import SCHEMA, check_writable, read, write
 if TYPE_CHECKING:
     from llmload.plugin import LLMLoadPlugin
 
-__all__ = ["SCHEMA", "build", "check_writable", "read", "write"]
+__all__ = ["SCHEMA", "TIMING", "build", "check_writable", "read", "write"]
+
+# The clocks behind every time in the document (docs/metrics.md).
+TIMING = {
+    "clock": "perf_counter (CLOCK_MONOTONIC); wall-clock times are ISO 8601 UTC",
+    "t_send": "when the request's last byte was handed to the kernel; over TLS, the request's start plus connect_s",
+    "connect": "connection set-up (TCP, TLS) is connect_s, apart from TTFT and E2E",
+    "events": "kernel receive stamps where a group's timestamps.clock is kernel, else when the read returned",
+}
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -60,6 +68,7 @@ def build(plugin: LLMLoadPlugin) -> dict[str, Any]:
             "options": options.public_dict(),
             "backends": backends.describe(options),
             "errors": [{**error, "at": iso(error["at"])} for error in plugin.supervisor.errors],
+            "timing": TIMING,
         },
         "groups": store_bodies(store),
         "total": group_body(store.total(), slo=Slo.of(store)),

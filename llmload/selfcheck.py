@@ -10,7 +10,10 @@ users (a local run, each worker) samples:
   longer than that it actually slept (HdrHistogram, microseconds): how late a
   runnable greenlet resumes right now;
 * **dispatch lag** (open-loop arrivals only) is already in the token store
-  (``dispatch_lag_s``: ``t_send - t_intended``) and is read from there.
+  (``dispatch_lag_s``: ``t_send - t_intended``) and is read from there;
+* **read lateness** (streams with kernel receive stamps, ``llmload.http_adapter``):
+  for every read, when it returned minus when the kernel received its data:
+  the generator's own delay, measured rather than guessed.
 
 It also removes one known source of lag: once every user has spawned, the
 objects that exist then (users, sessions, Locust's own) are frozen out of the
@@ -28,6 +31,14 @@ A run is **not trustworthy** when any of these holds (docs/performance.md):
 * a process's event-loop lag p99 exceeds ``--llm-selfcheck-lag-ms`` (10 ms);
 * the open-loop dispatch lag p99 exceeds ``--llm-selfcheck-lag-ms`` as well
   (requests left later than their schedule).
+
+When every request of the run has kernel receive stamps, a busy generator no
+longer inflates TTFT and ITL (the stamps are the kernel's), so CPU saturation
+and event-loop lag are reported as notes, not reasons; the run is then not
+trustworthy when a process's read lateness p99 exceeds
+``--llm-selfcheck-lateness-ms`` (100 ms): a generator that late also sends its
+next requests late and ends streams late, so the offered load is not the one
+asked for.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
 from llmload.metrics import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
 from llmload.options import parse_number
+from llmload.record import RequestRecord
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -58,6 +70,7 @@ LAG_INTERVAL_S = 0.05
 CPU_INTERVAL_S = 1.0
 DEFAULT_CPU_PERCENT = 90.0
 DEFAULT_LAG_MS = 10.0
+DEFAULT_LATENESS_MS = 100.0
 CPU_SATURATED_SHARE = 0.25
 MIN_CPU_SAMPLES = 3
 # Consecutive saturated CPU samples before a process warns while the test runs.
@@ -71,6 +84,12 @@ def add_arguments(parser: Any) -> None:
         env_var="LOCUST_LLM_SELFCHECK_CPU",
         default=str(DEFAULT_CPU_PERCENT),
         help="Self-check: a generator process above this CPU percent of one core is saturated",
+    )
+    parser.add_argument(
+        "--llm-selfcheck-lateness-ms",
+        env_var="LOCUST_LLM_SELFCHECK_LATENESS_MS",
+        default=str(DEFAULT_LATENESS_MS),
+        help="Self-check with kernel receive stamps: a read lateness p99 above this marks a run untrustworthy",
     )
     parser.add_argument(
         "--llm-selfcheck-lag-ms",
@@ -87,6 +106,7 @@ class Thresholds:
     cpu_percent: float = DEFAULT_CPU_PERCENT
     cpu_saturated_share: float = CPU_SATURATED_SHARE
     lag_s: float = DEFAULT_LAG_MS / 1e3
+    lateness_s: float = DEFAULT_LATENESS_MS / 1e3
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> Thresholds:
@@ -95,7 +115,14 @@ class Thresholds:
         lag = _number(
             getattr(parsed, "llm_selfcheck_lag_ms", None), DEFAULT_LAG_MS, "--llm-selfcheck-lag-ms", 0.1, 60e3
         )
-        return cls(cpu_percent=cpu, lag_s=lag / 1e3)
+        lateness = _number(
+            getattr(parsed, "llm_selfcheck_lateness_ms", None),
+            DEFAULT_LATENESS_MS,
+            "--llm-selfcheck-lateness-ms",
+            0.1,
+            60e3,
+        )
+        return cls(cpu_percent=cpu, lag_s=lag / 1e3, lateness_s=lateness / 1e3)
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -103,6 +130,7 @@ class Thresholds:
             "cpu_saturated_share": self.cpu_saturated_share,
             "loop_lag_p99_s": self.lag_s,
             "dispatch_lag_p99_s": self.lag_s,
+            "read_lateness_p99_s": self.lateness_s,
         }
 
 
@@ -177,46 +205,73 @@ class ProcessStats:
     def __init__(self, thresholds: Thresholds) -> None:
         self.cpu = CpuStats(thresholds.cpu_percent)
         self.lag = new_lag_distribution()
+        self.lateness = new_lag_distribution()
 
     def to_wire(self) -> dict[str, Any]:
-        return {"cpu": self.cpu.to_wire(), "lag": self.lag.to_wire()}
+        return {"cpu": self.cpu.to_wire(), "lag": self.lag.to_wire(), "late": self.lateness.to_wire()}
 
     def merge_wire(self, wire: dict[str, Any]) -> None:
         self.cpu.merge_wire(wire["cpu"])
         self.lag.merge_wire(wire["lag"])
+        if "late" in wire:
+            self.lateness.merge_wire(wire["late"])
 
     def reset(self) -> None:
         self.cpu.reset()
         self.lag = new_lag_distribution()
+        self.lateness = new_lag_distribution()
 
     def summary(self) -> dict[str, Any]:
-        lag = self.lag
         return {
             "cpu_percent": self.cpu.summary(),
-            "loop_lag_s": {
-                "p50": lag.percentile(50),
-                "p99": lag.percentile(99),
-                "max": lag.max if lag.count else None,
-                "count": lag.count,
-            },
+            "loop_lag_s": tail_summary(self.lag),
+            "read_lateness_s": tail_summary(self.lateness),
         }
 
 
-def judge(
-    processes: dict[str, dict[str, Any]], dispatch_p99_s: float | None, thresholds: Thresholds
-) -> tuple[bool, list[str]]:
-    """Return (trustworthy, reasons) for per-process summaries and the dispatch lag p99."""
-    reasons = []
+def tail_summary(dist: Distribution) -> dict[str, float | int | None]:
+    """p50, p99, max and count of a delay distribution (None without samples)."""
+    values = dist.percentiles((50, 99))
+    return {"p50": values[50], "p99": values[99], "max": dist.max if dist.count else None, "count": dist.count}
+
+
+def load_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) -> list[str]:
+    """CPU saturation and event-loop lag beyond the thresholds, per process."""
+    findings = []
     for name, proc in sorted(processes.items()):
         cpu = proc["cpu_percent"]
         if cpu["samples"] >= MIN_CPU_SAMPLES and cpu["saturated_share"] > thresholds.cpu_saturated_share:
-            reasons.append(
+            findings.append(
                 f"{name}: CPU above {thresholds.cpu_percent:g}% of a core in {cpu['saturated_share']:.0%} of "
                 f"samples (mean {cpu['mean']:.0f}%, max {cpu['max']:.0f}%)"
             )
         lag_p99 = proc["loop_lag_s"]["p99"]
         if lag_p99 is not None and lag_p99 > thresholds.lag_s:
-            reasons.append(f"{name}: event-loop lag p99 {lag_p99 * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms")
+            findings.append(f"{name}: event-loop lag p99 {lag_p99 * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms")
+    return findings
+
+
+def judge(
+    processes: dict[str, dict[str, Any]],
+    dispatch_p99_s: float | None,
+    thresholds: Thresholds,
+    *,
+    kernel_clock: bool = False,
+) -> tuple[bool, list[str]]:
+    """Return (trustworthy, reasons) for per-process summaries and the dispatch lag p99.
+
+    With ``kernel_clock`` (every request kernel-stamped), CPU and loop lag are not reasons
+    (``load_findings`` reports them as notes); each process's read lateness p99 is.
+    """
+    reasons = [] if kernel_clock else load_findings(processes, thresholds)
+    if kernel_clock:
+        for name, proc in sorted(processes.items()):
+            late_p99 = (proc.get("read_lateness_s") or {}).get("p99")
+            if late_p99 is not None and late_p99 > thresholds.lateness_s:
+                reasons.append(
+                    f"{name}: read lateness p99 {late_p99 * 1e3:.1f} ms > {thresholds.lateness_s * 1e3:g} ms "
+                    "(the generator reads, and so sends, that late)"
+                )
     if dispatch_p99_s is not None and dispatch_p99_s > thresholds.lag_s:
         reasons.append(
             f"open-loop dispatch lag p99 {dispatch_p99_s * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms "
@@ -276,6 +331,11 @@ class SelfCheck(Extension):
                     )
 
     # -- events ---------------------------------------------------------------------------
+
+    def observe(self, record: RequestRecord) -> None:
+        """Fold a finished request's read lateness into this process's samples."""
+        if record.read_lateness_s:
+            self.local.lateness.record_many(record.read_lateness_s)
 
     def _on_test_start(self, **_kwargs: Any) -> None:
         self.local.reset()
@@ -337,18 +397,26 @@ class SelfCheck(Extension):
     def results_section(self) -> dict[str, Any]:
         return self.summary()
 
+    def lateness_by_process(self) -> dict[str, dict[str, float | int | None]]:
+        """Each load-generator process's read lateness so far: p50, p99, max, count."""
+        return {name: tail_summary(stats.lateness) for name, stats in self._all_processes().items()}
+
     def summary(self) -> dict[str, Any]:
         """Return the results JSON's ``generator`` section."""
         processes = {name: stats.summary() for name, stats in sorted(self._all_processes().items())}
-        merged = new_lag_distribution()
+        merged, lateness = new_lag_distribution(), new_lag_distribution()
         for stats in self._all_processes().values():
             merged.merge(stats.lag)
+            lateness.merge(stats.lateness)
+        counters = self.plugin.store.total().counters
+        finished, kernel = counters["ok"] + counters["failed"], counters["kernel_clock_requests"]
+        clock = "kernel" if kernel and kernel == finished else "mixed" if kernel else "user"
         dispatch = self.plugin.store.total().dists["dispatch_lag_s"]
         dispatch_summary: dict[str, float | None] | None = None
         if dispatch.count:
             dispatch_summary = {"p50": dispatch.percentile(50), "p99": dispatch.percentile(99), "max": dispatch.max}
         dispatch_p99 = dispatch_summary["p99"] if dispatch_summary is not None else None
-        trustworthy, reasons = judge(processes, dispatch_p99, self.thresholds)
+        trustworthy, reasons = judge(processes, dispatch_p99, self.thresholds, kernel_clock=clock == "kernel")
         return {
             "cpu_percent": {name: proc["cpu_percent"] for name, proc in processes.items()},
             "loop_lag_s": {
@@ -358,8 +426,12 @@ class SelfCheck(Extension):
             },
             "loop_lag_by_process_s": {name: proc["loop_lag_s"] for name, proc in processes.items()},
             "dispatch_lag_s": dispatch_summary,
+            "clock": clock,
+            "read_lateness_s": tail_summary(lateness),
+            "read_lateness_by_process_s": {name: proc["read_lateness_s"] for name, proc in processes.items()},
             "trustworthy": trustworthy,
             "reasons": reasons,
+            "notes": load_findings(processes, self.thresholds) if clock == "kernel" else [],
             "thresholds": self.thresholds.as_dict(),
         }
 
@@ -371,11 +443,17 @@ class SelfCheck(Extension):
         figures = (f"CPU max {cpu_max:.0f}% of a core" if cpu_max is not None else "no CPU samples") + (
             f", event-loop lag p99 {lag * 1e3:.1f} ms" if lag is not None else ""
         )
+        late = s.get("read_lateness_s") or {}
+        if late.get("count"):
+            p50, p99, top = (late[k] * 1e3 for k in ("p50", "p99", "max"))
+            figures += f", read lateness p50/p99/max {p50:.2f}/{p99:.2f}/{top:.2f} ms ({s.get('clock')} clock)"
         if s["trustworthy"]:
-            return f"llmload: generator self-check OK ({figures})"
+            notes = s.get("notes") or []
+            tail = "".join(f"\n  note (kernel stamps keep the figures true): {note}" for note in notes)
+            return f"llmload: generator self-check OK ({figures}){tail}"
         return (
             "llmload: WARNING: the load generator was a bottleneck; latencies are inflated and the results "
-            "are marked trustworthy: false:\n  - " + "\n  - ".join(s["reasons"])
+            f"are marked trustworthy: false ({figures}):\n  - " + "\n  - ".join(s["reasons"])
         )
 
 
@@ -393,3 +471,5 @@ def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
     events.test_stop.add_listener(check._on_test_stop)
     events.quit.add_listener(check._on_quit)
     plugin.wire.add(WIRE_KEY, what="self-check report", ship=check.ship, merge=check.merge)
+    if not plugin.is_master:
+        plugin.observe_records(check.observe)

@@ -234,9 +234,9 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
             chunk = body.recv()
             if chunk is None:
                 continue
-            t = perf_counter()
+            t = body.arrived_at
             if watch is not None:
-                watch.last = t
+                watch.last = body.read_at
             body.feed(chunk)
             if not chunk and not body.complete:
                 raise HTTPConnectionClosed("connection closed mid-body.")
@@ -254,6 +254,9 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
             watch.close()
             body.set_timeout(stall_s)
         record.t_end = perf_counter()
+        if body.kernel:
+            record.clock = "kernel"
+            record.read_lateness_s = body.lateness
 
 
 def _classify_read_error(record: RequestRecord, exc: BaseException) -> None:

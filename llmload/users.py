@@ -117,6 +117,7 @@ class LLMUser(FastHttpUser):
             api_key=api_key,
             recorder=self._plugin.record,
             context=self.context,
+            kernel_stamps=options.timestamps == "kernel",
         )
 
     def wait_time(self) -> float:

@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from llmload.simulator.faults import FAULT_KINDS, FaultConfig
 from llmload.simulator.profiles import FIXED_PROFILE, GPU_PROFILES, MODEL_PROFILES
@@ -169,10 +170,13 @@ def run(args: argparse.Namespace) -> int:
 
     _prepare_process()
 
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
-        import uvloop  # type: ignore[import-not-found]  # optional speed-up, often not installed
+        # An optional speed-up, often not installed (the ignore is unused where it is).
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+
+        runner = getattr(uvloop, "run", asyncio.run)  # uvloop.run exists from uvloop 0.18
     except ImportError:
-        uvloop = None
-    runner = getattr(uvloop, "run", None) or asyncio.run  # uvloop.run exists from uvloop 0.18
+        pass
     runner(serve(config))
     return 0

@@ -81,3 +81,19 @@ def test_helpers_and_group_labels():
     bodies = store_bodies(store)
     assert [(b["backend"], b["model"], b["user_class"]) for b in bodies] == [("a", "m", "U"), ("b", "m", "U")]
     assert bodies[0]["slo"]["attainment"] == 0.0 and bodies[1]["slo"]["attainment"] == 1.0
+
+
+def test_timestamps_clock_and_connect_time_per_group():
+    store = MetricsStore()
+    kernel = record(ttft=0.1, e2e=1.0, tokens=10, start=0.0)
+    kernel.clock, kernel.connect_s = "kernel", 0.004
+    user = record(ttft=0.1, e2e=1.0, tokens=10, start=0.0)
+    store.record(kernel)
+    body = group_body(store.total(), slo=Slo())
+    assert body["timestamps"] == {"clock": "kernel", "kernel_requests": 1}
+    assert body["connect_s"]["count"] == 1 and body["connect_s"]["max"] == 0.004
+    store.record(user)
+    body = group_body(store.total(), slo=Slo())
+    assert body["timestamps"] == {"clock": "mixed", "kernel_requests": 1}
+    assert group_body(store_of([user]).total(), slo=Slo())["timestamps"]["clock"] == "user"
+    assert "connect_s" not in group_body(store_of([user]).total(), slo=Slo())

@@ -19,6 +19,7 @@ from llmload.selfcheck import (
     SelfCheck,
     Thresholds,
     judge,
+    load_findings,
     new_lag_distribution,
     oversleep_s,
 )
@@ -91,6 +92,43 @@ def test_judge_names_each_reason():
         "w2: event-loop lag p99 30.5 ms > 10 ms",
         "open-loop dispatch lag p99 20.0 ms > 10 ms (requests left later than scheduled)",
     ]
+
+
+def _late(proc, *, p99):
+    return {**proc, "read_lateness_s": {"p50": p99 / 2, "p99": p99, "max": p99, "count": 100}}
+
+
+def test_with_kernel_stamps_cpu_and_loop_lag_are_notes_and_read_lateness_decides():
+    busy = _late(_proc(mean=97, peak=100, share=0.8, lag_p99=0.0305), p99=0.040)
+    # Kernel stamps keep TTFT/ITL true: a busy generator is no reason by itself.
+    assert judge({"w1": busy}, None, Thresholds(), kernel_clock=True) == (True, [])
+    assert load_findings({"w1": busy}, Thresholds()) == [
+        "w1: CPU above 90% of a core in 80% of samples (mean 97%, max 100%)",
+        "w1: event-loop lag p99 30.5 ms > 10 ms",
+    ]
+    ok, reasons = judge({"w1": _late(_proc(), p99=0.150)}, 0.020, Thresholds(), kernel_clock=True)
+    assert not ok and reasons == [
+        "w1: read lateness p99 150.0 ms > 100 ms (the generator reads, and so sends, that late)",
+        "open-loop dispatch lag p99 20.0 ms > 10 ms (requests left later than scheduled)",
+    ]
+    # Without kernel stamps, the same busy process is a reason and lateness is not judged.
+    assert not judge({"w1": busy}, None, Thresholds())[0]
+
+
+def test_kernel_stamped_requests_bring_their_read_lateness_to_the_self_check():
+    plugin = new_plugin(local_environment(), selfcheck)
+    check = plugin.extensions.get(SelfCheck)
+    record = RequestRecord(backend="b", model="m", user_class="U", endpoint="/x", t_send=0.0, start_wall=0.0)
+    record.token_times, record.completion_tokens, record.t_end = [0.1, 0.2], 2, 0.2
+    record.clock, record.read_lateness_s = "kernel", [0.001, 0.003, 0.050]
+    plugin.record(record)
+    s = check.summary()
+    assert s["clock"] == "kernel" and s["notes"] == [] and s["trustworthy"] is True
+    assert s["read_lateness_s"]["count"] == 3 and s["read_lateness_s"]["max"] == 0.050
+    assert s["read_lateness_s"]["p99"] == pytest.approx(0.050, rel=0.001)
+    assert s["read_lateness_by_process_s"]["local"]["count"] == 3
+    assert check.lateness_by_process()["local"]["max"] == 0.050
+    assert "read lateness p50/p99/max 3.00/50.01/50.00 ms (kernel clock)" in check.console_line(s)
 
 
 def test_judge_thresholds_are_strict_and_need_enough_cpu_samples():
