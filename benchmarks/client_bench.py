@@ -531,6 +531,21 @@ def print_side_by_side(name: str, runs: dict[str, dict]) -> None:
             "ITL error per gap p50/p99",
             lambda r: f"{fmt_ms(r['accuracy']['itl_err']['p50'])}/{fmt_ms(r['accuracy']['itl_err']['p99'])}",
         )
+        # TTFT error = request delay (client t_send to the server's receipt, which includes the
+        # server's own lateness in reading it) + first-token delay (server write to client stamp).
+        row(
+            "  request delay p50/p99",
+            lambda r: (
+                f"{fmt_ms(r['accuracy']['request_delay']['p50'])}/{fmt_ms(r['accuracy']['request_delay']['p99'])}"
+            ),
+        )
+        row(
+            "  first-token delay p50/p99",
+            lambda r: (
+                f"{fmt_ms(r['accuracy']['first_token_delay']['p50'])}/"
+                f"{fmt_ms(r['accuracy']['first_token_delay']['p99'])}"
+            ),
+        )
     for label in labels:
         g = runs[label].get("generator")
         if g:

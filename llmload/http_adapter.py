@@ -33,6 +33,10 @@ the installed version.
   queued up behind a late reader share the newest one's stamp, the same
   grouping user-space stamps give them. Reading in smaller pieces (or after
   ``MSG_PEEK``) cannot separate them: the per-segment stamps are gone.
+* The kernel turns stamping on asynchronously (a deferred static key) when
+  the first socket asks for it: data arriving in that first moment carries no
+  stamp. A read without a usable stamp takes its own time, and its request
+  counts as user-clock (``RequestRecord.clock``).
 * **user-space stamps** (``https://`` targets, other systems, a
   ``setsockopt`` that fails, ``--llm-timestamps user``): the time the read
   returned, as before.
@@ -242,6 +246,7 @@ class StreamingBody:
         "arrived_at",
         "read_at",
         "lateness",
+        "unstamped",
     )
 
     def __init__(self, raw: Any, buffer: bytearray) -> None:
@@ -262,6 +267,8 @@ class StreamingBody:
         """Reads carry kernel receive stamps."""
         self.read_at = self.arrived_at = time.perf_counter()
         self.lateness: list[float] = []
+        self.unstamped = 0
+        """Reads that carried no usable kernel stamp (their data is stamped with ``read_at``)."""
 
     @classmethod
     def of(cls, raw: Any) -> StreamingBody | None:
@@ -320,12 +327,14 @@ class StreamingBody:
         chunk, ancillary, _flags, _address = inner.recvmsg(READ_SIZE, _CMSG_SPACE)
         read_at = self.read_at = time.perf_counter()
         arrived = None
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+        if ancillary:  # one control message at most: the stamp
+            level, kind, data = ancillary[0]
+            if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(data) >= 16:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(data)
                 arrived = CLOCK.to_perf(seconds + nanoseconds * 1e-9, read_at)
         if arrived is None:  # no stamp (data stamped before the option was on), or an implausible one
             self.arrived_at = read_at
+            self.unstamped += 1
         else:
             self.arrived_at = arrived
             self.lateness.append(read_at - arrived)

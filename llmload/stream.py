@@ -255,8 +255,9 @@ def read_stream(raw: Any, reader: StreamReader) -> None:
             body.set_timeout(stall_s)
         record.t_end = perf_counter()
         if body.kernel:
-            record.clock = "kernel"
             record.read_lateness_s = body.lateness
+            if not body.unstamped:
+                record.clock = "kernel"
 
 
 def _classify_read_error(record: RequestRecord, exc: BaseException) -> None:

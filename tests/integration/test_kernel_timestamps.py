@@ -48,9 +48,20 @@ def start(group: ProcessGroup, cmd: list[str], tmp_path: Path, name: str) -> str
     pytest.fail(f"{name} did not start: {log.read_text()}")
 
 
+SESSIONS: list[FastHttpSession] = []
+
+
+@pytest.fixture(autouse=True)
+def close_sessions():
+    yield
+    while SESSIONS:
+        SESSIONS.pop().client.clientpool.close()
+
+
 def make_client(base_url: str, *, kernel_stamps: bool, records: list[RequestRecord]) -> LLMClient:
     hook = EventHook()
     session = FastHttpSession(base_url, request_event=hook, user=None, network_timeout=10, connection_timeout=10)
+    SESSIONS.append(session)
     return LLMClient(
         session,
         request_event=hook,
@@ -106,6 +117,10 @@ def test_kernel_stamps_keep_ttft_true_while_user_space_stamps_include_the_block(
         user_records: list[RequestRecord] = []
         kernel = make_client(base_url, kernel_stamps=True, records=kernel_records)
         user = make_client(base_url, kernel_stamps=False, records=user_records)
+        # A first request on each client opens its connection (and turns kernel stamping on).
+        late_requests(kernel, "warm-k", 1)
+        late_requests(user, "warm-u", 1)
+        del kernel_records[:], user_records[:]
         late_requests(kernel, "k", 5)
         late_requests(user, "u", 5)
     truth = orjson.loads(truth_log.read_bytes())["requests"]

@@ -57,6 +57,7 @@ def test_stamped_socket_notes_the_send_and_reads_carry_the_kernel_stamp():
     client = StampedSocket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         assert client.enable_kernel_stamps() and client.kernel_stamps
+        gevent.sleep(0.05)  # the kernel turns stamping on asynchronously
         client.connect(server.getsockname())
         peer, _ = server.accept()
         before = time.perf_counter()
