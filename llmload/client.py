@@ -94,6 +94,8 @@ class LLMClient:
         url = f"{self.session.base_url}{MODELS_PATH}"
         try:
             response = self.session.client.urlopen(url, method="GET", headers=self._headers)
+            if self._timing is not None:
+                self._timing.take(raw_response(response))  # a connection it opened is not the next request's
             status, body = response.status_code, response.content
         except Exception as exc:
             raise LLMRequestError(classify_connect_error(exc), f"GET {MODELS_PATH}: {type(exc).__name__}") from exc

@@ -229,3 +229,18 @@ def test_https_falls_back_to_user_space_stamps_and_reports_the_handshake_as_conn
     assert first.connect_s == pytest.approx(0.1, abs=0.03)
     assert second.connect_s is None
     assert first.ttft_s == pytest.approx(0.05, abs=0.015) and second.ttft_s == pytest.approx(0.05, abs=0.015)
+
+
+def test_a_connection_opened_by_the_model_lookup_is_not_the_first_requests_connect_time(tmp_path):
+    with ProcessGroup() as group:
+        base_url = start(
+            group,
+            [sys.executable, "benchmarks/_truth_server.py", "--ttft-ms", "20", "--itl-ms", "5"],
+            tmp_path,
+            "truth",
+        )
+        records: list[RequestRecord] = []
+        client = make_client(base_url, kernel_stamps=True, records=records)
+        assert client.list_models() == ["bench-model"]
+        client.chat([{"role": "user", "content": "m0 hi"}], model="bench-model", max_tokens=3)
+    assert records[0].ok and records[0].connect_s is None
