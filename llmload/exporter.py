@@ -272,16 +272,16 @@ class LLMLoadCollector(Collector):
             lateness = GaugeMetricFamily(
                 "llmload_generator_read_lateness_seconds",
                 "Per load generator: how late its reads were (read time minus the kernel's receive stamp), "
-                "over the run; quantile 1 is the maximum.",
-                labels=["worker", "quantile"],
+                "over the run: stat p50, p99 or max.",
+                labels=["worker", "stat"],
             )
             for worker, late in sorted(check.lateness_by_process().items()):
                 if connected is not None and worker not in connected:
                     continue
-                for quantile, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
-                    value = late[key]
+                for stat in ("p50", "p99", "max"):
+                    value = late[stat]
                     if value is not None:
-                        lateness.add_metric([worker, quantile], float(value))
+                        lateness.add_metric([worker, stat], float(value))
             yield lateness
 
         options = plugin.options
