@@ -32,14 +32,16 @@ A run is **not trustworthy** when any of these holds (docs/performance.md):
 * the open-loop dispatch lag p99 exceeds ``--llm-selfcheck-lag-ms`` as well
   (requests left later than their schedule).
 
-When every request of the run has kernel receive stamps, a busy generator no
-longer inflates TTFT and ITL (the stamps are the kernel's), so CPU saturation
-and event-loop lag are reported as notes, not reasons; the run is then not
+When every request of the run has kernel receive stamps, a busy CPU no longer
+inflates TTFT and ITL by itself (the stamps are the kernel's), so CPU
+saturation is reported as a note, not a reason; the run is then not
 trustworthy when a process's read lateness p99 exceeds
-``--llm-selfcheck-lateness-ms`` (10 ms, one inter-token gap of a fast model):
-a read that late finds the events queued behind it coalesced by the kernel
-into one segment with the newest stamp (docs/metrics.md, Clocks), and the
-generator also sends its next requests that late.
+``--llm-selfcheck-lateness-ms`` (10 ms, one inter-token gap of a fast model),
+or, as before, its event-loop lag p99 exceeds ``--llm-selfcheck-lag-ms``: a
+read later than one gap finds the events queued behind it coalesced by the
+kernel into one segment with the newest stamp (docs/metrics.md, Clocks), and
+since a read's lateness is measured against that newest stamp, the delay of
+the coalesced ones shows only in the loop's lag.
 """
 
 from __future__ import annotations
@@ -236,8 +238,8 @@ def tail_summary(dist: Distribution) -> dict[str, float | int | None]:
     return {"p50": values[50], "p99": values[99], "max": dist.max if dist.count else None, "count": dist.count}
 
 
-def load_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) -> list[str]:
-    """CPU saturation and event-loop lag beyond the thresholds, per process."""
+def cpu_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) -> list[str]:
+    """CPU saturation beyond the thresholds, per process."""
     findings = []
     for name, proc in sorted(processes.items()):
         cpu = proc["cpu_percent"]
@@ -246,6 +248,13 @@ def load_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) 
                 f"{name}: CPU above {thresholds.cpu_percent:g}% of a core in {cpu['saturated_share']:.0%} of "
                 f"samples (mean {cpu['mean']:.0f}%, max {cpu['max']:.0f}%)"
             )
+    return findings
+
+
+def lag_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) -> list[str]:
+    """Event-loop lag beyond the threshold, per process."""
+    findings = []
+    for name, proc in sorted(processes.items()):
         lag_p99 = proc["loop_lag_s"]["p99"]
         if lag_p99 is not None and lag_p99 > thresholds.lag_s:
             findings.append(f"{name}: event-loop lag p99 {lag_p99 * 1e3:.1f} ms > {thresholds.lag_s * 1e3:g} ms")
@@ -261,10 +270,13 @@ def judge(
 ) -> tuple[bool, list[str]]:
     """Return (trustworthy, reasons) for per-process summaries and the dispatch lag p99.
 
-    With ``kernel_clock`` (every request kernel-stamped), CPU and loop lag are not reasons
-    (``load_findings`` reports them as notes); each process's read lateness p99 is.
+    With ``kernel_clock`` (every request kernel-stamped), CPU saturation is not a reason
+    (``cpu_findings`` reports it as a note) and each process's read lateness p99 is one; the
+    event-loop lag stays one: a read is measured against the newest segment's stamp, so the
+    lateness of events coalesced behind it only shows in the loop's lag.
     """
-    reasons = [] if kernel_clock else load_findings(processes, thresholds)
+    reasons = [] if kernel_clock else cpu_findings(processes, thresholds)
+    reasons += lag_findings(processes, thresholds)
     if kernel_clock:
         for name, proc in sorted(processes.items()):
             late_p99 = (proc.get("read_lateness_s") or {}).get("p99")
@@ -432,7 +444,7 @@ class SelfCheck(Extension):
             "read_lateness_by_process_s": {name: proc["read_lateness_s"] for name, proc in processes.items()},
             "trustworthy": trustworthy,
             "reasons": reasons,
-            "notes": load_findings(processes, self.thresholds) if clock == "kernel" else [],
+            "notes": cpu_findings(processes, self.thresholds) if clock == "kernel" else [],
             "thresholds": self.thresholds.as_dict(),
         }
 

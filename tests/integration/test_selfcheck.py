@@ -2,9 +2,9 @@
 
 The overloaded locustfile burns 200 ms of CPU between requests without
 yielding: the process is saturated and every greenlet, the sampler included,
-resumes up to 200 ms late. With kernel receive stamps (the default) the read
-lateness criterion must trip, the CPU and loop lag being notes; with
-user-space stamps (the distributed test) the event-loop lag criterion must.
+resumes up to 200 ms late, so the event-loop lag criterion must trip with
+kernel receive stamps (the default; CPU saturation is then a note) and with
+user-space stamps (the distributed test, per worker).
 The light run streams the same answers with four users. Both runs use the
 same thresholds (lag and read lateness 50 ms rather than the default 10 ms, so
 that a loaded test machine cannot fail the light run; the overloaded one lags
@@ -83,12 +83,13 @@ def test_cpu_burning_generator_is_flagged(fixed_sim, tmp_path):
     assert run.returncode == 0, run.output[-3000:]
     generator = run.results["generator"]
     assert generator["trustworthy"] is False
-    # Kernel stamps (the default): the reads are up to 200 ms late, so the read-lateness criterion trips;
-    # the loop-lag finding (the loop is blocked 200 ms at a time) is a note, as the stamps are the kernel's.
+    # Kernel stamps (the default): the loop is blocked 200 ms at a time, so events queue up and coalesce
+    # behind late reads; the event-loop lag criterion trips (a read's own lateness, measured against the
+    # newest segment, understates theirs). CPU saturation, where the machine gives a whole core, is a note.
     assert generator["clock"] == "kernel"
-    assert any("local: read lateness p99" in r for r in generator["reasons"]), generator["reasons"]
-    assert any("local: event-loop lag p99" in n for n in generator["notes"]), generator["notes"]
-    assert generator["read_lateness_s"]["max"] > 0.1
+    assert any("local: event-loop lag p99" in r for r in generator["reasons"]), generator["reasons"]
+    assert not any("CPU above" in r for r in generator["reasons"])
+    assert generator["read_lateness_s"]["count"] > 0
     assert generator["loop_lag_s"]["max"] > 0.1
     assert generator["cpu_percent"]["local"]["mean"] > 50
     assert "WARNING: the load generator was a bottleneck" in run.output
