@@ -135,7 +135,7 @@ class LLMLoadPlugin:
         events.test_start.add_listener(self._on_test_start)
         events.test_stop.add_listener(self._on_test_stop)
         events.quit.add_listener(self._on_quit)
-        self.wire.add(WIRE_KEY, what="token-metrics report", ship=self._ship_delta, merge=self._merge_delta)
+        self.wire.add(WIRE_KEY, what="token-metrics report", ship=self._delta_payload, merge=self._merge_delta)
         if self.is_master:
             self.wire.register_message(FLUSH_MESSAGE, self._merge_delta, what="token-metrics report")
         elif self.is_worker:
@@ -306,9 +306,6 @@ class LLMLoadPlugin:
         payload = {"groups": self.store.to_wire(), "gauges": self.local_gauges(), "final": final}
         self.store.reset()
         return payload
-
-    def _ship_delta(self) -> dict[str, Any]:
-        return self._delta_payload()
 
     def _on_stop_request(self, _sender: str, _data: Any) -> None:
         """Stop this worker's users (they finish their requests) and send the final delta."""

@@ -27,8 +27,3 @@ class Window:
     """Wall-clock time (``time.time()``) the window opened."""
     closed_at: float | None = None
     """Wall-clock time it closed; None while open."""
-
-    @property
-    def elapsed_s(self) -> float:
-        """Seconds from opening to closing (or to now, while open)."""
-        return (self.closed_at if self.closed_at is not None else time.time()) - self.opened_at
