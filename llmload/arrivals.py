@@ -322,7 +322,10 @@ class Arrivals(Extension):
 
     def set_rate(self, rate_rps: float) -> None:
         """Change the whole test's rate (the capacity search's rate mode)."""
+        previous = self.rate_rps
         self.rate_override = rate_rps
+        if previous != rate_rps:
+            self.plugin.run_events.emit("rate_changed", detail=f"{previous or 0:g} -> {rate_rps:g} requests/s")
         self.redistribute(force=True)
 
     def wait_for_arrival(self) -> float:

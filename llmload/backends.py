@@ -235,3 +235,12 @@ def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
     """Keep the backends and their picker; check at test start that every backend accepts connections."""
     roster = plugin.extensions.add(BackendRoster(plugin))
     environment.events.test_start.add_listener(roster.on_test_start)
+    if not plugin.is_worker and environment.parsed_options is not None:
+        try:
+            options = plugin.options
+            listed = load_backends(options.backends, only=options.backend_names) if options.backends else ()
+        except ConfigError:
+            return  # reported by the plugin's own option check
+        from llmload.targets import warn_missing_keys  # targets imports this module
+
+        warn_missing_keys(listed)

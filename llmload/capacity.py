@@ -151,6 +151,9 @@ class CapacityRun(Extension):
         logger.info(
             "llmload capacity: step %d, %g %s", len(self.search.steps) + 1, level, level_unit(self.settings.mode)
         )
+        self.plugin.run_events.emit(
+            "capacity_step", detail=f"step {len(self.search.steps) + 1}: {level:g} {level_unit(self.settings.mode)}"
+        )
 
     def _skipped(self) -> int:
         arrivals = get_arrivals(self.plugin)

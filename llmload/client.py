@@ -33,6 +33,7 @@ from llmload.stream import (
     error_message,
     read_stream,
 )
+from llmload.streamed import StreamsInFlight
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -63,6 +64,7 @@ class LLMClient:
         capabilities: HostCapabilities,
         api_key: str = "",
         recorder: Callable[[RequestRecord], None] | None = None,
+        streams: StreamsInFlight | None = None,
         context: Callable[[], dict] | None = None,
         kernel_stamps: bool = True,
     ) -> None:
@@ -72,6 +74,7 @@ class LLMClient:
         self.user_class = user_class
         self.capabilities = capabilities
         self.recorder = recorder
+        self.streams = streams
         self._context = context
         self._headers = {
             "Content-Type": "application/json",
@@ -169,6 +172,8 @@ class LLMClient:
         record = self._attempt(path, body, model, with_options, keep_text, t_intended)
         if with_options and caps.stream_options is None:
             if record.status == 400:
+                if self.streams is not None:
+                    self.streams.closed(record)
                 retry = self._attempt(path, body, model, False, keep_text, t_intended)
                 if retry.ok:
                     caps.stream_options = False
@@ -199,6 +204,8 @@ class LLMClient:
             start_wall=time.time(),
             t_intended=t_intended,
         )
+        if self.streams is not None:
+            self.streams.opened(record)
         url = f"{self.session.base_url}{path}"
         started = record.t_send = time.perf_counter()
         try:

@@ -14,7 +14,9 @@ against hdrh's own ``record_value`` at the installed version.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 
 from hdrh.histogram import HdrHistogram
 
@@ -69,13 +71,31 @@ class ScaledHistogram:
         return int(self._hist.get_value_at_percentile(q))
 
     def values_at_percentiles(self, qs: Sequence[float]) -> dict[float, int]:
-        """Return the value at each percentile of ``qs`` (0-100), in one pass over the counts."""
-        return {q: int(v) for q, v in self._hist.get_percentile_to_value_dict(list(qs)).items()}
+        """Return the value at each percentile of ``qs`` (0-100): hdrh's figures, without its per-cell loop.
+
+        hdrh walks every cell in Python (about 22,000 for a latency histogram); a live exporter
+        asks for several percentiles of many histograms on every scrape, so the running sums
+        are built in C (``accumulate``) and each rank found by bisection, with hdrh's own
+        target count and cell-to-value rules.
+        """
+        hist = self._hist
+        if not hist.total_count:
+            return dict.fromkeys(qs, 0)
+        top = min(hist.get_counts_array_index(hist.max_value), hist.counts_len - 1)
+        running = list(accumulate(self._counts_view()[: top + 1]))
+        last = len(running) - 1
+        out: dict[float, int] = {}
+        for q in qs:
+            index = min(bisect_left(running, hist.get_target_count_at_percentile(q)), last)
+            value = hist.get_value_from_index(index)
+            equivalent = hist.get_highest_equivalent_value(value) if q else hist.get_lowest_equivalent_value(value)
+            out[q] = int(equivalent)
+        return out
 
     def cumulative_counts(self, scaled_bounds: Iterable[int], *, limit: int) -> list[int]:
         """Return, for each ascending bound, how many values lie in cells at or below the bound's cell."""
         hist = self._hist
-        counts, last_index = hist.counts, hist.counts_len - 1
+        counts, last_index = self._counts_view(), hist.counts_len - 1
         out: list[int] = []
         running = start = 0
         for scaled in scaled_bounds:
@@ -98,6 +118,11 @@ class ScaledHistogram:
     def add(self, other: ScaledHistogram) -> None:
         """Add another histogram of the same layout."""
         self._hist.add(other._hist)
+
+    def _counts_view(self) -> memoryview[int]:
+        """The cells' counts as a flat view of unsigned integers, iterable at C speed."""
+        counts = memoryview(self._hist.counts)
+        return counts.cast("B").cast("Q" if counts.itemsize == 8 else "I")
 
     @property
     def total_count(self) -> int:

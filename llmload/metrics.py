@@ -17,6 +17,7 @@ from typing import Any
 
 from llmload.hdr import ScaledHistogram
 from llmload.record import RequestRecord
+from llmload.streamed import settled_tokens
 
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = (10.0, 50.0, 90.0, 99.0)
@@ -151,21 +152,41 @@ class Distribution:
             self.max = max(self.max, other.max)
 
 
-def _new_distributions() -> dict[str, Distribution]:
-    return {name: Distribution(scale=scale, highest=highest) for name, (scale, highest) in DISTRIBUTIONS.items()}
+def new_distribution(name: str) -> Distribution:
+    """An empty distribution of one of ``DISTRIBUTIONS``."""
+    scale, highest = DISTRIBUTIONS[name]
+    return Distribution(scale=scale, highest=highest)
 
 
-_COUNTERS = ("ok", "failed", "prompt_tokens", "output_tokens", "estimated_requests", "slo_met", "kernel_clock_requests")
+def _new_distributions(names: Iterable[str]) -> dict[str, Distribution]:
+    return {name: Distribution(scale=DISTRIBUTIONS[name][0], highest=DISTRIBUTIONS[name][1]) for name in names}
+
+
+_COUNTERS = (
+    "ok",
+    "failed",
+    "prompt_tokens",
+    "output_tokens",
+    "arrived_output_tokens",
+    "estimated_requests",
+    "slo_met",
+    "slo_ttft_met",
+    "slo_stream_rate_met",
+    "kernel_clock_requests",
+)
 
 
 class GroupMetrics:
     """Token metrics of one (backend, model, user class) group."""
 
-    def __init__(self, backend: str, model: str, user_class: str) -> None:
+    def __init__(
+        self, backend: str, model: str, user_class: str, *, distributions: Iterable[str] = DISTRIBUTIONS
+    ) -> None:
         self.backend = backend
         self.model = model
         self.user_class = user_class
-        self.dists = _new_distributions()
+        self.dists = _new_distributions(distributions)
+        """The group's distributions: every one of ``DISTRIBUTIONS``, or those a window asked for."""
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.errors: dict[str, int] = {}
         self.first_start: float | None = None
@@ -185,13 +206,15 @@ class GroupMetrics:
             self.last_end = end_wall
         counters["prompt_tokens"] += record.prompt_tokens or 0
         counters["output_tokens"] += record.output_tokens
+        counters["arrived_output_tokens"] += settled_tokens(record)
         if record.output_estimated:
             counters["estimated_requests"] += 1
+        dists = self.dists
         lag = record.dispatch_lag_s
-        if lag is not None:
-            self.dists["dispatch_lag_s"].record(max(lag, 0.0))
-        if record.connect_s is not None:
-            self.dists["connect_s"].record(record.connect_s)
+        if lag is not None and "dispatch_lag_s" in dists:
+            dists["dispatch_lag_s"].record(max(lag, 0.0))
+        if record.connect_s is not None and "connect_s" in dists:
+            dists["connect_s"].record(record.connect_s)
         if record.clock == "kernel":
             counters["kernel_clock_requests"] += 1
         kind = record.error_kind
@@ -203,22 +226,36 @@ class GroupMetrics:
         times = record.token_times
         if not times:
             return
-        dists = self.dists
         t_send = record.t_send
         dists["ttft_s"].record(times[0] - t_send)
         dists["e2e_s"].record(times[-1] - t_send)
         dists["itl_s"].record_many(record.itl_s)
         for name in ("tpot_s", "stream_rate_tps", "decode_rate_tps"):
-            value = getattr(record, name)
-            if value is not None:
-                dists[name].record(value)
-        if record.meets_slo(ttft_s=slo_ttft_s, stream_rate_tps=slo_stream_rate_tps):
+            dist = dists.get(name)
+            if dist is not None:
+                value = getattr(record, name)
+                if value is not None:
+                    dist.record(value)
+        ttft_met = slo_ttft_s is None or times[0] - t_send <= slo_ttft_s
+        rate = record.stream_rate_tps
+        rate_met = slo_stream_rate_tps is None or (rate is not None and rate >= slo_stream_rate_tps)
+        if ttft_met:
+            counters["slo_ttft_met"] += 1
+        if rate_met:
+            counters["slo_stream_rate_met"] += 1
+        if ttft_met and rate_met:
             counters["slo_met"] += 1
+
+    def add_arrived_tokens(self, n: int) -> None:
+        """Count ``n`` output tokens that arrived on streams still open (``llmload.streamed``)."""
+        self.counters["arrived_output_tokens"] += n
 
     def merge(self, other: GroupMetrics) -> None:
         """Add another group's metrics into this one."""
         for name, dist in other.dists.items():
-            self.dists[name].merge(dist)
+            mine = self.dists.get(name)
+            if mine is not None:
+                mine.merge(dist)
         self._merge_plain(other.counters, other.errors, other.first_start, other.last_end)
 
     def _merge_plain(
@@ -250,7 +287,9 @@ class GroupMetrics:
     def merge_wire(self, wire: dict[str, Any]) -> None:
         """Add a group serialized by ``to_wire``."""
         for name, dist_wire in wire["dists"].items():
-            self.dists[name].merge_wire(dist_wire)
+            mine = self.dists.get(name)
+            if mine is not None:
+                mine.merge_wire(dist_wire)
         self._merge_plain(wire["counters"], wire["errors"], wire["first_start"], wire["last_end"])
 
     @property
@@ -264,16 +303,24 @@ class GroupMetrics:
 class MetricsStore:
     """All groups of one process (a worker's delta, or the merged view on the master)."""
 
-    def __init__(self, *, slo_ttft_s: float | None = None, slo_stream_rate_tps: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        slo_ttft_s: float | None = None,
+        slo_stream_rate_tps: float | None = None,
+        distributions: Iterable[str] = DISTRIBUTIONS,
+    ) -> None:
         self.slo_ttft_s = slo_ttft_s
         self.slo_stream_rate_tps = slo_stream_rate_tps
+        self.distributions = tuple(distributions)
+        """The distributions each group keeps (a live window keeps only those it exports)."""
         self.groups: dict[tuple[str, str, str], GroupMetrics] = {}
 
     def group(self, backend: str, model: str, user_class: str) -> GroupMetrics:
         key = (backend, model, user_class)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = GroupMetrics(backend, model, user_class)
+            group = self.groups[key] = GroupMetrics(backend, model, user_class, distributions=self.distributions)
         return group
 
     def record(self, record: RequestRecord) -> None:

@@ -24,6 +24,7 @@ ARRIVALS = ("closed", "poisson", "constant")
 TIMESTAMPS = ("kernel", "user")
 DEFAULT_SLO_STREAM_RATE_TPS = 10.0
 DEFAULT_STREAM_TIMEOUT_S = 60.0
+DEFAULT_SLO_OBJECTIVE = 0.99
 
 
 def add_arguments(parser: Any) -> None:
@@ -67,6 +68,11 @@ def add_arguments(parser: Any) -> None:
         "--llm-slo-stream-rate",
         default=str(DEFAULT_SLO_STREAM_RATE_TPS),
         help="SLO: per-request stream rate in tokens/s",
+    )
+    add(
+        "--llm-slo-objective",
+        default=str(DEFAULT_SLO_OBJECTIVE),
+        help="SLO objective: the share of finished requests that must meet the SLOs (alerts, soak breaches)",
     )
     add(
         "--llm-stream-timeout",
@@ -247,6 +253,22 @@ def _parse_bool(value: Any) -> bool:
     return bool(value)
 
 
+def _objective(value: Any) -> float:
+    objective = parse_number(
+        value,
+        option="--llm-slo-objective",
+        default=DEFAULT_SLO_OBJECTIVE,
+        low=0,
+        high=1,
+        low_open=True,
+        expected="a share above 0 and below 1 (e.g. 0.99)",
+    )
+    assert objective is not None
+    if objective >= 1:
+        raise ConfigError(f"--llm-slo-objective: expected a share above 0 and below 1 (e.g. 0.99), got {value!r}")
+    return objective
+
+
 @dataclass(frozen=True, slots=True)
 class LLMOptions:
     """The validated ``--llm-*`` options of a run."""
@@ -260,6 +282,7 @@ class LLMOptions:
     api_key: str = ""
     slo_ttft_s: float | None = None
     slo_stream_rate_tps: float | None = DEFAULT_SLO_STREAM_RATE_TPS
+    slo_objective: float = DEFAULT_SLO_OBJECTIVE
     stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S
     timestamps: str = "kernel"
     results_path: str = ""
@@ -313,6 +336,7 @@ class LLMOptions:
             api_key=str(get("llm_api_key") or os.environ.get(API_KEY_ENV, "")),
             slo_ttft_s=parse_float(get("llm_slo_ttft"), option="llm-slo-ttft", exclusive=True),
             slo_stream_rate_tps=parse_float(get("llm_slo_stream_rate"), option="llm-slo-stream-rate"),
+            slo_objective=_objective(get("llm_slo_objective", str(DEFAULT_SLO_OBJECTIVE))),
             stream_timeout_s=parse_float(get("llm_stream_timeout"), option="llm-stream-timeout", exclusive=True)
             or DEFAULT_STREAM_TIMEOUT_S,
             timestamps=timestamps,

@@ -33,10 +33,12 @@ from llmload import http_adapter, results
 from llmload.client import HostCapabilities
 from llmload.errors import ConfigError
 from llmload.extension import Registry, exit_on_config_error
-from llmload.metrics import MetricsStore
+from llmload.metrics import DISTRIBUTIONS, MetricsStore
 from llmload.options import LLMOptions
 from llmload.record import RequestRecord
 from llmload.render.table import format_table
+from llmload.run_events import RunEvents
+from llmload.streamed import StreamsInFlight
 from llmload.supervisor import Supervisor
 from llmload.timeline import WINDOW as TIMELINE_WINDOW
 from llmload.timeline import Timeline
@@ -44,7 +46,7 @@ from llmload.windows import Window
 from llmload.wire import Wire
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from locust.env import Environment
 
@@ -105,6 +107,10 @@ class LLMLoadPlugin:
         """Open windows: named stores that receive the same records or merged deltas as ``store``."""
         self.timeline = Timeline()
         """The run's points over time (the results' ``timeline``)."""
+        self.streams = StreamsInFlight()
+        """This process's requests whose streams are open: their tokens count as they arrive."""
+        self.run_events = RunEvents()
+        """What changed during the run (master or local): start, stop, users, workers lost..."""
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.peak_users = 0
@@ -114,6 +120,8 @@ class LLMLoadPlugin:
         """The run's results are built (or the run was aborted before it started)."""
         self.generator_gauges: dict[str, dict[str, float]] = {}
         """Latest gauges of each load-generator process (``in_flight``, ``cpu_percent``) by worker id."""
+        self.backend_gauges: dict[str, dict[str, dict[str, float]]] = {}
+        """Latest users and requests in flight per backend label, of each load-generator process."""
         self._options: LLMOptions | None = None
         self._option_defaults: dict[str, str] = {}
         self._capabilities: dict[str, HostCapabilities] = {}
@@ -122,6 +130,7 @@ class LLMLoadPlugin:
         self._sampler: gevent.Greenlet | None = None
         self._awaiting_final: set[str] = set()
         self._record_observers: list[Callable[[RequestRecord], None]] = []
+        self._target_users: int | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -224,6 +233,7 @@ class LLMLoadPlugin:
 
     def record(self, record: RequestRecord) -> None:
         """Fold one finished request into this process's store (and any open window), then tell the observers."""
+        self.streams.closed(record)
         self.store.record(record)
         for window in self.windows.values():
             window.store.record(record)
@@ -232,9 +242,23 @@ class LLMLoadPlugin:
 
     # -- windows ------------------------------------------------------------------------------
 
-    def open_window(self, name: str) -> Window:
-        """Start a window: a separate store of everything recorded or merged from now on."""
-        store = MetricsStore(slo_ttft_s=self.store.slo_ttft_s, slo_stream_rate_tps=self.store.slo_stream_rate_tps)
+    def collect_arrived_tokens(self) -> None:
+        """Count the output tokens that arrived on open streams since the last call (store and windows)."""
+        for key, n in self.streams.collect().items():
+            self.store.group(*key).add_arrived_tokens(n)
+            for window in self.windows.values():
+                window.store.group(*key).add_arrived_tokens(n)
+
+    def open_window(self, name: str, *, distributions: Iterable[str] = DISTRIBUTIONS) -> Window:
+        """Start a window: a separate store of everything recorded or merged from now on.
+
+        ``distributions`` narrows what its groups keep (each is an HdrHistogram of about 184 KiB).
+        """
+        store = MetricsStore(
+            slo_ttft_s=self.store.slo_ttft_s,
+            slo_stream_rate_tps=self.store.slo_stream_rate_tps,
+            distributions=distributions,
+        )
         window = self.windows[name] = Window(name=name, store=store)
         return window
 
@@ -267,7 +291,8 @@ class LLMLoadPlugin:
         if self.is_worker:
             return
         host = environment.host
-        if getattr(environment.parsed_options, "headless", False) and host:
+        # With a backends file every user goes to one of its backends (checked by llmload.backends).
+        if getattr(environment.parsed_options, "headless", False) and host and not self.options.backends:
             reason = http_adapter.host_reachable(host)
             if reason is not None:
                 logger.error("llmload: cannot reach %s: %s", host, reason)
@@ -281,6 +306,9 @@ class LLMLoadPlugin:
         self.missing_workers = {}
         self.finished = False
         self.timeline.reset()
+        self.run_events.reset()
+        self.run_events.emit("test_start")
+        self._target_users = None
         self.open_window(TIMELINE_WINDOW)
         if self._sampler is None:
             self._sampler = self.supervisor.spawn("run sampler", self._sample_forever)
@@ -296,14 +324,35 @@ class LLMLoadPlugin:
         self.ended_at = time.time()
         self._sample()
         self._append_timeline_point()
+        self.run_events.emit("test_stop")
 
     def local_gauges(self) -> dict[str, float]:
         """This process's load-generator gauges: in-flight requests, CPU percent of one core."""
         return {"in_flight": float(self._in_flight), "cpu_percent": self.cpu.last_percent}
 
+    def local_backend_gauges(self) -> dict[str, dict[str, float]]:
+        """This process's users and requests in flight, by backend label."""
+        out: dict[str, dict[str, float]] = {}
+        runner = self.environment.runner
+        # Locust's own runners find a user as its greenlet's first argument.
+        for greenlet in list(getattr(runner, "user_greenlets", None) or ()):
+            user = greenlet.args[0] if greenlet.args else None
+            label = getattr(getattr(user, "llm", None), "backend", None)
+            if isinstance(label, str):
+                out.setdefault(label, {"users": 0.0, "in_flight": 0.0})["users"] += 1
+        for label, n in self.streams.open_by_backend().items():
+            out.setdefault(label, {"users": 0.0, "in_flight": 0.0})["in_flight"] = float(n)
+        return out
+
     def _delta_payload(self, *, final: bool = False) -> dict[str, Any]:
         """This worker's delta: the store since the last report (then a new one starts)."""
-        payload = {"groups": self.store.to_wire(), "gauges": self.local_gauges(), "final": final}
+        self.collect_arrived_tokens()
+        payload = {
+            "groups": self.store.to_wire(),
+            "gauges": self.local_gauges(),
+            "backends": self.local_backend_gauges(),
+            "final": final,
+        }
         self.store.reset()
         return payload
 
@@ -343,6 +392,10 @@ class LLMLoadPlugin:
         for window in self.windows.values():
             window.store.merge_wire(groups)
         self.generator_gauges[client_id] = gauges
+        self.backend_gauges[client_id] = {
+            str(label): {str(k): float(v) for k, v in values.items()}
+            for label, values in (payload.get("backends") or {}).items()
+        }
 
     def _on_quit(self, exit_code: int = 0, **_kwargs: Any) -> None:
         self.supervisor.kill_all()
@@ -392,12 +445,21 @@ class LLMLoadPlugin:
         if runner is None:
             return
         self.peak_users = max(self.peak_users, runner.user_count)
+        target = getattr(runner, "target_user_count", None)
+        if target is not None and target != self._target_users:
+            if self._target_users is not None:
+                self.run_events.emit("users_changed", detail=f"{self._target_users} -> {target} users")
+            self._target_users = target
         if isinstance(runner, MasterRunner):
             for client in runner.clients.values():
                 if client.state == STATE_MISSING:
-                    self.missing_workers.setdefault(client.id, time.time())
+                    if client.id not in self.missing_workers:
+                        self.missing_workers[client.id] = time.time()
+                        self.run_events.emit("worker_lost", detail=client.id)
                 elif client.state in (STATE_SPAWNING, STATE_RUNNING):
                     self.seen_workers.add(client.id)
         else:
+            self.collect_arrived_tokens()
             self.seen_workers.add("local")
             self.generator_gauges["local"] = self.local_gauges()
+            self.backend_gauges["local"] = self.local_backend_gauges()

@@ -47,6 +47,8 @@ class RequestRecord:
     """Where event times come from: "kernel" (receive stamps) or "user" (when the read returned)."""
     read_lateness_s: list[float] = field(default_factory=list)
     """Per kernel-stamped read: when it returned minus when its data arrived (the generator's delay)."""
+    tokens_reported: int = 0
+    """Output tokens already counted while streaming (``llmload.streamed``)."""
 
     @property
     def ok(self) -> bool:

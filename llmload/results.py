@@ -24,6 +24,7 @@ from llmload import backends
 from llmload._version import __version__
 from llmload.figures import Slo, group_body, store_bodies
 from llmload.render.document import SCHEMA, check_writable, read, write
+from llmload.targets import run_targets
 
 if TYPE_CHECKING:
     from llmload.plugin import LLMLoadPlugin
@@ -67,6 +68,8 @@ def build(plugin: LLMLoadPlugin) -> dict[str, Any]:
             "host": getattr(parsed, "host", None),
             "options": options.public_dict(),
             "backends": backends.describe(options),
+            "targets": [target.describe() for _label, target in sorted(run_targets(plugin).items())],
+            "events": plugin.run_events.results_list(),
             "errors": [{**error, "at": iso(error["at"])} for error in plugin.supervisor.errors],
             "timing": TIMING,
         },

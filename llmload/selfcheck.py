@@ -414,6 +414,22 @@ class SelfCheck(Extension):
         """Each load-generator process's read lateness so far: p50, p99, max, count."""
         return {name: tail_summary(stats.lateness) for name, stats in self._all_processes().items()}
 
+    def verdict_by_process(self) -> dict[str, tuple[bool, float | None]]:
+        """Each load-generator process's verdict so far, by the rules of ``judge``: (trustworthy, lag p99).
+
+        What the exporter shows live per worker; the run's verdict (``summary``) also weighs the
+        open-loop dispatch lag, which belongs to no one process.
+        """
+        counters = self.plugin.store.total().counters
+        finished, kernel = counters["ok"] + counters["failed"], counters["kernel_clock_requests"]
+        kernel_clock = bool(kernel) and kernel == finished
+        out: dict[str, tuple[bool, float | None]] = {}
+        for name, stats in sorted(self._all_processes().items()):
+            proc = stats.summary()
+            trustworthy, _reasons = judge({name: proc}, None, self.thresholds, kernel_clock=kernel_clock)
+            out[name] = (trustworthy, proc["loop_lag_s"]["p99"])
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Return the results JSON's ``generator`` section."""
         processes = {name: stats.summary() for name, stats in sorted(self._all_processes().items())}

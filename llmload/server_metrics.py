@@ -28,12 +28,13 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import gevent
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmload.extension import Extension
+from llmload.render.text import redact_url
+from llmload.targets import Target, run_targets
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -91,6 +92,15 @@ class Histogram:
     buckets: dict[float, float] = field(default_factory=dict)
     sum: float = 0.0
     count: float = 0.0
+
+    def plus(self, other: Histogram) -> Histogram:
+        """Return the observations of both (same bucket bounds, or a subset)."""
+        bounds = set(self.buckets) | set(other.buckets)
+        return Histogram(
+            buckets={le: self.buckets.get(le, 0.0) + other.buckets.get(le, 0.0) for le in bounds},
+            sum=self.sum + other.sum,
+            count=self.count + other.count,
+        )
 
     def minus(self, earlier: Histogram | None) -> Histogram:
         """Return the observations made since ``earlier`` (all of them after a counter reset)."""
@@ -204,54 +214,93 @@ def counter_delta(first: float | None, last: float | None) -> float | None:
 # -- one backend over a run ---------------------------------------------------------------------------
 
 
+def restarted(earlier: Snapshot, later: Snapshot) -> bool:
+    """Whether the server restarted between two scrapes: one of its counters went down."""
+    for key, value in later.counters.items():
+        before = earlier.counters.get(key)
+        if before is not None and value < before:
+            return True
+    for key, hist in later.histograms.items():
+        before_hist = earlier.histograms.get(key)
+        if before_hist is not None and hist.count < before_hist.count:
+            return True
+    return False
+
+
 @dataclass
 class BackendSeries:
-    """What was scraped from one backend during a run: first and last snapshots, gauge peaks."""
+    """What was scraped from one backend during a run: the sums of its deltas, gauge peaks, restarts.
+
+    Counters and histograms are summed scrape to scrape, so a server restart (its
+    counters start again at zero) loses only what it counted between the last
+    scrape before and its restart.
+    """
 
     metrics_url: str
     first: Snapshot | None = None
     last: Snapshot | None = None
     peaks: dict[str, float] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
     scrapes: int = 0
+    restarts: int = 0
+    up: bool = False
+    """Whether the latest scrape succeeded."""
     warned: bool = False
 
-    def add(self, snap: Snapshot) -> None:
-        """Fold one successful scrape in (a late answer to an older scrape only counts for the peaks)."""
-        if self.first is None or snap.at < self.first.at:
-            self.first = snap
-        if self.last is None or snap.at >= self.last.at:
-            self.last = snap
+    def add(self, snap: Snapshot) -> bool:
+        """Fold one successful scrape in; return whether the server restarted since the previous one.
+
+        A late answer to an older scrape only counts for the peaks.
+        """
         self.scrapes += 1
+        self.up = True
         for key, value in snap.gauges.items():
             if value > self.peaks.get(key, float("-inf")):
                 self.peaks[key] = value
+        previous = self.last
+        if previous is not None and snap.at < previous.at:
+            return False
+        if self.first is None:
+            self.first = snap
+        self.last = snap
+        if previous is None:
+            self.histograms = {key: hist.minus(hist) for key, hist in snap.histograms.items()}
+            return False
+        for key, value in snap.counters.items():
+            delta = counter_delta(previous.counters.get(key), value)
+            if delta is not None:
+                self.totals[key] = self.totals.get(key, 0.0) + delta
+        for key, hist in snap.histograms.items():
+            delta_hist = hist.minus(previous.histograms.get(key))
+            known = self.histograms.get(key)
+            self.histograms[key] = delta_hist if known is None else known.plus(delta_hist)
+        if restarted(previous, snap):
+            self.restarts += 1
+            return True
+        return False
 
     def summary(self) -> dict[str, Any] | None:
         """Return the run's server figures, or None when nothing was scraped."""
-        first, last = self.first, self.last
-        if first is None or last is None:
+        last = self.last
+        if last is None:
             return None
-        out: dict[str, Any] = {"engine": last.engine, "metrics_url": self.metrics_url, "scrapes": self.scrapes}
+        out: dict[str, Any] = {
+            "engine": last.engine,
+            "metrics_url": redact_url(self.metrics_url),
+            "scrapes": self.scrapes,
+        }
         for key in ("generation_tokens", "prompt_tokens"):
-            out[key] = counter_delta(first.counters.get(key), last.counters.get(key))
+            out[key] = self.totals.get(key, 0.0) if key in last.counters else None
         for key in HISTOGRAMS:
-            hist = last.histograms.get(key)
-            out[key] = hist.minus(first.histograms.get(key)).summary() if hist is not None else None
+            hist = self.histograms.get(key)
+            out[key] = hist.summary() if hist is not None else None
         out["peak_running"] = self.peaks.get("running")
         out["peak_waiting"] = self.peaks.get("waiting")
         out["peak_kv_cache_usage"] = self.peaks.get("kv_cache_usage")
-        out["preemptions"] = counter_delta(first.counters.get("preemptions"), last.counters.get("preemptions"))
+        out["preemptions"] = self.totals.get("preemptions", 0.0) if "preemptions" in last.counters else None
+        out["restarts"] = self.restarts
         return out
-
-
-def metrics_url(host: str) -> str:
-    """Return the ``/metrics`` URL of a backend host (its OpenAI paths hang off the same base)."""
-    return host.rstrip("/") + "/metrics"
-
-
-def _is_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def fetch(url: str, *, timeout: float, api_key: str = "") -> str:
@@ -287,41 +336,26 @@ class ServerMetrics(Extension):
         events.test_stop.add_listener(self._on_test_stop)
         return self
 
-    def backends(self) -> dict[str, str]:
-        """Return ``{backend label: host URL}`` of every backend known now."""
-        environment = self.plugin.environment
-        out: dict[str, str] = {}
-        env_host = getattr(environment, "host", None) or getattr(environment.parsed_options, "host", None)
-        for user_class in getattr(environment, "user_classes", None) or ():
-            host = env_host or getattr(user_class, "host", None)
-            if host and _is_url(host):
-                out.setdefault(getattr(user_class, "backend", None) or host, host)
-        if env_host and _is_url(env_host) and env_host not in out.values():
-            out.setdefault(env_host, env_host)
-        for backend, _model, _user_class in list(self.plugin.store.groups):
-            if backend not in out and _is_url(backend):
-                out[backend] = backend
-        return out
-
     def scrape_all(self) -> None:
-        """Scrape every known backend once, concurrently."""
+        """Scrape every target of the run once, concurrently."""
         jobs = [
-            self.plugin.supervisor.spawn(f"scrape of {label}", self._scrape, label, host)
-            for label, host in self.backends().items()
+            self.plugin.supervisor.spawn(f"scrape of {label}", self._scrape, target)
+            for label, target in run_targets(self.plugin).items()
         ]
         gevent.joinall(jobs)
 
-    def _scrape(self, label: str, host: str) -> None:
-        series = self.series.get(label)
+    def _scrape(self, target: Target) -> None:
+        series = self.series.get(target.label)
         if series is None:
-            series = self.series[label] = BackendSeries(metrics_url=metrics_url(host))
+            series = self.series[target.label] = BackendSeries(metrics_url=target.metrics_url)
         started = time.time()
         try:
-            text = fetch(series.metrics_url, timeout=self.timeout_s, api_key=self.plugin.options.api_key)
+            text = fetch(series.metrics_url, timeout=self.timeout_s, api_key=target.api_key)
             snap = parse(text, at=started)
             if snap.empty:
                 raise ValueError("no vLLM or llama.cpp metrics there")
         except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
+            series.up = False
             if not series.warned:
                 series.warned = True
                 reason = getattr(exc, "reason", None) or exc
@@ -329,7 +363,9 @@ class ServerMetrics(Extension):
                     "llmload: cannot read server metrics from %s (%s); skipping it", series.metrics_url, reason
                 )
             return
-        series.add(snap)
+        if series.add(snap):
+            logger.warning("llmload: backend %s restarted (its server counters went down)", target.label)
+            self.plugin.run_events.emit("backend_restarted", backend=target.label)
 
     def _scrape_forever(self) -> None:
         while True:

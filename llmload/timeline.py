@@ -1,6 +1,7 @@
 """The results' ``timeline``: the run's state every few seconds, bounded for hours-long runs.
 
-Each point holds cumulative counts (requests, output tokens, SLO-met) and the
+Each point holds cumulative counts (requests, output tokens of finished requests
+and output tokens as they arrived, ``llmload.streamed``, SLO-met) and the
 figures of the interval since the previous point (its own window, see
 ``llmload.windows``). A timeline longer than ``MAX_POINTS`` is halved (every
 other point kept) and then sampled half as often, so a soak test keeps a
@@ -42,7 +43,7 @@ class Timeline:
         self, *, store: MetricsStore, interval: MetricsStore, gauges: dict[str, dict[str, float]], users: int
     ) -> dict[str, Any]:
         """Add the point of now: cumulative counts of ``store`` and the figures of ``interval``."""
-        totals = dict.fromkeys(("ok", "failed", "output_tokens", "slo_met"), 0)
+        totals = dict.fromkeys(("ok", "failed", "output_tokens", "arrived_output_tokens", "slo_met"), 0)
         for group in store.groups.values():
             for name in totals:
                 totals[name] += group.counters[name]
@@ -56,6 +57,7 @@ class Timeline:
             "requests_ok": totals["ok"],
             "requests_failed": totals["failed"],
             "output_tokens": totals["output_tokens"],
+            "output_tokens_arrived": totals["arrived_output_tokens"],
             "slo_met": totals["slo_met"],
             "ttft_p50_s": figures["ttft_s"]["p50"],
             "ttft_p99_s": figures["ttft_s"]["p99"],

@@ -20,7 +20,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
 from llmload import backends as _backends
-from llmload import datasets, prompts
+from llmload import datasets, prompts, targets
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload.arrivals import get_arrivals
 from llmload.client import LLMClient
@@ -103,19 +103,20 @@ class LLMUser(FastHttpUser):
         self._prefix = datasets.shared_prefix(options.shared_prefix_tokens, options.seed)
         self._arrivals = get_arrivals(self._plugin) if options.arrival != "closed" else None
         host = self.host or ""
-        label, api_key = self.backend or host, options.api_key
         if self.backend_info is not None:
-            # A backends file's keys come only from its api_key_env variables, never from --llm-api-key.
-            label, api_key = self.backend_info.name, self.backend_info.api_key
+            target = targets.for_backend(self.backend_info)
             self._model = options.model or self.backend_info.model or self._model
+        else:
+            target = targets.for_host(host, label=self.backend, options=options)
         self.llm = LLMClient(
             self.client,
             request_event=environment.events.request,
-            backend=label,
+            backend=target.label,
             user_class=type(self).__name__,
             capabilities=self._plugin.capabilities(host),
-            api_key=api_key,
+            api_key=target.api_key,
             recorder=self._plugin.record,
+            streams=self._plugin.streams,
             context=self.context,
             kernel_stamps=options.timestamps == "kernel",
         )

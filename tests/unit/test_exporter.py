@@ -77,8 +77,8 @@ def with_le(le: str) -> str:
 
 def test_ttft_histogram_exact(plugin):
     text = exposition(plugin)
-    # 0.125 s lands in le=0.15, 0.25 s in le=0.3.
-    counts = [0] * 6 + [1, 1] + [2] * 16
+    # 0.125 s lands in le=0.2, 0.25 s in le=0.5.
+    counts = [0] * 5 + [1] + [2] * 9
     expected = [
         f"llmload_ttft_seconds_bucket{{{with_le(exporter.floatToGoString(le))}}} {float(n)}"
         for le, n in zip(exporter.TTFT_BUCKETS, counts, strict=True)
@@ -90,8 +90,8 @@ def test_ttft_histogram_exact(plugin):
     ]
     assert lines_of(text, "llmload_ttft_seconds_") == expected
     assert (
-        expected[6]
-        == 'llmload_ttft_seconds_bucket{backend="http://gpu-a:8000",le="0.15",model="m",user_class="Chat"} 1.0'
+        expected[5]
+        == 'llmload_ttft_seconds_bucket{backend="http://gpu-a:8000",le="0.2",model="m",user_class="Chat"} 1.0'
     )
     assert "# TYPE llmload_ttft_seconds histogram" in text
 
@@ -105,14 +105,12 @@ def test_other_histograms_counts_and_sums(plugin):
         return line.rsplit(" ", 1)[1]
 
     assert sample("llmload_itl_seconds_bucket", "0.1") == "0.0"
-    assert sample("llmload_itl_seconds_bucket", "0.15") == "2.0"
-    assert sample("llmload_itl_seconds_bucket", "0.3") == "4.0"
+    assert sample("llmload_itl_seconds_bucket", "0.2") == "2.0"
+    assert sample("llmload_itl_seconds_bucket", "0.5") == "4.0"
     assert sample("llmload_itl_seconds_count") == "4.0" and sample("llmload_itl_seconds_sum") == "0.75"
-    assert sample("llmload_tpot_seconds_sum") == "0.375"
     assert sample("llmload_e2e_seconds_bucket", "0.5") == "1.0" and sample("llmload_e2e_seconds_sum") == "1.125"
-    rate = "llmload_stream_rate_tokens_per_second"
-    assert [sample(f"{rate}_bucket", le) for le in ("2.0", "5.0", "7.5", "10.0")] == ["0.0", "1.0", "1.0", "2.0"]
-    assert sample(f"{rate}_sum") == "12.0"
+    # TPOT and stream rate have exact percentile gauges only (the series budget).
+    assert "llmload_tpot_seconds" not in text and "llmload_stream_rate_tokens_per_second" not in text
 
 
 def test_counters_and_gauges_exact(plugin):
@@ -139,6 +137,15 @@ def test_counters_and_gauges_exact(plugin):
     assert lines_of(text, "llmload_prompt_tokens_total") == [f"llmload_prompt_tokens_total{{{LABELS}}} 21.0"]
     # 0.125 s TTFT and 8 tok/s meets (TTFT <= 0.5, rate >= 6); 4 tok/s does not.
     assert lines_of(text, "llmload_slo_met_requests_total") == [f"llmload_slo_met_requests_total{{{LABELS}}} 1.0"]
+    # Per SLO: both TTFTs are <= 0.5 s; only the 8 tok/s request meets the stream rate.
+    assert lines_of(text, "llmload_slo_ttft_met_requests_total") == [
+        f"llmload_slo_ttft_met_requests_total{{{LABELS}}} 2.0"
+    ]
+    assert lines_of(text, "llmload_slo_stream_rate_met_requests_total") == [
+        f"llmload_slo_stream_rate_met_requests_total{{{LABELS}}} 1.0"
+    ]
+    assert lines_of(text, "llmload_slo_objective_ratio") == ["llmload_slo_objective_ratio 0.99"]
+    assert lines_of(text, "llmload_workers_missing") == ["llmload_workers_missing 0.0"]
     assert lines_of(text, "llmload_users ") == ["llmload_users 0.0"]
     assert lines_of(text, "llmload_workers ") == ["llmload_workers 1.0"]
     assert lines_of(text, "llmload_in_flight_requests") == ['llmload_in_flight_requests{worker="local"} 2.0']

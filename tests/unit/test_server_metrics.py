@@ -7,10 +7,13 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from llmload import results
+from llmload import exporter, results
 from llmload import server_metrics as sm
+from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
+from llmload.targets import run_targets
 from tests.support.environments import fire, local_environment, new_plugin, worker_environment
 from tests.support.http_server import LocalHTTPServer
 
@@ -256,6 +259,7 @@ class Pages(LocalHTTPServer):
     def __init__(self, text: str) -> None:
         self.text = text
         self.hits = 0
+        self.authorization: list[str | None] = []
         pages = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -264,6 +268,7 @@ class Pages(LocalHTTPServer):
 
             def do_GET(self):
                 pages.hits += 1
+                pages.authorization.append(self.headers.get("Authorization"))
                 body = pages.text.encode() if self.path == "/metrics" else b"not found"
                 self.send_response(200 if self.path == "/metrics" else 404)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -308,7 +313,7 @@ def test_only_with_the_option_and_never_on_a_worker():
     assert worker.extensions.get(sm.ServerMetrics) is None
 
 
-def test_backend_labels_from_user_classes_and_groups():
+def test_targets_from_user_classes_and_groups():
     class Gpu:
         host = "http://gpu-b:8000/"
         backend = "rtx3090"
@@ -317,11 +322,61 @@ def test_backend_labels_from_user_classes_and_groups():
     plugin = make_plugin("", user_classes=[Gpu])
     plugin.store.group("http://gpu-c:9000", "m", "U")
     plugin.store.group("not-a-url", "m", "U")
-    assert sm.ServerMetrics(plugin).backends() == {
+    found = run_targets(plugin)
+    assert {label: t.base_url for label, t in found.items()} == {
         "rtx3090": "http://gpu-b:8000/",
         "http://gpu-c:9000": "http://gpu-c:9000",
     }
-    assert sm.metrics_url("http://gpu-b:8000/") == "http://gpu-b:8000/metrics"
+    assert found["rtx3090"].metrics_url == "http://gpu-b:8000/metrics"
+
+
+def test_every_backend_of_a_backends_file_is_scraped_with_its_own_key(tmp_path, monkeypatch):
+    with Pages(VLLM_V1.format(**BEFORE)) as gpu_a, Pages(VLLM_V1.format(**BEFORE)) as gpu_b:
+        backends = tmp_path / "backends.toml"
+        backends.write_text(
+            f'[[backend]]\nname = "a"\nbase_url = "{gpu_a.url}"\napi_key_env = "LLMLOAD_TEST_KEY_A"\n'
+            f'[[backend]]\nname = "b"\nbase_url = "{gpu_b.url}"\n'
+        )
+        monkeypatch.setenv("LLMLOAD_TEST_KEY_A", "sk-backend-a")
+        plugin = make_plugin("http://127.0.0.1:1")
+        plugin.set_options(LLMOptions(backends=str(backends), api_key="sk-not-for-backends"))
+        metrics = plugin.extensions.get(sm.ServerMetrics)
+        assert metrics is not None
+        metrics.scrape_all()
+    assert gpu_a.authorization == ["Bearer sk-backend-a"] and gpu_b.authorization == [None]
+    assert set(metrics.series) == {"a", "b"} and all(s.up for s in metrics.series.values())
+
+
+def test_a_restart_is_counted_and_its_deltas_are_summed():
+    early, late = dict(BEFORE), dict(AFTER)
+    restarted = {**BEFORE, "generation": 0}  # the server came back: its counters start again
+    series = sm.BackendSeries(metrics_url="http://gpu:8000/metrics")
+    assert not series.add(sm.parse(VLLM_V1.format(**early), at=0.0))
+    assert not series.add(sm.parse(VLLM_V1.format(**late), at=1.0))
+    assert series.add(sm.parse(VLLM_V1.format(**restarted), at=2.0))
+    body = series.summary()
+    assert body is not None and body["restarts"] == 1
+    # 5000 before the restart, then everything the restarted server counted (its engine 1: 1000).
+    assert body["generation_tokens"] == 5000.0 + 1000.0
+    assert sm.restarted(sm.parse(VLLM_V1.format(**late)), sm.parse(VLLM_V1.format(**restarted)))
+
+
+def test_server_series_are_re_exported_under_the_backend_label():
+    with Pages(VLLM_V1.format(**AFTER)) as pages:
+        plugin = make_plugin(pages.url)
+        metrics = plugin.extensions.get(sm.ServerMetrics)
+        assert metrics is not None
+        metrics.scrape_all()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.LLMLoadCollector(plugin))
+    text = generate_latest(registry).decode()
+    label = f'backend="{pages.url}"'
+    assert f"llmload_server_up{{{label}}} 1.0" in text
+    assert f"llmload_server_generation_tokens_total{{{label}}} 8000.0" in text
+    assert f"llmload_server_requests_running{{{label}}} 3.0" in text
+    assert f"llmload_server_kv_cache_usage_ratio{{{label}}} 0.3" in text
+    assert f'llmload_server_ttft_seconds_bucket{{{label},le="+Inf"}} 14.0' in text
+    assert f"llmload_server_restarts_total{{{label}}} 0.0" in text
 
 
 def test_unreachable_or_foreign_host_is_one_warning_per_run(caplog):

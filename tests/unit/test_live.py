@@ -1,0 +1,144 @@
+"""Live figures: exact percentiles over the sliding window and the whole run, and the exporter's budget."""
+
+from __future__ import annotations
+
+import random
+
+from locust.env import Environment
+from locust.event import Events
+from prometheus_client import CollectorRegistry, generate_latest
+
+from llmload import exporter
+from llmload.hdr import ScaledHistogram
+from llmload.live import SLICES, LiveFigures
+from llmload.metrics import Distribution
+from llmload.options import LLMOptions
+from llmload.plugin import LLMLoadPlugin
+from llmload.record import RequestRecord
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def request(ttft: float, *, user_class: str = "Chat", backend: str = "gpu-a", n: int = 4) -> RequestRecord:
+    times = [ttft + 0.01 * i for i in range(n)]
+    return RequestRecord(
+        backend=backend,
+        model="m",
+        user_class=user_class,
+        endpoint="/v1/chat/completions",
+        t_send=0.0,
+        start_wall=1.0,
+        token_times=times,
+        t_end=times[-1],
+        completion_tokens=n,
+        prompt_tokens=5,
+    )
+
+
+def new_plugin() -> tuple[LLMLoadPlugin, LiveFigures, Clock]:
+    environment = Environment(events=Events())
+    environment.create_local_runner()
+    plugin = LLMLoadPlugin(environment).register()
+    plugin.set_options(LLMOptions())
+    clock = Clock()
+    live = plugin.extensions.add(LiveFigures(plugin, span_s=60, clock=clock))
+    live.start()
+    live.stop()  # the test rotates by hand
+    return plugin, live, clock
+
+
+def exact(values: list[float], q: float) -> float:
+    dist = Distribution(scale=1e6, highest=3_600_000_000)
+    dist.record_many(values)
+    value = dist.percentile(q)
+    assert value is not None
+    return value
+
+
+def test_sliding_window_keeps_the_last_slices_and_matches_the_hdr_figures_of_that_window():
+    plugin, live, clock = new_plugin()
+    rng = random.Random(7)
+    per_slice: list[list[float]] = []
+    for _slice in range(SLICES + 3):
+        values = [rng.lognormvariate(-3, 0.6) for _ in range(200)]
+        per_slice.append(values)
+        for value in values:
+            plugin.record(request(value))
+        clock.now += 10
+        live.rotate()
+    # One more, open slice: the window is the last SLICES closed slices plus this one.
+    current = [rng.lognormvariate(-1, 0.2) for _ in range(50)]
+    for value in current:
+        plugin.record(request(value))
+    clock.now += 5
+    snap = live.compute()
+    in_window = [v for values in per_slice[-SLICES:] for v in values] + current
+    everything = [v for values in per_slice for v in values] + current
+    key = ("gpu-a", "m", "Chat")
+    for q in (50.0, 90.0, 99.0):
+        assert snap.window[key]["ttft_s"][q] == exact(in_window, q)
+        assert snap.run[key]["ttft_s"][q] == exact(everything, q)
+    # The results' figure of the whole run is the same number.
+    assert snap.run[key]["ttft_s"][99.0] == plugin.store.groups[key].dists["ttft_s"].percentile(99)
+    assert snap.covers_s == 65.0
+    # The oldest slices are gone: their values no longer move the window's low end.
+    assert snap.window[key]["ttft_s"][50.0] != snap.run[key]["ttft_s"][50.0]
+
+
+def test_compute_is_cached_for_a_second():
+    plugin, live, clock = new_plugin()
+    plugin.record(request(0.1))
+    first = live.compute()
+    plugin.record(request(5.0))
+    assert live.compute() is first
+    clock.now += 1.0
+    assert live.compute() is not first
+
+
+def test_fast_percentiles_equal_hdrh_own():
+    rng = random.Random(3)
+    for digits in (2, 3):
+        hist = ScaledHistogram(highest=3_600_000_000, significant_digits=digits)
+        for _ in range(5000):
+            hist.record(int(rng.lognormvariate(11, 1.5)))
+        qs = [0.0, 10.0, 50.0, 90.0, 99.0, 99.9, 100.0]
+        own = {q: int(v) for q, v in hist._hist.get_percentile_to_value_dict(qs).items()}  # hdrh's reference
+        assert hist.values_at_percentiles(qs) == own
+
+
+def test_percentile_gauges_are_exported_per_window():
+    plugin, live, clock = new_plugin()
+    values = [0.05, 0.1, 0.2, 0.4]
+    for value in values:
+        plugin.record(request(value))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.LLMLoadCollector(plugin))
+    text = generate_latest(registry).decode()
+    p99 = exact(values, 99)
+    for window in ("60s", "run"):
+        line = (
+            f'llmload_ttft_percentile_seconds{{backend="gpu-a",model="m",percentile="99",user_class="Chat",'
+            f'window="{window}"}} {p99!r}'
+        )
+        assert line in text.splitlines(), text
+
+
+def test_series_budget_at_fifty_groups():
+    """docs/prometheus-grafana.md: at most 5,000 series at 50 groups (4 workers, 2 backends)."""
+    plugin, live, clock = new_plugin()
+    for i in range(50):
+        plugin.record(request(0.1 + i / 100, user_class=f"C{i % 25}", backend=f"gpu-{i // 25}"))
+    for worker in range(4):
+        plugin.generator_gauges[f"w{worker}"] = {"in_flight": 1.0, "cpu_percent": 10.0}
+        plugin.backend_gauges[f"w{worker}"] = {"gpu-0": {"users": 1.0, "in_flight": 1.0}}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.LLMLoadCollector(plugin))
+    series = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
+    assert len(plugin.store.groups) == 50
+    assert len(series) <= 5000, len(series)
