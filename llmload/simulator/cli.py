@@ -85,6 +85,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="answer 400 to any request with stream_options, like servers that do not know it",
     )
+    p.add_argument(
+        "--slow-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after this many seconds, run every request --slow-factor times slower (a degrading GPU, soak tests)",
+    )
+    p.add_argument("--slow-factor", type=float, default=4.0, help="slow-down factor of --slow-after (default 4)")
     p.add_argument("--list-profiles", action="store_true", help="print the profiles and their derived figures")
     p.set_defaults(func=run)
     return p
@@ -103,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         raise ConfigError("--ttft-ms and --itl-ms must be >= 0")
     if args.answer_tokens is not None and args.answer_tokens < 1:
         raise ConfigError(f"--answer-tokens must be >= 1, got {args.answer_tokens}")
+    if args.slow_after is not None and (args.slow_after < 0 or args.slow_factor <= 0):
+        raise ConfigError("--slow-after must be >= 0 and --slow-factor > 0")
     fault = FaultConfig(kind=args.fault, rate=args.fault_rate, after=args.fault_after, stall_s=args.stall_s)
     config = SimConfig(
         profile=args.profile,
@@ -122,6 +132,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         gpu_memory_utilization=args.gpu_memory_utilization,
         kv_cache_tokens=args.kv_cache_tokens,
         max_model_len=args.max_model_len,
+        slow_after_s=args.slow_after,
+        slow_factor=args.slow_factor,
     )
     config.perf_model()  # fail now on an impossible GPU/model combination
     return config

@@ -35,6 +35,13 @@ FULL_SPEED_BATCH = 256
 class StepEngine:
     """Continuous batching in real time, timed by the performance model."""
 
+    slow_factor = 1.0
+    """Every step takes this many times its modelled duration (``slow_down``)."""
+
+    def slow_down(self, factor: float) -> None:
+        """Make every later step ``factor`` times slower (a degraded GPU)."""
+        self.slow_factor = factor
+
     def __init__(self, *, scheduler: Scheduler, metrics: SimMetrics, loop: asyncio.AbstractEventLoop) -> None:
         self.scheduler = scheduler
         self.metrics = metrics
@@ -78,7 +85,7 @@ class StepEngine:
         self._busy = True
         if plan.preempted:
             self.metrics.preemptions += plan.preempted
-        end = t + plan.duration_s
+        end = t + plan.duration_s * self.slow_factor
         self._timer = self.loop.call_at(end, self._finish, plan, end)
 
     def _finish(self, plan: StepPlan, end: float) -> None:
@@ -128,10 +135,16 @@ class FixedEngine:
         """Return (running, waiting, KV-cache usage) for /metrics."""
         return self._active, 0, 0.0
 
+    def slow_down(self, factor: float) -> None:
+        """Make requests submitted from now on ``factor`` times slower (TTFT and inter-token latency)."""
+        self.ttft_s *= factor
+        self.itl_s *= factor
+
     def submit(self, req: SimRequest) -> None:
         """Schedule ``req``'s first token at ``arrival + ttft``."""
         req.scheduled_at = req.queued_at = req.arrival
         req.first_due = req.arrival + self.ttft_s
+        req.itl_s = self.itl_s
         self._active += 1
         self._push(req.first_due, req)
 
@@ -185,7 +198,7 @@ class FixedEngine:
         if sink.paused:
             req.parked = True
             return
-        itl, n_target, generated = self.itl_s, req.n_target, req.generated
+        itl, n_target, generated = req.itl_s, req.n_target, req.generated
         due_count = n_target if itl <= 0 else int((now - req.first_due) / itl + 1e-9) + 1
         if due_count > n_target:
             due_count = n_target

@@ -38,8 +38,11 @@ class SimulatorProcess:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 20.0,
+        port: int = 0,
     ) -> None:
         self.profile = profile
+        self.port = port
+        """Port to bind (0: a free one); a fixed port lets a test restart a backend where clients expect it."""
         self.extra_args = tuple(extra_args)
         self.env = dict(env) if env is not None else None
         self.start_timeout_s = start_timeout_s
@@ -57,7 +60,17 @@ class SimulatorProcess:
     @property
     def command(self) -> list[str]:
         """The child's command line."""
-        return [sys.executable, "-m", "llmload", "sim", "--profile", self.profile, *self.extra_args, "--port", "0"]
+        return [
+            sys.executable,
+            "-m",
+            "llmload",
+            "sim",
+            "--profile",
+            self.profile,
+            *self.extra_args,
+            "--port",
+            str(self.port),
+        ]
 
     def start(self) -> SimulatorProcess:
         """Start the child and wait for its listening line."""

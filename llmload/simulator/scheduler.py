@@ -47,6 +47,7 @@ class SimRequest:
         "aborted",
         "finished",
         "first_due",
+        "itl_s",
         "parked",
     )
 
@@ -79,6 +80,8 @@ class SimRequest:
         self.aborted = False
         self.finished = False
         self.first_due = 0.0
+        self.itl_s = 0.0
+        """Fixed engine: this request's time between tokens (the engine's, at submit)."""
         self.parked = False
 
 

@@ -63,6 +63,9 @@ class SimConfig:
     gpu_memory_utilization: float = 0.9
     kv_cache_tokens: int | None = None
     max_model_len: int | None = None
+    slow_after_s: float | None = None
+    """Seconds after start when every request becomes ``slow_factor`` times slower (None: never)."""
+    slow_factor: float = 1.0
 
     def perf_model(self) -> PerfModel | None:
         """Return the performance model, or None for the ``fixed`` profile."""
@@ -176,6 +179,12 @@ class SimApp:
         self.faults = FaultPlan(config=config.fault, seed=config.seed)
         self.connections: set[Connection] = set()
         self._next_id = 0
+        if config.slow_after_s is not None and config.slow_factor != 1.0:
+            loop.call_later(config.slow_after_s, self._slow_down)
+
+    def _slow_down(self) -> None:
+        self.engine.slow_down(self.config.slow_factor)
+        print(f"llmload-sim: {self.config.slow_factor:g}x slower from now on", flush=True)
 
     def protocol(self) -> Connection:
         """Return a new connection protocol (the ``create_server`` factory)."""
