@@ -27,11 +27,13 @@ EXTENSIONS = (
     "llmload.selfcheck",
     "llmload.report",
     "llmload.webui",
+    "llmload.live",
     "llmload.exporter",
     "llmload.server_metrics",
     "llmload.arrivals",
     "llmload.backends",
     "llmload.capacity",
+    "llmload.soak",
 )
 
 

@@ -8,6 +8,7 @@ it): rendering a saved results file needs only the file. The modules:
 * ``text``: shared text pieces (the SLO sentence, fixed-width tables, labels);
 * ``table``: the end-of-run console table;
 * ``capacity``: the capacity search's table and answer line;
+* ``soak``: the soak verdict's console block and compare cell (docs/soak.md);
 * ``svg`` and ``charts``: inline SVG charts;
 * ``html``: the self-contained HTML report;
 * ``compare``: the cross-run comparison (Markdown, CSV).

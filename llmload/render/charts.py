@@ -7,7 +7,8 @@ data. Chart ids (``data-chart``): ``ttft``, ``itl``, ``stream-rate``
 ``latency-over-time``, ``stream-rate-over-time`` (from ``timeline``);
 ``capacity-stream-rate``, ``capacity-ttft``, ``capacity-throughput``,
 ``capacity-attainment`` (from ``capacity``); ``client-vs-server-ttft-<i>``
-(from ``server``, one per group whose backend has server figures).
+(from ``server``, one per group whose backend has server figures);
+``soak-ttft``, ``soak-goodput`` (from ``soak``, breach episodes shaded).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, TypeGuard
 
 from llmload.figures import attainment
 from llmload.render import svg
-from llmload.render.svg import Bars, RefLine, Series
+from llmload.render.soak import seconds, shown
+from llmload.render.svg import Band, Bars, RefLine, Series
 from llmload.render.text import group_label, redact_url
 
 PERCENTILE_POINTS = ("min", "p10", "p50", "p90", "p99")
@@ -151,7 +153,13 @@ def timeline_series(doc: dict[str, Any]) -> dict[str, Any]:
             continue
         prev = points[i - 1]
         dt_s = p["t"] - prev["t"]
-        rate.append((x[i], (p["output_tokens"] - prev["output_tokens"]) / dt_s if dt_s > 0 else None))
+        # Tokens as they arrived when the file has them (a smooth flow), else as requests ended.
+        key = (
+            "output_tokens_arrived"
+            if "output_tokens_arrived" in p and "output_tokens_arrived" in prev
+            else "output_tokens"
+        )
+        rate.append((x[i], (p[key] - prev[key]) / dt_s if dt_s > 0 else None))
         d_finished = max(finished(p) - finished(prev), 0)
         interval_att.append((x[i], percent(attainment(p["slo_met"] - prev["slo_met"], d_finished))))
     out["output_tps"], out["attainment"], out["attainment_cumulative"] = rate, interval_att, cumulative_att
@@ -351,3 +359,72 @@ def server_figures(doc: dict[str, Any]) -> str:
             )
         )
     return "".join(out)
+
+
+# -- soak ------------------------------------------------------------------------------------------
+
+
+def soak_figures(doc: dict[str, Any]) -> str:
+    """TTFT p99 and goodput of each soak window per backend, with every SLO-breach episode shaded."""
+    soak = shown(doc)
+    if soak is None:
+        return ""
+    windows = [w for w in soak.get("windows") or [] if isinstance(w, dict)]
+    start = _timestamp((doc.get("run") or {}).get("started_at")) or soak.get("started_at") or windows[0]["start"]
+    end = soak.get("ended_at") or windows[-1]["end"]
+    unit, div = ("min", 60.0) if end - start > 900 else ("s", 1.0)
+    backends = soak.get("backends") or {}
+    names = sorted(backends)[:MAX_CHART_GROUPS]
+
+    def at(t: float) -> float:
+        return (t - start) / div
+
+    def series(key: str, scale: float) -> list[Series]:
+        out = []
+        for name in names:
+            points = []
+            for w in windows:
+                value = (w.get("backends") or {}).get(name, {}).get(key)
+                points.append((at((w["start"] + w["end"]) / 2), None if value is None else value * scale))
+            out.append(Series(str(redact(name)), points))
+        return out
+
+    bands = []
+    for index, name in enumerate(names):
+        for episode in (backends[name] or {}).get("breaches") or []:
+            until = episode.get("end") or end
+            recovery = (
+                f"recovered in {seconds(episode.get('time_to_recover_s'))}" if episode.get("recovered") else "open"
+            )
+            label = f"{redact(name)}: SLO breach ({episode.get('cause')}), {recovery}"
+            bands.append(Band(at(episode["start"]), at(until), label, svg.PALETTE[index % len(svg.PALETTE)]))
+    _, ttft_refs = _slo_lines(soak.get("slo") or {})
+    line = functools.partial(
+        svg.line_chart, x_label=f"time since start ({unit})", x_span=(0.0, max(at(end), 0.0)), bands=bands
+    )
+    note = "One point per soak window (at its middle); shaded: SLO-breach episodes, in the backend's colour."
+    return "".join(
+        [
+            figure(
+                line(
+                    chart_id="soak-ttft",
+                    title="Soak: TTFT p99 per window",
+                    y_label="TTFT p99 (ms)",
+                    refs=ttft_refs,
+                    series=series("ttft_p99_s", 1000.0),
+                ),
+                "TTFT p99 of each soak window",
+                note,
+            ),
+            figure(
+                line(
+                    chart_id="soak-goodput",
+                    title="Soak: goodput per window",
+                    y_label="goodput (SLO-met requests/s)",
+                    series=series("goodput_rps", 1.0),
+                ),
+                "Goodput of each soak window",
+                note,
+            ),
+        ]
+    )

@@ -3,7 +3,8 @@
 Each results file gives rows: a capacity-search run gives one row, with the
 figures of its answer step (the largest load that met the SLO); any other run
 gives one row per group (backend, model, user class) with its whole-run
-figures. Backend details (GPU, engine, quantization, price per hour) come
+figures, and its backend's soak verdict when the run had a full soak window
+(a "Soak" column appears when any row has one). Backend details (GPU, engine, quantization, price per hour) come
 from the run's ``run.backends`` (written when the run used ``--llm-backends``)
 or from ``--backends FILE``, matched by backend name.
 
@@ -19,6 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from llmload.render.soak import backend_soak, verdict_text
 from llmload.render.text import slo_conditions, slo_sentence
 
 
@@ -44,6 +46,14 @@ class Row:
     slo_attainment: float | None = None
     slo: str = ""
     window: str = ""
+    soak: str = ""
+    """The backend's soak verdict and SLO breaches in words ('' without a shown soak section)."""
+    soak_verdict: str = ""
+    soak_breaches: int | None = None
+    soak_longest_recovery_s: float | None = None
+    server_ttft_p50_s: float | None = None
+    """The backend's own TTFT p50 from its /metrics (``--llm-server-metrics``), next to the client's."""
+    server_restarts: int | None = None
 
     @property
     def cost_per_million_output_tokens(self) -> float | None:
@@ -125,6 +135,15 @@ def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict
             slo=_slo_text({**slo, "attainment": None}),
             window=f"whole run ({duration:.0f} s, {peak} users)" if duration and peak else "whole run",
         )
+        server = (doc.get("server") or {}).get(row.backend)
+        if isinstance(server, dict):
+            row.server_ttft_p50_s = (server.get("ttft_s") or {}).get("p50")
+            row.server_restarts = server.get("restarts")
+        soak = backend_soak(doc, row.backend)
+        if soak is not None:
+            row.soak, row.soak_verdict = verdict_text(soak), str(soak.get("verdict") or "")
+            row.soak_breaches = soak.get("breach_count")
+            row.soak_longest_recovery_s = soak.get("longest_time_to_recover_s")
         if len({g.get("user_class") for g in doc.get("groups", []) if g.get("backend") == row.backend}) > 1:
             row.backend = f"{row.backend} ({group.get('user_class')})"
             _fill(row, _backend_info(doc, group.get("backend", ""), extra))
@@ -182,6 +201,11 @@ CSV_COLUMNS = (
     "users_per_dollar_hour",
     "window",
     "source",
+    "soak_verdict",
+    "soak_breaches",
+    "soak_longest_recovery_s",
+    "server_ttft_p50_s",
+    "server_restarts",
 )
 
 
@@ -191,7 +215,16 @@ def _num(value: float | None, digits: int = 1, *, money: bool = False) -> str:
     return f"${value:,.{digits}f}" if money else f"{value:,.{digits}f}"
 
 
-def _cells(row: Row) -> list[str]:
+def _server_cell(row: Row) -> str:
+    if row.server_ttft_p50_s is None:
+        return "-"
+    restarts = (
+        f", {row.server_restarts} restart{'s' if row.server_restarts != 1 else ''}" if row.server_restarts else ""
+    )
+    return f"{row.server_ttft_p50_s * 1000:,.0f}{restarts}"
+
+
+def _cells(row: Row, *, soak: bool = False, server: bool = False) -> list[str]:
     users = "-" if row.users_at_slo is None else f"{'>= ' if row.users_limit_reached else ''}{row.users_at_slo}"
     ttft = (
         "-"
@@ -209,11 +242,13 @@ def _cells(row: Row) -> list[str]:
         users,
         _num(row.output_tokens_per_s, 0),
         ttft,
+        *([_server_cell(row)] if server else []),
         rate,
         "-" if row.slo_attainment is None else f"{row.slo_attainment * 100:.1f}%",
         _num(row.price_per_hour, 2, money=True),
         _num(row.cost_per_million_output_tokens, 2, money=True),
         _num(row.users_per_dollar_hour, 1),
+        *([row.soak or "-"] if soak else []),
         row.window,
         os.path.basename(row.source),
     ]
@@ -225,9 +260,14 @@ def to_markdown(rows: list[Row]) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    align = ["---" if i < 4 else "---:" for i in range(len(COLUMNS) - 2)] + ["---", "---"]
-    out = ["## Backend comparison", "", line(list(COLUMNS)), "| " + " | ".join(align) + " |"]
-    out += [line(_cells(row)) for row in rows]
+    soak = any(row.soak for row in rows)
+    server = any(row.server_ttft_p50_s is not None for row in rows)
+    ttft_at = COLUMNS.index("TTFT p50 / p99 (ms)") + 1
+    figures = [*COLUMNS[:ttft_at], *(["Server TTFT p50 (ms)"] if server else []), *COLUMNS[ttft_at:-2]]
+    columns = [*figures, *(["Soak"] if soak else []), *COLUMNS[-2:]]
+    align = ["---" if i < 4 else "---:" for i in range(len(figures))] + ["---"] * (len(columns) - len(figures))
+    out = ["## Backend comparison", "", line(columns), "| " + " | ".join(align) + " |"]
+    out += [line(_cells(row, soak=soak, server=server)) for row in rows]
     slos = sorted({row.slo for row in rows if row.slo})
     out += [""]
     if slos:
@@ -241,6 +281,16 @@ def to_markdown(rows: list[Row]) -> str:
         "Cost per million output tokens = price per hour / (output tokens/s x 3600) x 1,000,000; "
         "users per $/hour = users at SLO / price per hour."
     )
+    if server:
+        out.append(
+            "Server TTFT p50: the backend's own figure from its /metrics over the run (--llm-server-metrics; "
+            "interpolated in the server's buckets), next to the client's; restarts: its counters went down."
+        )
+    if soak:
+        out.append(
+            "Soak: drift of the backend from the first to the last steady soak window (stable, degraded, "
+            "improved, or too short) and its SLO-breach episodes (docs/soak.md)."
+        )
     priced = [(cost, r) for r in rows if (cost := r.cost_per_million_output_tokens) is not None]
     if priced:
         cheapest_cost, cheapest = min(priced, key=lambda pair: pair[0])

@@ -6,9 +6,10 @@ inline SVG (``llmload.render.charts`` chooses them, ``llmload.render.svg`` draws
 Sections: run metadata (versions, options without secrets, backends,
 duration, workers), the summary table per group, TTFT and ITL percentile
 curves, stream rate per user against the SLO, users / output tokens/s / SLO
-attainment / latency over time (from ``timeline``), the capacity-search curve
-(``capacity``, when present) and client-vs-server TTFT (``server``, when
-present).
+attainment / latency over time (from ``timeline``), the soak verdict with its
+windows and SLO-breach episodes (``soak``, once the run had a full soak window),
+the capacity-search curve (``capacity``, when present) and client-vs-server
+TTFT (``server``, when present).
 
 ``llmload.report`` writes it: at the end of a run (``--llm-html``) and from a
 saved results file (``llmload report results.json -o report.html``).
@@ -23,6 +24,7 @@ from html import escape
 from typing import Any
 
 from llmload.render import charts, svg
+from llmload.render import soak as soak_text
 from llmload.render.text import slo_sentence
 
 MIN_MASKED_SECRET = 8
@@ -248,6 +250,113 @@ def _timeline_section(doc: dict[str, Any]) -> str:
     return f'<section id="timeline"><h2>Over time</h2><div class="grid">{charts.timeline_figures(doc)}</div></section>'
 
 
+# (drift figure, title, format)
+SOAK_DRIFT = (
+    ("ttft_p99_s", "TTFT p99 (ms)", "ms"),
+    ("itl_p50_s", "ITL p50 (ms)", "ms"),
+    ("stream_rate_p50_tps", "stream rate p50 (tok/s)", "num"),
+    ("goodput_rps", "goodput (req/s)", "num2"),
+)
+# (column title, key in a window's backend summary, format)
+SOAK_WINDOW_COLUMNS = (
+    ("requests", "requests", "int"),
+    ("error rate", "error_rate", "pct"),
+    ("SLO attainment", "attainment", "pct"),
+    ("goodput (req/s)", "goodput_rps", "num2"),
+    ("output tok/s", "output_tokens_per_s", "num"),
+    ("TTFT p50 (ms)", "ttft_p50_s", "ms"),
+    ("TTFT p99 (ms)", "ttft_p99_s", "ms"),
+    ("ITL p50 (ms)", "itl_p50_s", "ms"),
+    ("ITL p99 (ms)", "itl_p99_s", "ms"),
+    ("stream rate p50 (tok/s)", "stream_rate_p50_tps", "num"),
+    ("stream rate p10 (tok/s)", "stream_rate_p10_tps", "num"),
+)
+
+
+def _soak_section(doc: dict[str, Any]) -> str:
+    soak = soak_text.shown(doc)
+    if soak is None:
+        return ""
+    start = soak.get("started_at") or 0.0
+    backends = {k: v for k, v in sorted((soak.get("backends") or {}).items()) if isinstance(v, dict)}
+    head = '<th class="text">backend</th><th class="text">verdict</th>'
+    head += "".join(f"<th>{escape(t)} first</th><th>last</th><th>change</th>" for _, t, _ in SOAK_DRIFT)
+    head += '<th class="text">SLO breaches</th>'
+    rows = []
+    for name, body in backends.items():
+        drift = body.get("drift") or {}
+        cells = "".join(
+            _cell((drift.get(key) or {}).get("first"), kind, f"{key}.first")
+            + _cell((drift.get(key) or {}).get("last"), kind, f"{key}.last")
+            + f"<td>{escape(soak_text.change(drift.get(key)))}</td>"
+            for key, _, kind in SOAK_DRIFT
+        )
+        rows.append(
+            f'<tr><td class="text">{escape(str(charts.redact(name)))}</td>'
+            f'<td class="text">{escape(str(body.get("verdict")))}</td>{cells}'
+            f'<td class="text">{escape(soak_text.breaches_text(body))}</td></tr>'
+        )
+    breach_head = "".join(
+        f'<th class="{"text" if text else ""}">{t}</th>'
+        for t, text in (
+            ("backend", True),
+            ("start (s since start)", False),
+            ("end (s since start)", False),
+            ("time to recover", False),
+            ("cause", True),
+            ("onset cause", True),
+            ("worst attainment", False),
+            ("requests", False),
+            ("misses", False),
+        )
+    )
+    breach_rows = []
+    for name, body in backends.items():
+        for e in body.get("breaches") or []:
+            end = e.get("end")
+            recovery = soak_text.seconds(e.get("time_to_recover_s")) if e.get("recovered") else "not recovered"
+            breach_rows.append(
+                f'<tr><td class="text">{escape(str(charts.redact(name)))}</td>'
+                + _cell(e["start"] - start, "num", "start")
+                + _cell(None if end is None else end - start, "num", "end")
+                + f"<td>{escape(recovery)}</td>"
+                + f'<td class="text">{escape(str(e.get("cause")))}</td>'
+                + f'<td class="text">{escape(str(e.get("onset_cause")))}</td>'
+                + _cell(e.get("worst_attainment"), "pct", "worst_attainment")
+                + _cell(e.get("requests"), "int", "requests")
+                + _cell((e.get("misses") or {}).get("total"), "int", "misses")
+                + "</tr>"
+            )
+    breaches = (
+        f'<h3>SLO-breach episodes</h3><table class="soak-breaches"><thead><tr>{breach_head}</tr></thead>'
+        f"<tbody>{''.join(breach_rows)}</tbody></table>"
+        if breach_rows
+        else "<p>No SLO-breach episode.</p>"
+    )
+    window_head = '<th>window</th><th>start (s since start)</th><th>length (s)</th><th class="text">kind</th>'
+    window_head += '<th class="text">backend</th>' + "".join(f"<th>{escape(t)}</th>" for t, _, _ in SOAK_WINDOW_COLUMNS)
+    window_rows = []
+    for w in soak.get("windows") or []:
+        kind = "partial" if w.get("partial") else "steady" if w.get("steady") else "unsteady"
+        for name, figures in sorted((w.get("backends") or {}).items()):
+            window_rows.append(
+                "<tr>"
+                + _cell(w.get("index"), "int", "index")
+                + _cell(w["start"] - start, "num", "start")
+                + _cell(w.get("duration_s"), "num", "duration_s")
+                + f'<td class="text">{kind}</td><td class="text">{escape(str(charts.redact(name)))}</td>'
+                + "".join(_cell(figures.get(key), fmt_kind, key) for _, key, fmt_kind in SOAK_WINDOW_COLUMNS)
+                + "</tr>"
+            )
+    return (
+        f'<section id="soak"><h2>Soak</h2><p class="answer">{escape(soak_text.title(soak))}</p>'
+        f'<table class="soak"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'{breaches}<div class="grid">{charts.soak_figures(doc)}</div>'
+        f'<details><summary>Every soak window</summary><table class="soak-windows"><thead><tr>{window_head}'
+        f"</tr></thead><tbody>{''.join(window_rows)}</tbody></table></details></section>"
+    )
+
+
 def _capacity_section(doc: dict[str, Any]) -> str:
     figures = charts.capacity_figures(doc)
     if not figures:
@@ -345,6 +454,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
     _summary_section,
     _distribution_section,
     _timeline_section,
+    _soak_section,
     _capacity_section,
     _server_section,
 )

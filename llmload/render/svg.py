@@ -4,7 +4,8 @@ The HTML report must open offline with no external resource, so every chart
 is a plain ``<svg>`` element built here from numbers. Each chart carries
 ``data-chart="<id>"``; its drawn marks (lines, points, bars) carry
 ``class="mark"`` and a ``<title>`` tooltip with their values; reference lines
-(an SLO, a capacity answer) carry ``class="ref"``. Axes always have a label
+(an SLO, a capacity answer) carry ``class="ref"``; shaded spans of the x axis
+(soak breach episodes) carry ``class="band"``. Axes always have a label
 with the unit and ticks at round numbers. A ``None`` y value is a gap in its
 line, never a zero. ``llmload.charts`` decides which charts the report draws.
 """
@@ -42,6 +43,16 @@ class RefLine:
     value: float
     label: str
     axis: str = "y"
+
+
+@dataclass(frozen=True)
+class Band:
+    """A shaded span of the x axis (a breach episode), from ``start`` to ``end``, with a tooltip."""
+
+    start: float
+    end: float
+    label: str
+    colour: str = REF_COLOUR
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,17 @@ class _Frame:
             out.append(f'<g class="ref"><line {geometry} stroke="{REF_COLOUR}" stroke-dasharray="6 4"/>{text}</g>')
         return out
 
+    def bands(self, bands: Sequence[Band]) -> list[str]:
+        out = []
+        for band in bands:
+            x0, x1 = self.x(band.start), self.x(max(band.end, band.start))
+            out.append(
+                f'<rect class="band" x="{x0:.1f}" y="{self.top}" width="{max(x1 - x0, 1.0):.1f}" '
+                f'height="{self.bottom - self.top}" fill="{band.colour}" fill-opacity="0.15">'
+                f"<title>{escape(band.label)}</title></rect>"
+            )
+        return out
+
     def legend_marks(self) -> list[str]:
         out = []
         for row_index, row in enumerate(self.legend_rows):
@@ -211,11 +233,13 @@ def line_chart(
     x_span: tuple[float, float] | None = None,
     y_min: float | None = 0.0,
     y_max: float | None = None,
+    bands: Sequence[Band] = (),
 ) -> str:
     """Return an SVG line chart.
 
     With ``x_categories`` the x values are indexes into those labels; ``x_span`` fixes the x
-    axis (charts of one run over time share it); ``y_max`` fixes the top of the y axis.
+    axis (charts of one run over time share it); ``y_max`` fixes the top of the y axis;
+    ``bands`` are shaded behind the lines (numeric x axes only).
     """
     xs = [x for s in series for x, y in s.points if y is not None]
     ys = [y for s in series for _, y in s.points if y is not None]
@@ -230,6 +254,7 @@ def line_chart(
         x_ticks = list(enumerate(x_categories))
     else:
         xs += [ref.value for ref in refs if ref.axis == "x"]
+        xs += [x for band in bands for x in (band.start, band.end)]
         if x_span is not None:
             xs += list(x_span)
         ticks = nice_ticks(min(xs), max(xs)) if max(xs) > min(xs) else [min(xs) - 1, min(xs), min(xs) + 1]
@@ -237,6 +262,8 @@ def line_chart(
         x_ticks = [(t, format_number(t)) for t in ticks]
     frame = _Frame(x_range=x_range, y_ticks=y_ticks, legend=legend)
     body = frame.axes(x_label=x_label, y_label=y_label, x_ticks=x_ticks)
+    if x_categories is None:
+        body += frame.bands(bands)
     for (label, colour, dashed), s in zip(legend, series, strict=True):
         body.append(_line(frame, s, label=label, colour=colour, dashed=dashed, x_categories=x_categories))
     body += frame.refs(refs)

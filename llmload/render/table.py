@@ -1,9 +1,14 @@
-"""The end-of-run console table of token metrics, one row per group plus the total."""
+"""The end-of-run console table of token metrics, one row per group plus the total.
+
+Under it: client vs server TTFT (with server figures) and the soak verdict
+(``llmload.render.soak``, once the run had a full soak window).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmload.render.soak import format_soak
 from llmload.render.text import fixed_width, ms, num, slo_sentence
 
 # (title, right-aligned)
@@ -62,6 +67,7 @@ def format_table(doc: dict[str, Any]) -> str:
     if estimated:
         out.append(f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage).")
     out += format_server_ttft(doc)
+    out += format_soak(doc)
     return "\n".join(out)
 
 

@@ -197,3 +197,40 @@ def test_command_shows_the_upgraded_attainment_of_a_version_1_file(tmp_path, cap
     assert "| 98.0% |" in row and "99.0%" not in row
     (written,) = csv.DictReader(io.StringIO((tmp_path / "old.csv").read_text()))
     assert written["slo_attainment"] == "0.980198"
+
+
+def test_a_run_with_a_soak_section_gets_a_soak_column():
+    doc = plain_run("a100", 3200.0, schema="llmload.results/2")
+    doc["soak"] = {
+        "windows": [{"index": 0, "partial": False}],
+        "backends": {"a100": {"verdict": "stable", "breach_count": 2, "longest_time_to_recover_s": 42.4}},
+    }
+    rows = rows_from_results(doc, source="soak.json")
+    assert rows[0].soak == "stable; 2 SLO breaches, longest recovery 42 s" and rows[0].soak_verdict == "stable"
+    lines = to_markdown(rows).splitlines()
+    assert lines[2].endswith("| Soak | Measured over | Results file |") and lines[3].count("|") == lines[2].count("|")
+    assert lines[4].endswith(
+        "| stable; 2 SLO breaches, longest recovery 42 s | whole run (300 s, 100 users) | soak.json |"
+    )
+    row = next(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert (row["soak_verdict"], row["soak_breaches"], row["soak_longest_recovery_s"]) == ("stable", "2", "42.4")
+    # Without a full soak window (or without the section) the table is as before.
+    doc["soak"]["windows"] = [{"index": 0, "partial": True}]
+    assert "Soak" not in to_markdown(rows_from_results(doc, source="soak.json"))
+
+
+def test_server_figures_sit_next_to_the_clients():
+    doc = plain_run("a100", 3200.0, schema="llmload.results/2")
+    doc["server"] = {"a100": {"ttft_s": {"p50": 0.0412}, "restarts": 1}}
+    (row,) = rows_from_results(doc, source="run.json")
+    assert (row.server_ttft_p50_s, row.server_restarts) == (0.0412, 1)
+    lines = to_markdown([row]).splitlines()
+    header = lines[2].split(" | ")
+    assert header[header.index("TTFT p50 / p99 (ms)") + 1] == "Server TTFT p50 (ms)"
+    cells = lines[4].split(" | ")
+    assert cells[header.index("Server TTFT p50 (ms)")] == "41, 1 restart"
+    assert lines[3].count("|") == lines[2].count("|") == lines[4].count("|")
+    written = next(csv.DictReader(io.StringIO(to_csv([row]))))
+    assert (written["server_ttft_p50_s"], written["server_restarts"]) == ("0.0412", "1")
+    # Without server figures the table is as before.
+    assert "Server TTFT" not in to_markdown(rows_from_results(plain_run("a100", 3200.0), source="x.json"))

@@ -337,6 +337,77 @@ def test_without_optional_data_the_sections_say_so():
         assert page.charts[chart]["class"] == "chart empty"
 
 
+def soak_section() -> dict:
+    """A soak section as llmload.soak writes it (docs/results.md): two full windows, one breach on gpu-b."""
+
+    def figures(ttft_p99: float, goodput: float) -> dict:
+        return {"requests": 100, "failed": 0, "errors": {}, "error_rate": 0.0, "attainment": 1.0} | {
+            "goodput_rps": goodput,
+            "output_tokens_per_s": 50.0,
+            "ttft_p50_s": 0.1,
+            "ttft_p99_s": ttft_p99,
+            "itl_p50_s": 0.02,
+            "itl_p99_s": 0.05,
+            "stream_rate_p50_tps": 20.0,
+            "stream_rate_p10_tps": 18.0,
+            "e2e_p50_s": 1.0,
+        }
+
+    def window(index: int, ttft_b: float) -> dict:
+        return {
+            "index": index,
+            "start": T0 + 10 * index,
+            "end": T0 + 10 * (index + 1),
+            "duration_s": 10.0,
+            "partial": False,
+            "steady": True,
+            "users_min": 50,
+            "users_max": 50,
+            "backends": {BACKENDS[0]: figures(0.2, 2.5), BACKENDS[1]: figures(ttft_b, 2.5)},
+        }
+
+    breach = {"backend": BACKENDS[1], "start": T0 + 12, "end": T0 + 16, "recovered": True, "time_to_recover_s": 4.0}
+    breach |= {"duration_s": 4.0, "cause": "http_429", "cause_kind": "error", "onset_cause": "http_429"}
+    breach |= {"worst_attainment": 0.5, "intervals": 2, "requests": 20, "misses": {"total": 8}}
+    backend = {"breach_count": 0, "breaches": [], "longest_time_to_recover_s": None, "unrecovered": False}
+    return {
+        "window_s": 10.0,
+        "interval_s": 2.0,
+        "objective": 0.99,
+        "slo": {"ttft_s": 0.3, "stream_rate_tps": 40.0},
+        "started_at": T0,
+        "ended_at": T0 + 21,
+        "full_windows": 2,
+        "first_steady_window": 0,
+        "last_steady_window": 1,
+        "threshold": {"relative": 0.1, "floors": {}},
+        "verdict": "degraded",
+        "reason": None,
+        "windows": [window(0, 0.2), window(1, 0.5)],
+        "backends": {
+            BACKENDS[0]: {**backend, "verdict": "stable", "drift": {}},
+            BACKENDS[1]: {**backend, "verdict": "degraded", "drift": {}, "breach_count": 1, "breaches": [breach]}
+            | {"longest_time_to_recover_s": 4.0},
+        },
+    }
+
+
+def test_soak_section_with_its_charts_follows_the_timeline():
+    doc = make_doc()
+    doc["soak"] = soak_section()
+    page = parse(render_html.build_html(doc))
+    assert page.section_ids == ["run", "summary", "distributions", "timeline", "soak", "capacity", "server"]
+    for chart in ("soak-ttft", "soak-goodput"):
+        assert page.charts[chart]["class"] == "chart" and page.charts[chart]["marks"] == 2 * 3  # 2 lines, 2 points each
+    assert page.charts["soak-ttft"]["refs"] == 1  # the TTFT SLO
+    html = render_html.build_html(doc)
+    assert html.count('class="band"') == 2 and "SLO breach (http_429), recovered in 4 s" in html
+    assert "Soak: degraded (10 s windows, 2 full;" in html
+    # A soak section without a full window (a run shorter than one) is not shown.
+    doc["soak"]["windows"] = [{**w, "partial": True} for w in doc["soak"]["windows"][:1]]
+    assert "soak" not in parse(render_html.build_html(doc)).section_ids
+
+
 def test_charts_nice_ticks_and_gaps():
     assert svg.nice_ticks(0, 97) == [0, 20, 40, 60, 80, 100]
     assert svg.nice_ticks(0, 0.013) == [0, 0.005, 0.01, 0.015]
