@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	@# grafana-client pulls in urllib3-future, whose wheel overwrites the real urllib3 (used by
 	@# requests and Locust) at every interpreter start; build it from source with the override off.
-	URLLIB3_NO_OVERRIDE=1 $(PY) -m pip install -q --no-binary urllib3-future -e '.[test,grafana,lint]'
+	URLLIB3_NO_OVERRIDE=1 $(PY) -m pip install -q --no-binary urllib3-future -e '.[test,grafana,lint,dashboards]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -15,6 +15,67 @@ from tests.support.http_server import LocalHTTPServer
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 FILES = sorted(DASHBOARDS.glob("*.json"))
 DS_UID = "${DS_PROMETHEUS}"
+RUN_EVENTS_EXPR = "llmload_run_event_last_timestamp_seconds * 1000"
+
+# The series llmload's exporter serves (docs/prometheus-grafana.md): the dashboards may query nothing else.
+HISTOGRAMS = {
+    "llmload_ttft_seconds",
+    "llmload_itl_seconds",
+    "llmload_tpot_seconds",
+    "llmload_e2e_seconds",
+    "llmload_stream_rate_tokens_per_second",
+    "llmload_dispatch_lag_seconds",
+    "llmload_ttft_from_intended_seconds",
+    "llmload_e2e_from_intended_seconds",
+    "llmload_server_ttft_seconds",
+    "llmload_server_itl_seconds",
+    "llmload_server_queue_time_seconds",
+}
+COUNTERS = {
+    "llmload_requests_total",
+    "llmload_output_tokens_total",
+    "llmload_prompt_tokens_total",
+    "llmload_slo_met_requests_total",
+    "llmload_slo_ttft_met_requests_total",
+    "llmload_slo_stream_rate_met_requests_total",
+    "llmload_server_preemptions_total",
+    "llmload_server_generation_tokens_total",
+    "llmload_server_prompt_tokens_total",
+    "llmload_server_restarts_total",
+    "llmload_run_events_total",
+}
+GAUGES = {
+    "llmload_users",
+    "llmload_workers",
+    "llmload_workers_missing",
+    "llmload_in_flight_requests",
+    "llmload_generator_cpu_percent",
+    "llmload_generator_read_lateness_seconds",
+    "llmload_generator_trustworthy",
+    "llmload_generator_loop_lag_p99_seconds",
+    "llmload_slo_stream_rate_tokens_per_second",
+    "llmload_slo_ttft_seconds",
+    "llmload_info",
+    "llmload_ttft_percentile_seconds",
+    "llmload_itl_percentile_seconds",
+    "llmload_tpot_percentile_seconds",
+    "llmload_e2e_percentile_seconds",
+    "llmload_stream_rate_percentile_tokens_per_second",
+    "llmload_backend_info",
+    "llmload_backend_price_per_hour_dollars",
+    "llmload_backend_users",
+    "llmload_backend_in_flight_requests",
+    "llmload_server_up",
+    "llmload_server_requests_running",
+    "llmload_server_requests_waiting",
+    "llmload_server_kv_cache_usage_ratio",
+    "llmload_run_event_last_timestamp_seconds",
+}
+CONTRACT = GAUGES | COUNTERS | {h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+# Client latency histograms: their percentiles come from the exact gauges, buckets only for heatmaps and
+# for figures across groups.
+CLIENT_LATENCY = ("llmload_ttft_seconds", "llmload_itl_seconds", "llmload_tpot_seconds", "llmload_e2e_seconds")
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
 
 
 def load(path: Path) -> dict:
@@ -37,6 +98,33 @@ def variables(doc: dict) -> dict[str, dict]:
     return {v["name"]: v for v in doc["templating"]["list"]}
 
 
+def annotations(doc: dict) -> dict[str, dict]:
+    return {a["name"]: a for a in doc["annotations"]["list"]}
+
+
+def series_names(expr: str) -> set[str]:
+    """Metric names an expression selects: every identifier left once strings, variables, label matchers,
+    range selectors, grouping clauses, function calls, keywords and numbers are set aside."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\$\w+", "", expr)
+    expr = re.sub(r"\{[^{}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", "", expr)
+    names = re.findall(r"(?<![\w.])[A-Za-z_:][\w:]*\b(?!\s*\()", expr)
+    return set(names) - PROMQL_WORDS
+
+
+def test_series_names_parser():
+    assert series_names(
+        'histogram_quantile(0.5, sum by (le, backend) (rate(a_bucket{backend=~"$backend"}[$__rate_interval])))'
+    ) == {"a_bucket"}
+    assert series_names('max by (b) (x{w!="run"}) / 3600 / sum(rate(y[5m])) * 1e6 + (z == bool 0)') == {"x", "y", "z"}
+    assert series_names("vllm:kv_cache_usage_perc or on (instance) llamacpp:x") == {
+        "vllm:kv_cache_usage_perc",
+        "llamacpp:x",
+    }
+
+
 def test_the_three_dashboards_exist():
     titles = {load(path)["title"] for path in FILES}
     assert titles == {"LLM load test", "GPU backend comparison", "Client vs server"}
@@ -54,10 +142,19 @@ def test_uids_are_stable_unique_and_ids_null():
 
 
 def test_files_match_the_generator():
+    """The committed JSON is exactly what dashboards/generate.py (Grafana's foundation SDK) writes."""
+    pytest.importorskip("grafana_foundation_sdk")
     result = subprocess.run(
         [sys.executable, str(DASHBOARDS / "generate.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_generator_builds_with_grafanas_sdk():
+    text = (DASHBOARDS / "generate.py").read_text()
+    assert "from grafana_foundation_sdk.cog.encoder import JSONEncoder" in text
+    for module in ("dashboard", "timeseries", "prometheus"):
+        assert re.search(rf"from grafana_foundation_sdk\.builders import {module}\b", text), module
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -70,7 +167,7 @@ def test_datasource_input_and_variable(path):
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
-def test_every_panel_target_and_query_variable_uses_ds_prometheus(path):
+def test_every_panel_target_annotation_and_query_variable_uses_ds_prometheus(path):
     doc = load(path)
     for panel in panels(doc):
         if panel["type"] == "row":
@@ -83,6 +180,9 @@ def test_every_panel_target_and_query_variable_uses_ds_prometheus(path):
     for var in doc["templating"]["list"]:
         if var["type"] == "query":
             assert var["datasource"] == {"type": "prometheus", "uid": DS_UID}, var["name"]
+    for annotation in doc["annotations"]["list"]:
+        if not annotation.get("builtIn"):
+            assert annotation["datasource"] == {"type": "prometheus", "uid": DS_UID}, annotation["name"]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -119,27 +219,128 @@ def test_every_rate_uses_rate_interval(path):
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_every_histogram_quantile_sums_by_le(path):
-    count = 0
     for expr in exprs(load(path)):
         calls = expr.count("histogram_quantile(")
-        count += calls
         assert len(re.findall(r"histogram_quantile\([0-9.]+, sum by \(le(, [a-z_]+)*\) \(", expr)) == calls, expr
         assert "_bucket" in expr or not calls
-    assert count > 0
 
 
-def test_cost_panel_uses_price_variable():
+def test_every_target_and_annotation_queries_only_series_of_the_contract():
+    unknown = []
+    for path in FILES:
+        doc = load(path)
+        for panel in panels(doc):
+            for target in panel.get("targets", []):
+                for name in sorted(series_names(target["expr"]) - CONTRACT):
+                    unknown.append(f"{path.name} / {panel['title']}: {name}")
+        for annotation in doc["annotations"]["list"]:
+            for name in sorted(series_names(annotation.get("expr", "")) - CONTRACT):
+                unknown.append(f"{path.name} / annotation {annotation['name']}: {name}")
+    assert not unknown, "series outside llmload's exporter contract:\n" + "\n".join(unknown)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_dashboard_marks_run_events_and_untrustworthy_periods(path):
+    marks = annotations(load(path))
+    events = marks["Run events"]
+    assert events["expr"] == RUN_EVENTS_EXPR and events["useValueForTime"] is True and events["enable"] is True
+    assert "{{event}}" in events["titleFormat"] and "{{backend}}" in events["titleFormat"]
+    # Grafana marks samples above 0: the expression must be 1 (not 0) while a worker is untrustworthy.
+    untrustworthy = marks["Generator not trustworthy"]
+    assert "llmload_generator_trustworthy == bool 0" in untrustworthy["expr"] and untrustworthy["enable"] is True
+    assert not untrustworthy.get("useValueForTime")
+    assert marks["Annotations & Alerts"]["builtIn"] == 1
+    for annotation in marks.values():
+        assert "placement" not in annotation  # Grafana 12 would tuck the toggle away in a menu
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_percentiles_are_exact_and_buckets_only_for_heatmaps_and_aggregates(path):
+    """Percentile panels read the exact gauges; a histogram_quantile over a client latency histogram only in
+    a panel that says it aggregates across groups; live panels use the sliding window, stats the whole run."""
+    for panel in panels(load(path)):
+        for target in panel.get("targets", []):
+            expr, where = target["expr"], f"{path.name} / {panel['title']}"
+            for metric in CLIENT_LATENCY + ("llmload_stream_rate_tokens_per_second",):
+                if "histogram_quantile" in expr and f"{metric}_bucket" in expr:
+                    assert "Bucket histograms" in panel["description"], where
+            if "_percentile_" in expr:
+                window = 'window="run"' if panel["type"] == "stat" else 'window!="run"'
+                assert window in expr, where
+                assert re.search(r'percentile=~?"[0-9|]+"', expr), where
+
+
+def test_every_percentile_panel_of_the_load_test_is_exact():
+    doc = load(DASHBOARDS / "llm-load-test.json")
+    text = " ".join(exprs(doc))
+    for metric in ("ttft", "itl", "tpot", "e2e"):
+        assert re.search(rf'llmload_{metric}_percentile_seconds\{{[^}}]*window!="run", percentile=~"50\|90\|99"', text)
+        assert re.search(rf'llmload_{metric}_percentile_seconds\{{[^}}]*window="run", percentile=~"50\|90\|99"', text)
+    assert "llmload_stream_rate_percentile_tokens_per_second{" in text and 'percentile=~"10|50"' in text
+
+
+def test_load_test_shows_generator_trust_and_open_loop_truth():
+    doc = load(DASHBOARDS / "llm-load-test.json")
+    names = set().union(*(series_names(e) for e in exprs(doc)))
+    assert {
+        "llmload_generator_trustworthy",
+        "llmload_generator_loop_lag_p99_seconds",
+        "llmload_generator_cpu_percent",
+        "llmload_generator_read_lateness_seconds",
+        "llmload_dispatch_lag_seconds_bucket",
+        "llmload_ttft_from_intended_seconds_bucket",
+        "llmload_e2e_from_intended_seconds_bucket",
+        "llmload_workers_missing",
+    } <= names
+    timeline = next(p for p in panels(doc) if p["type"] == "state-timeline")
+    assert "llmload_generator_trustworthy" in timeline["targets"][0]["expr"]
+
+
+def test_backend_comparison_costs_from_the_backends_price():
     doc = load(DASHBOARDS / "gpu-backend-comparison.json")
-    price = variables(doc)["price_per_hour"]
-    assert price["type"] == "textbox" and float(price["query"]) > 0
-    assert any("$price_per_hour" in expr for expr in exprs(doc))
+    assert set(variables(doc)) == {"DS_PROMETHEUS", "backend", "model", "user_class"}  # no price variable
+    by_title = {p["title"]: p for p in panels(doc)}
+    cost = by_title["Cost per million output tokens"]["targets"][0]["expr"]
+    assert re.fullmatch(
+        r"max by \(backend\) \(llmload_backend_price_per_hour_dollars\{[^}]*\}\) / 3600 / "
+        r"sum by \(backend\) \(rate\(llmload_output_tokens_total\{[^}]*\}\[\$__rate_interval\]\)\) \* 1e6",
+        cost,
+    )
+    users = by_title["Users per dollar-hour"]["targets"][0]["expr"]
+    assert re.fullmatch(
+        r"sum by \(backend\) \(llmload_backend_users\{[^}]*\}\) / "
+        r"max by \(backend\) \(llmload_backend_price_per_hour_dollars\{[^}]*\}\)",
+        users,
+    )
+    table = by_title["Backends"]
+    assert table["type"] == "table"
+    info = table["targets"][0]
+    assert "llmload_backend_info" in info["expr"] and info["format"] == "table" and info["instant"] is True
+    for label in ("gpu", "engine", "quantization", "model"):
+        assert label in info["expr"]
 
 
-def test_client_vs_server_tolerates_old_and_new_vllm_names():
-    text = " ".join(exprs(load(DASHBOARDS / "client-vs-server.json")))
-    assert "vllm:kv_cache_usage_perc" in text and "vllm:gpu_cache_usage_perc" in text
-    assert "vllm:inter_token_latency_seconds" in text and "vllm:time_per_output_token_seconds" in text
-    assert "vllm:time_to_first_token_seconds" in text and "vllm:request_queue_time_seconds" in text
+def test_client_vs_server_filters_on_backend_only_one_row_per_backend():
+    doc = load(DASHBOARDS / "client-vs-server.json")
+    assert set(variables(doc)) == {"DS_PROMETHEUS", "backend"}
+    rows = [p for p in panels(doc) if p["type"] == "row" and p.get("repeat") == "backend"]
+    assert len(rows) == 1
+    text = " ".join(exprs(doc))
+    assert "instance" not in text and "vllm:" not in text and "llamacpp:" not in text
+    for expr in exprs(doc):
+        for selector in re.findall(r"llmload_server_\w+\{([^}]*)\}", expr):
+            assert selector == 'backend=~"$backend"', expr
+    for metric in (
+        "llmload_server_requests_running",
+        "llmload_server_requests_waiting",
+        "llmload_server_kv_cache_usage_ratio",
+        "llmload_server_preemptions_total",
+        "llmload_server_generation_tokens_total",
+    ):
+        assert metric in text, metric
+    for metric in ("llmload_server_ttft_seconds", "llmload_server_itl_seconds"):
+        for q in ("0.5", "0.99"):
+            assert f"histogram_quantile({q}, sum by (le, backend) (rate({metric}_bucket{{" in text, (metric, q)
 
 
 def test_provisioning_files_point_at_the_dashboards():
