@@ -160,7 +160,7 @@ class CapacityRun(Extension):
         return arrivals.totals().skipped if arrivals is not None and self.settings.mode == "rate" else 0
 
     def _hold_done(self, now: float) -> bool:
-        window = self.plugin.windows.get(WINDOW)
+        window = self.plugin.window(WINDOW)
         elapsed = now - self.window_opened
         finished = 0
         if window is not None:

@@ -160,7 +160,7 @@ class LiveFigures(Extension):
         self.plugin.collect_arrived_tokens()
         if self._closed_merged is None:
             self._closed_merged = merged_groups([window.store.groups for _opened_at, window in self._closed])
-        current = self.plugin.windows.get(WINDOW)
+        current = self.plugin.window(WINDOW)
         in_window = [self._closed_merged, current.store.groups if current is not None else {}]
         oldest = self._closed[0][0] if self._closed else self._opened_at
         snapshot = Snapshot(

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,8 @@ FLUSH_MESSAGE = "llmload_delta"
 STOP_MESSAGE = "llmload_stop"
 FINAL_DELTA_GRACE_S = 10.0
 SAMPLE_INTERVAL_S = 2.0
+WINDOW_FEED_INTERVAL_S = 0.25
+WINDOW_FEED_BATCH = 8
 
 
 def get_plugin(environment: Environment) -> LLMLoadPlugin:
@@ -131,6 +134,8 @@ class LLMLoadPlugin:
         self._awaiting_final: set[str] = set()
         self._record_observers: list[Callable[[RequestRecord], None]] = []
         self._target_users: int | None = None
+        self._unfed: deque[RequestRecord] = deque()
+        self._feeder: gevent.Greenlet | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -232,11 +237,16 @@ class LLMLoadPlugin:
         self._record_observers.append(observer)
 
     def record(self, record: RequestRecord) -> None:
-        """Fold one finished request into this process's store (and any open window), then tell the observers."""
+        """Fold one finished request into this process's store, queue it for the open windows, tell the observers.
+
+        Windows get it a moment later (``feed_windows``): when many streams end together (100 users
+        whose answers end at once), recording each one into three or four windows at once would
+        stall the streams still running for tens of milliseconds.
+        """
         self.streams.closed(record)
         self.store.record(record)
-        for window in self.windows.values():
-            window.store.record(record)
+        if self.windows:
+            self._unfed.append(record)
         for observer in self._record_observers:
             observer(record)
 
@@ -249,11 +259,37 @@ class LLMLoadPlugin:
             for window in self.windows.values():
                 window.store.group(*key).add_arrived_tokens(n)
 
+    def feed_windows(self, *, pause_every: int = 0) -> None:
+        """Fold the requests finished since the last call into every open window.
+
+        With ``pause_every``, let other greenlets run after every that many requests (the
+        background feeder); without, finish at once (before a window opens, closes or is read).
+        """
+        fed = 0
+        while self._unfed:
+            record = self._unfed.popleft()
+            for window in self.windows.values():
+                window.store.record(record)
+            fed += 1
+            if pause_every and fed % pause_every == 0:
+                gevent.sleep(0)
+
+    def window(self, name: str) -> Window | None:
+        """The open window ``name``, with every request finished so far in it (None when not open)."""
+        self.feed_windows()
+        return self.windows.get(name)
+
+    def _feed_forever(self) -> None:
+        while True:
+            gevent.sleep(WINDOW_FEED_INTERVAL_S)
+            self.feed_windows(pause_every=WINDOW_FEED_BATCH)
+
     def open_window(self, name: str, *, distributions: Iterable[str] = DISTRIBUTIONS) -> Window:
         """Start a window: a separate store of everything recorded or merged from now on.
 
         ``distributions`` narrows what its groups keep (each is an HdrHistogram of about 184 KiB).
         """
+        self.feed_windows()
         store = MetricsStore(
             slo_ttft_s=self.store.slo_ttft_s,
             slo_stream_rate_tps=self.store.slo_stream_rate_tps,
@@ -264,6 +300,7 @@ class LLMLoadPlugin:
 
     def close_window(self, name: str) -> Window | None:
         """Stop collecting the window ``name`` and return it."""
+        self.feed_windows()
         window = self.windows.pop(name, None)
         if window is not None:
             window.closed_at = time.time()
@@ -312,6 +349,8 @@ class LLMLoadPlugin:
         self.open_window(TIMELINE_WINDOW)
         if self._sampler is None:
             self._sampler = self.supervisor.spawn("run sampler", self._sample_forever)
+        if self._feeder is None and not self.is_master:
+            self._feeder = self.supervisor.spawn("window feeder", self._feed_forever)
 
     def _on_test_stop(self, environment: Environment, **_kwargs: Any) -> None:
         runner = environment.runner
@@ -409,6 +448,9 @@ class LLMLoadPlugin:
         if self._sampler is not None:
             self._sampler.kill(block=False)
             self._sampler = None
+        if self._feeder is not None:
+            self._feeder.kill(block=False)
+            self._feeder = None
         if self.ended_at is None:
             self.ended_at = time.time()
         doc = results.build(self)
