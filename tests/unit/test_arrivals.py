@@ -396,3 +396,39 @@ def test_arrival_options(kwargs, message):
     assert str(info.value) == message
     options = LLMOptions.from_parsed(SimpleNamespace(llm_arrival="Poisson", llm_rate="12.5"))
     assert options.arrival == "poisson" and options.rate_rps == 12.5
+
+
+def test_the_exporter_shows_dispatch_lag_and_from_intended_latencies_of_an_open_loop_run():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmload import exporter
+
+    stats = ArrivalStats()
+    record = RequestRecord(
+        backend="b",
+        model="m",
+        user_class="U",
+        endpoint="/v1/chat/completions",
+        t_send=10.2,
+        start_wall=0.0,
+        t_intended=10.0,
+        token_times=[10.5, 10.6, 11.0],
+        completion_tokens=3,
+    )
+    stats.observe(record)
+    with master_environment(open_loop()) as environment:
+        plugin = new_plugin(environment, arrivals)
+        master = arrivals.get_arrivals(plugin)
+        assert master is not None
+        fire(environment.events.worker_report, client_id="w", data=worker_report({"llmload_arrivals": stats.to_wire()}))
+        plugin.store.record(record)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(exporter.LLMLoadCollector(plugin))
+        text = generate_latest(registry).decode().splitlines()
+    # Dispatch lag 0.2 s lands in le=0.2; TTFT from intended 0.5 s in le=0.5, E2E from intended 1.0 s in le=1.0.
+    assert 'llmload_dispatch_lag_seconds_bucket{le="0.1"} 0.0' in text
+    assert 'llmload_dispatch_lag_seconds_bucket{le="0.2"} 1.0' in text
+    assert 'llmload_ttft_from_intended_seconds_bucket{le="0.2"} 0.0' in text
+    assert 'llmload_ttft_from_intended_seconds_bucket{le="0.5"} 1.0' in text
+    assert 'llmload_e2e_from_intended_seconds_bucket{le="1.0"} 1.0' in text
+    assert "llmload_ttft_from_intended_seconds_count 1.0" in text
