@@ -223,9 +223,9 @@ def test_executor_runs_the_schedule_after_the_pool_is_ready():
     executor.stop()
 
 
-def test_stats_observe_wire_and_merge():
-    stats = ArrivalStats()
-    record = RequestRecord(
+def open_loop_record() -> RequestRecord:
+    """Sent 0.2 s after its intended time; first token 0.5 s and last 1.0 s after it."""
+    return RequestRecord(
         backend="b",
         model="m",
         user_class="U",
@@ -234,7 +234,13 @@ def test_stats_observe_wire_and_merge():
         start_wall=0.0,
         t_intended=10.0,
         token_times=[10.5, 10.6, 11.0],
+        completion_tokens=3,
     )
+
+
+def test_stats_observe_wire_and_merge():
+    stats = ArrivalStats()
+    record = open_loop_record()
     stats.observe(record)
     stats.observe(RequestRecord(backend="b", model="m", user_class="U", endpoint="/", t_send=1.0, start_wall=0.0))
     stats.merge_wire(counts(scheduled=5, sent=4, skipped=1))
@@ -404,17 +410,7 @@ def test_the_exporter_shows_dispatch_lag_and_from_intended_latencies_of_an_open_
     from llmload import exporter
 
     stats = ArrivalStats()
-    record = RequestRecord(
-        backend="b",
-        model="m",
-        user_class="U",
-        endpoint="/v1/chat/completions",
-        t_send=10.2,
-        start_wall=0.0,
-        t_intended=10.0,
-        token_times=[10.5, 10.6, 11.0],
-        completion_tokens=3,
-    )
+    record = open_loop_record()
     stats.observe(record)
     with master_environment(open_loop()) as environment:
         plugin = new_plugin(environment, arrivals)
