@@ -34,12 +34,13 @@ from llmload._version import __version__
 from llmload.arrivals import get_arrivals
 from llmload.errors import ERROR_KINDS, ConfigError
 from llmload.extension import Extension, exit_on_config_error
-from llmload.live import LiveFigures, pause
+from llmload.live import LiveFigures
 from llmload.metrics import Distribution, new_distribution
 from llmload.options import parse_number
 from llmload.render.text import redact_url
 from llmload.selfcheck import SelfCheck
 from llmload.server_metrics import ServerMetrics
+from llmload.supervisor import pause
 from llmload.targets import run_targets
 
 if TYPE_CHECKING:

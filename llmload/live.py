@@ -29,6 +29,7 @@ from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
 from llmload.metrics import GroupMetrics
 from llmload.options import parse_number
+from llmload.supervisor import pause
 from llmload.windows import Window
 
 if TYPE_CHECKING:
@@ -52,11 +53,6 @@ WINDOW = "live"
 GroupKey = tuple[str, str, str]
 # group -> distribution -> percentile -> value (None without samples)
 Percentiles = dict[GroupKey, dict[str, dict[float, float | None]]]
-
-
-def pause() -> None:
-    """Let the users' greenlets run: a computation over many histograms must not stall the streams it measures."""
-    gevent.sleep(0)
 
 
 def percentiles_of(groups: dict[GroupKey, GroupMetrics], *, between: Callable[[], None] = pause) -> Percentiles:

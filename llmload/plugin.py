@@ -40,7 +40,7 @@ from llmload.record import RequestRecord
 from llmload.render.table import format_table
 from llmload.run_events import RunEvents
 from llmload.streamed import StreamsInFlight
-from llmload.supervisor import Supervisor
+from llmload.supervisor import Supervisor, pause
 from llmload.timeline import WINDOW as TIMELINE_WINDOW
 from llmload.timeline import Timeline
 from llmload.windows import Window
@@ -272,7 +272,7 @@ class LLMLoadPlugin:
                 window.store.record(record)
             fed += 1
             if pause_every and fed % pause_every == 0:
-                gevent.sleep(0)
+                pause()
 
     def window(self, name: str) -> Window | None:
         """The open window ``name``, with every request finished so far in it (None when not open)."""
