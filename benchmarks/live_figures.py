@@ -24,7 +24,7 @@ from locust.env import Environment  # noqa: E402
 from locust.event import Events  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from llmload import exporter  # noqa: E402
+from llmload import collector  # noqa: E402
 from llmload.live import SLICES, LiveFigures  # noqa: E402
 from llmload.options import LLMOptions  # noqa: E402
 from llmload.plugin import LLMLoadPlugin  # noqa: E402
@@ -60,7 +60,7 @@ def measure(groups: int, requests: int, repeat: int) -> dict[str, float]:
             live.rotate()
     live.compute()  # merges the closed slices once (per rotation)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.LLMLoadCollector(plugin))
+    registry.register(collector.LLMLoadCollector(plugin))
     computes, scrapes = [], []
     for _ in range(repeat):
         live._cached = None  # a benchmark defeats the cache on purpose

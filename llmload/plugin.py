@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import gevent
-import psutil
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED, MasterRunner, WorkerRunner
 
 from llmload import http_adapter, results
 from llmload.client import HostCapabilities
+from llmload.cpu import CpuMeter
 from llmload.errors import ConfigError
 from llmload.extension import Registry, exit_on_config_error
 from llmload.metrics import DISTRIBUTIONS, MetricsStore
@@ -73,21 +73,6 @@ def get_plugin(environment: Environment) -> LLMLoadPlugin:
     if not isinstance(plugin, LLMLoadPlugin):
         raise ConfigError("llmload is not registered on this Locust environment: import llmload in the locustfile")
     return plugin
-
-
-class CpuMeter:
-    """This process's CPU use, percent of one core: sampled once per interval, read by anyone."""
-
-    def __init__(self) -> None:
-        self._process = psutil.Process()
-        self._process.cpu_percent()
-        self.last_percent = 0.0
-        """The latest sample (0 before the first)."""
-
-    def sample(self) -> float:
-        """Measure the CPU use since the previous sample, keep it as ``last_percent`` and return it."""
-        self.last_percent = float(self._process.cpu_percent())
-        return self.last_percent
 
 
 class LLMLoadPlugin:

@@ -407,7 +407,7 @@ def test_arrival_options(kwargs, message):
 def test_the_exporter_shows_dispatch_lag_and_from_intended_latencies_of_an_open_loop_run():
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from llmload import exporter
+    from llmload import collector
 
     stats = ArrivalStats()
     record = open_loop_record()
@@ -419,7 +419,7 @@ def test_the_exporter_shows_dispatch_lag_and_from_intended_latencies_of_an_open_
         fire(environment.events.worker_report, client_id="w", data=worker_report({"llmload_arrivals": stats.to_wire()}))
         plugin.store.record(record)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(exporter.LLMLoadCollector(plugin))
+        registry.register(collector.LLMLoadCollector(plugin))
         text = generate_latest(registry).decode().splitlines()
     # Dispatch lag 0.2 s lands in le=0.2; TTFT from intended 0.5 s in le=0.5, E2E from intended 1.0 s in le=1.0.
     assert 'llmload_dispatch_lag_seconds_bucket{le="0.1"} 0.0' in text

@@ -13,7 +13,7 @@ from locust.env import Environment
 from locust.event import Events
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmload import exporter
+from llmload import collector, exporter
 from llmload.errors import ConfigError
 from llmload.metrics import Distribution
 from llmload.options import LLMOptions
@@ -63,7 +63,7 @@ def plugin():
 
 def exposition(plugin, **kwargs) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.LLMLoadCollector(plugin, **kwargs))
+    registry.register(collector.LLMLoadCollector(plugin, **kwargs))
     return generate_latest(registry).decode()
 
 
@@ -80,8 +80,8 @@ def test_ttft_histogram_exact(plugin):
     # 0.125 s lands in le=0.2, 0.25 s in le=0.5.
     counts = [0] * 5 + [1] + [2] * 9
     expected = [
-        f"llmload_ttft_seconds_bucket{{{with_le(exporter.floatToGoString(le))}}} {float(n)}"
-        for le, n in zip(exporter.TTFT_BUCKETS, counts, strict=True)
+        f"llmload_ttft_seconds_bucket{{{with_le(collector.floatToGoString(le))}}} {float(n)}"
+        for le, n in zip(collector.TTFT_BUCKETS, counts, strict=True)
     ]
     expected += [
         f"llmload_ttft_seconds_bucket{{{with_le('+Inf')}}} 2.0",
@@ -154,7 +154,7 @@ def test_counters_and_gauges_exact(plugin):
     assert lines_of(text, "llmload_slo_stream_rate_tokens_per_second") == [
         "llmload_slo_stream_rate_tokens_per_second 6.0"
     ]
-    assert lines_of(text, "llmload_info") == [f'llmload_info{{version="{exporter.__version__}"}} 1.0']
+    assert lines_of(text, "llmload_info") == [f'llmload_info{{version="{collector.__version__}"}} 1.0']
 
 
 def test_no_secret_in_the_exposition(plugin):
@@ -187,7 +187,7 @@ def test_buckets_are_cumulative_and_end_at_the_exact_count():
     dist = Distribution(scale=1e6, highest=3_600_000_000)
     values = [0.0004, 0.0005, 0.001, 0.0011, 0.05, 0.2, 9.0, 99.0]
     dist.record_many(values)
-    buckets = exporter.cumulative_buckets(dist, exporter.ITL_BUCKETS)
+    buckets = collector.cumulative_buckets(dist, collector.ITL_BUCKETS)
     counts = [n for _, n in buckets]
     assert counts == sorted(counts) and buckets[-1] == ("+Inf", 8.0)
     for le, n in buckets[:-1]:

@@ -8,7 +8,7 @@ from locust.env import Environment
 from locust.event import Events
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmload import exporter
+from llmload import collector
 from llmload.hdr import ScaledHistogram
 from llmload.live import SLICES, LiveFigures
 from llmload.metrics import Distribution
@@ -118,7 +118,7 @@ def test_percentile_gauges_are_exported_per_window():
     for value in values:
         plugin.record(request(value))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.LLMLoadCollector(plugin))
+    registry.register(collector.LLMLoadCollector(plugin))
     text = generate_latest(registry).decode()
     p99 = exact(values, 99)
     for window in ("60s", "run"):
@@ -138,7 +138,7 @@ def test_series_budget_at_fifty_groups():
         plugin.generator_gauges[f"w{worker}"] = {"in_flight": 1.0, "cpu_percent": 10.0}
         plugin.backend_gauges[f"w{worker}"] = {"gpu-0": {"users": 1.0, "in_flight": 1.0}}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.LLMLoadCollector(plugin))
+    registry.register(collector.LLMLoadCollector(plugin))
     series = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
     assert len(plugin.store.groups) == 50
     assert len(series) <= 5000, len(series)

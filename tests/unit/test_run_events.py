@@ -8,7 +8,7 @@ from locust.event import Events
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from llmload import exporter
+from llmload import collector
 from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
 from llmload.run_events import MAX_KEPT, RunEvents
@@ -48,7 +48,7 @@ def test_exported_as_counter_and_last_timestamp():
     plugin.set_options(LLMOptions())
     plugin.run_events.emit("backend_restarted", backend="http://u:secret@gpu:8000")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.LLMLoadCollector(plugin))
+    registry.register(collector.LLMLoadCollector(plugin))
     text = generate_latest(registry).decode()
     assert 'llmload_run_events_total{backend="http://gpu:8000",event="backend_restarted"} 1.0' in text
     stamp = plugin.run_events.last_at[("backend_restarted", "http://u:secret@gpu:8000")]

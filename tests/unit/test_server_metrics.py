@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmload import exporter, results
+from llmload import collector, results
 from llmload import server_metrics as sm
 from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
@@ -368,7 +368,7 @@ def test_server_series_are_re_exported_under_the_backend_label():
         assert metrics is not None
         metrics.scrape_all()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.LLMLoadCollector(plugin))
+    registry.register(collector.LLMLoadCollector(plugin))
     text = generate_latest(registry).decode()
     label = f'backend="{pages.url}"'
     assert f"llmload_server_up{{{label}}} 1.0" in text
