@@ -194,11 +194,6 @@ def span_from(parsed: Any) -> float:
     return span
 
 
-def get_live(plugin: LLMLoadPlugin) -> LiveFigures | None:
-    """The process's live figures (None on a worker)."""
-    return plugin.extensions.get(LiveFigures)
-
-
 def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
     """Keep a sliding window on the master or local process."""
     parsed = environment.parsed_options

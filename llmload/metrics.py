@@ -159,7 +159,7 @@ def new_distribution(name: str) -> Distribution:
 
 
 def _new_distributions(names: Iterable[str]) -> dict[str, Distribution]:
-    return {name: Distribution(scale=DISTRIBUTIONS[name][0], highest=DISTRIBUTIONS[name][1]) for name in names}
+    return {name: new_distribution(name) for name in names}
 
 
 _COUNTERS = (

@@ -225,8 +225,8 @@ class LLMLoadPlugin:
         """Fold one finished request into this process's store, queue it for the open windows, tell the observers.
 
         Windows get it a moment later (``feed_windows``): when many streams end together (100 users
-        whose answers end at once), recording each one into three or four windows at once would
-        stall the streams still running for tens of milliseconds.
+        whose answers end at once), recording each one into three or four windows at once would add
+        that work to the burst, while the streams still running wait.
         """
         self.streams.closed(record)
         self.store.record(record)
