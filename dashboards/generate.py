@@ -64,10 +64,12 @@ TOKENS_PER_S = "suffix: tok/s"
 LIVE = 'window!="run"'  # the sliding window: "60s" unless --llm-live-window says otherwise
 RUN = 'window="run"'
 GROUP = "{{backend}} {{model}} {{user_class}}"
-# Self-check defaults (llmload/selfcheck.py): a run is not trustworthy beyond them.
-LAG_LIMIT_S = 0.010
-LATENESS_LIMIT_S = 0.010
-CPU_LIMIT_PERCENT = 90
+LIMIT_STYLE = [
+    dashboard_m.DynamicConfigValue("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
+    dashboard_m.DynamicConfigValue("color", {"mode": "fixed", "fixedColor": "red"}),
+    dashboard_m.DynamicConfigValue("custom.fillOpacity", 0),
+]
+"""How a self-check limit series (llmload_generator_limit) is drawn: a red dashed line."""
 
 LIVE_NOTE = (
     " Exact percentiles of the sliding window (--llm-live-window, default 60 s), computed by llmload's master"
@@ -130,14 +132,6 @@ def queries(targets: list[Target]) -> list[cogbuilder.Builder[cogvariants.Dataqu
     return [query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)]
 
 
-def thresholds(*steps: tuple[float, str]) -> dashboard_b.ThresholdsConfig:
-    return (
-        dashboard_b.ThresholdsConfig()
-        .mode(dashboard_m.ThresholdsMode.ABSOLUTE)
-        .steps([dashboard_m.Threshold(value=None, color="green")] + [dashboard_m.Threshold(v, c) for v, c in steps])
-    )
-
-
 def timeseries(
     title: str,
     description: str,
@@ -148,9 +142,11 @@ def timeseries(
     h: int = 8,
     min_value: float | None = 0,
     max_value: float | None = None,
-    limit: tuple[float, str] | None = None,
+    limit: str | None = None,
 ) -> timeseries_b.Panel:
-    """A time series panel; ``limit`` draws a dashed threshold line (value, color)."""
+    """A time series panel; ``limit`` adds the self-check threshold of that ``check`` as a red dashed line."""
+    if limit is not None:
+        targets = [*targets, (f'max(llmload_generator_limit{{check="{limit}"}})', "limit (--llm-selfcheck-*)")]
     panel = (
         timeseries_b.Panel()
         .title(title)
@@ -178,9 +174,7 @@ def timeseries(
     if max_value is not None:
         panel.max(max_value)
     if limit is not None:
-        panel.thresholds(thresholds(limit)).thresholds_style(
-            common_b.GraphThresholdsStyleConfig().mode(common_m.GraphThresholdsStyleMode.DASHED)
-        )
+        panel.override_by_query(chr(ord("A") + len(targets) - 1), LIMIT_STYLE)
     return panel
 
 
@@ -628,31 +622,31 @@ def load_test() -> dict[str, Any]:
         .span(12),
         timeseries(
             "Event-loop lag p99 by load generator",
-            "How late a runnable greenlet resumes on each process: p99 over the run so far. Above the dashed line "
-            "(the default --llm-selfcheck-lag-ms, 10 ms) the process delays what it measures.",
+            "How late a runnable greenlet resumes on each process: p99 over the run so far. Above the red dashed line "
+            "(--llm-selfcheck-lag-ms, default 10 ms) the process delays what it measures.",
             [("max by (worker) (llmload_generator_loop_lag_p99_seconds)", "{{worker}}")],
             unit="s",
-            limit=(LAG_LIMIT_S, "red"),
+            limit="loop_lag_p99_s",
         ),
         timeseries(
             "Load-generator CPU",
-            "CPU of each Locust process, percent of one core. Above the dashed line (the default "
-            "--llm-selfcheck-cpu, 90%) for a quarter of the samples, the generator inflates TTFT and ITL.",
+            "CPU of each Locust process, percent of one core. Above the red dashed line (the limit in force, "
+            "--llm-selfcheck-cpu, default 90%) for a quarter of the samples, the generator inflates TTFT and ITL.",
             [("max by (worker) (llmload_generator_cpu_percent)", "{{worker}}")],
             unit="percent",
-            limit=(CPU_LIMIT_PERCENT, "red"),
+            limit="cpu_percent",
         ),
         timeseries(
             "Read lateness by load generator",
             "Kernel-stamped streams only: when a socket read returned minus when the kernel received its data, "
-            "p99 and max over the run so far. Above the dashed line (the default --llm-selfcheck-lateness-ms, "
+            "p99 and max over the run so far. Above the red dashed line (--llm-selfcheck-lateness-ms, default "
             "10 ms) at p99 the process is late.",
             [
                 ('max by (worker) (llmload_generator_read_lateness_seconds{stat="p99"})', "{{worker}} p99"),
                 ('max by (worker) (llmload_generator_read_lateness_seconds{stat="max"})', "{{worker}} max"),
             ],
             unit="s",
-            limit=(LATENESS_LIMIT_S, "red"),
+            limit="read_lateness_p99_s",
         ),
         timeseries(
             "In flight by load generator",
@@ -673,7 +667,7 @@ def load_test() -> dict[str, Any]:
         timeseries(
             "Dispatch lag",
             "Open loop: send time minus the scheduled arrival time, p50 and p99 over the selected groups. Above the "
-            "dashed line (the default --llm-selfcheck-lag-ms, 10 ms) at p99, requests leave later than their "
+            "red dashed line (--llm-selfcheck-lag-ms, default 10 ms) at p99, requests leave later than their "
             "schedule and the run is not trustworthy." + BUCKET_NOTE,
             [
                 (quantile(0.5, "llmload_dispatch_lag_seconds", c), "p50"),
@@ -681,7 +675,7 @@ def load_test() -> dict[str, Any]:
             ],
             unit="s",
             w=8,
-            limit=(LAG_LIMIT_S, "red"),
+            limit="dispatch_lag_p99_s",
         ),
         timeseries(
             "TTFT from intended arrival vs from send",

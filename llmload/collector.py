@@ -298,6 +298,15 @@ class LLMLoadCollector(Collector):
                 lag.add_metric([worker], lag_p99)
         yield trustworthy
         yield lag
+        limits = GaugeMetricFamily(
+            "llmload_generator_limit",
+            "The self-check's thresholds (--llm-selfcheck-*): beyond a limit a load generator is not trustworthy "
+            "(the cpu_percent limit counts when a quarter of the samples exceed it). Dashboards draw them as lines.",
+            labels=["check"],
+        )
+        for check_name, limit in sorted(check.thresholds.as_dict().items()):
+            limits.add_metric([check_name], limit)
+        yield limits
         lateness = GaugeMetricFamily(
             "llmload_generator_read_lateness_seconds",
             "Per load generator: how late its reads were (read time minus the kernel's receive stamp), "

@@ -53,6 +53,7 @@ GAUGES = {
     "llmload_generator_read_lateness_seconds",
     "llmload_generator_trustworthy",
     "llmload_generator_loop_lag_p99_seconds",
+    "llmload_generator_limit",
     "llmload_slo_stream_rate_tokens_per_second",
     "llmload_slo_ttft_seconds",
     "llmload_info",
@@ -294,6 +295,26 @@ def test_load_test_shows_generator_trust_and_open_loop_truth():
     } <= names
     timeline = next(p for p in panels(doc) if p["type"] == "state-timeline")
     assert "llmload_generator_trustworthy" in timeline["targets"][0]["expr"]
+
+
+def test_trust_panels_draw_the_limits_in_force_as_dashed_lines():
+    """The self-check's thresholds come from llmload_generator_limit, not from defaults baked into the JSON."""
+    doc = load(DASHBOARDS / "llm-load-test.json")
+    limits = {
+        "Event-loop lag p99 by load generator": "loop_lag_p99_s",
+        "Load-generator CPU": "cpu_percent",
+        "Read lateness by load generator": "read_lateness_p99_s",
+        "Dispatch lag": "dispatch_lag_p99_s",
+    }
+    by_title = {p["title"]: p for p in panels(doc)}
+    for title, check in limits.items():
+        panel = by_title[title]
+        target = next(t for t in panel["targets"] if "llmload_generator_limit" in t["expr"])
+        assert f'check="{check}"' in target["expr"], title
+        override = next(o for o in panel["fieldConfig"]["overrides"] if o["matcher"]["options"] == target["refId"])
+        styles = {p["id"]: p["value"] for p in override["properties"]}
+        assert styles["custom.lineStyle"]["fill"] == "dash", title
+        assert styles["color"]["fixedColor"] == "red", title
 
 
 def test_backend_comparison_costs_from_the_backends_price():

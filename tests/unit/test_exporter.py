@@ -13,13 +13,14 @@ from locust.env import Environment
 from locust.event import Events
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmload import collector, exporter
+from llmload import collector, exporter, selfcheck
 from llmload.errors import ConfigError
 from llmload.metrics import Distribution
 from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
 from llmload.record import RequestRecord
 from llmload.render.text import redact_url
+from tests.support.environments import local_environment, new_plugin
 
 BACKEND = "http://user:hunter2@gpu-a:8000"
 LABELS = 'backend="http://gpu-a:8000",model="m",user_class="Chat"'
@@ -304,3 +305,17 @@ def test_quit_keeps_serving_for_the_grace_period():
     assert scraped == [200] and exp.handle is None
     assert time.monotonic() - started >= 0.45
     environment.runner.quit()
+
+
+def test_self_check_limits_in_force_are_exported():
+    parsed = SimpleNamespace(worker=False, llm_selfcheck_cpu="80", llm_selfcheck_lag_ms="25")
+    plugin = new_plugin(local_environment(parsed), selfcheck)
+    text = exposition(plugin)
+    assert lines_of(text, "llmload_generator_limit") == [
+        'llmload_generator_limit{check="cpu_percent"} 80.0',
+        'llmload_generator_limit{check="cpu_saturated_share"} 0.25',
+        'llmload_generator_limit{check="dispatch_lag_p99_s"} 0.025',
+        'llmload_generator_limit{check="loop_lag_p99_s"} 0.025',
+        'llmload_generator_limit{check="read_lateness_p99_s"} 0.01',
+    ]
+    assert lines_of(text, "llmload_generator_trustworthy") == ['llmload_generator_trustworthy{worker="local"} 1.0']
