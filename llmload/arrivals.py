@@ -412,7 +412,7 @@ class Arrivals(Extension):
         except Exception:
             return None
         total = self.totals()
-        lag = self.plugin.store.total().dists["dispatch_lag_s"]
+        lag = self.plugin.store.merged("dispatch_lag_s")
         started, ended = self.plugin.started_at, self.plugin.ended_at or time.time()
         duration = (ended - started) if started else None
         lag_p99 = lag.percentile(99)

@@ -164,7 +164,7 @@ class CapacityRun(Extension):
         elapsed = now - self.window_opened
         finished = 0
         if window is not None:
-            counters = window.store.total().counters
+            counters = window.store.counter_totals()
             finished = counters["ok"] + counters["failed"]
         level = self.search.level or 0.0
         wanted = self.settings.min_requests or (

@@ -81,10 +81,10 @@ def group_body(
     }
     for name in distributions:
         body[name] = group.dists[name].summary()
-    if group.dists["dispatch_lag_s"].count:
-        body["dispatch_lag_s"] = group.dists["dispatch_lag_s"].summary()
-    if group.dists["connect_s"].count:
-        body["connect_s"] = group.dists["connect_s"].summary()
+    for name in ("dispatch_lag_s", "connect_s"):  # present when measured (and kept by the group's store)
+        dist = group.dists.get(name)
+        if dist is not None and dist.count:
+            body[name] = dist.summary()
     kernel = counters["kernel_clock_requests"]
     body["timestamps"] = {
         "clock": "kernel" if kernel and kernel == ok + failed else "mixed" if kernel else "user",

@@ -14,6 +14,8 @@ against hdrh's own ``record_value`` at the installed version.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
@@ -29,6 +31,18 @@ class ScaledHistogram:
     def __init__(self, *, highest: int, significant_digits: int) -> None:
         self._hist = HdrHistogram(1, highest, significant_digits)
         self.highest = highest
+
+    def clear(self) -> None:
+        """Empty the histogram in place (hdrh's ``reset``, with one ``memset`` instead of a loop over cells).
+
+        Windows recycle their histograms this way instead of allocating new ones: a latency histogram
+        is about 184 KiB, and allocating and freeing them every few seconds fragments the heap.
+        """
+        hist = self._hist
+        ctypes.memset(ctypes.addressof(hist.counts), 0, ctypes.sizeof(hist.counts))
+        hist.total_count = 0
+        hist.min_value = sys.maxsize
+        hist.max_value = 0
 
     def record(self, scaled: int) -> None:
         """Add one value (hdrh's ``record_value``, inlined)."""

@@ -8,7 +8,9 @@ window is a ring of ``SLICES`` slices of ``span / SLICES`` seconds, each a
 plugin window keeping only ``LIVE_DISTRIBUTIONS``; its figures merge the
 closed slices and the open one, so they cover between ``span`` and ``span +
 span / SLICES`` seconds of finished requests. A closed slice older than the
-span is dropped with its histograms.
+span leaves the ring and its store becomes the next open slice's, emptied: the
+ring, and the two stores its merges go into, allocate no histograms after the
+first minute however long the run.
 
 ``LiveFigures.compute`` is the one function the exporter's gauges and the web
 UI read; it caches its answer for ``MAX_AGE_S`` so that many scrapes or
@@ -24,10 +26,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.lock
 
 from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
-from llmload.metrics import GroupMetrics
+from llmload.metrics import GroupMetrics, MetricsStore
 from llmload.options import parse_number
 from llmload.supervisor import pause
 from llmload.windows import Window
@@ -66,19 +69,16 @@ def percentiles_of(groups: dict[GroupKey, GroupMetrics], *, between: Callable[[]
     return out
 
 
-def merged_groups(
-    groups_of: list[dict[GroupKey, GroupMetrics]], *, between: Callable[[], None] = pause
+def merge_into(
+    into: MetricsStore, groups_of: list[dict[GroupKey, GroupMetrics]], *, between: Callable[[], None] = pause
 ) -> dict[GroupKey, GroupMetrics]:
-    """Merge the groups of several stores (the slices of a window) into fresh groups."""
-    out: dict[GroupKey, GroupMetrics] = {}
+    """Empty ``into``, merge the groups of several stores (the slices of a window) into it, return its groups."""
+    into.clear()
     for groups in groups_of:
         for key, group in list(groups.items()):
-            merged = out.get(key)
-            if merged is None:
-                merged = out[key] = GroupMetrics(*key, distributions=LIVE_DISTRIBUTIONS)
-            merged.merge(group)
+            into.group(*key).merge(group)
             between()
-    return out
+    return into.groups
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,13 @@ class LiveFigures(Extension):
         self._closed: deque[tuple[float, Window]] = deque(maxlen=SLICES)
         self._opened_at = clock()
         self._cached: Snapshot | None = None
-        self._closed_merged: dict[GroupKey, GroupMetrics] | None = None
+        self._closed_merged = MetricsStore(distributions=LIVE_DISTRIBUTIONS)
         """The closed slices merged, once per rotation (a compute then adds only the open slice)."""
+        self._closed_merged_current = False
+        self._window_merged = MetricsStore(distributions=LIVE_DISTRIBUTIONS)
+        """The whole sliding window, merged again by each compute."""
+        self._computing = gevent.lock.Semaphore()
+        """One compute at a time: concurrent callers (a scrape, a browser poll) share its answer and stores."""
         self._greenlet: gevent.Greenlet | None = None
 
     @property
@@ -122,7 +127,7 @@ class LiveFigures(Extension):
         self.stop()
         self._closed.clear()
         self._cached = None
-        self._closed_merged = None
+        self._closed_merged_current = False
         self.plugin.open_window(WINDOW, distributions=LIVE_DISTRIBUTIONS)
         self._opened_at = self._clock()
         self._greenlet = self.plugin.supervisor.spawn("live window", self._rotate_forever)
@@ -138,36 +143,43 @@ class LiveFigures(Extension):
             self.rotate()
 
     def rotate(self) -> None:
-        """Close the open slice into the ring (dropping the oldest) and open the next."""
-        closed = self.plugin.close_window(WINDOW)
-        if closed is not None:
-            self._closed.append((self._opened_at, closed))
-        self.plugin.open_window(WINDOW, distributions=LIVE_DISTRIBUTIONS)
-        self._opened_at = self._clock()
-        self._cached = None
-        self._closed_merged = None
+        """Close the open slice into the ring and open the next in the memory of the slice leaving the ring."""
+        with self._computing:  # a compute in progress reads the ring
+            closed = self.plugin.close_window(WINDOW)
+            leaving = self._closed[0][1].store if len(self._closed) == SLICES else None
+            if closed is not None:
+                self._closed.append((self._opened_at, closed))
+            self.plugin.open_window(WINDOW, distributions=LIVE_DISTRIBUTIONS, reuse=leaving)
+            self._opened_at = self._clock()
+            self._cached = None
+            self._closed_merged_current = False
 
     def compute(self, *, max_age_s: float = MAX_AGE_S) -> Snapshot:
         """Return the live percentiles, computed at most once per ``max_age_s``."""
-        now = self._clock()
         cached = self._cached
-        if cached is not None and now - cached.at < max_age_s:
+        if cached is not None and self._clock() - cached.at < max_age_s:
             return cached
-        self.plugin.collect_arrived_tokens()
-        if self._closed_merged is None:
-            self._closed_merged = merged_groups([window.store.groups for _opened_at, window in self._closed])
-        current = self.plugin.window(WINDOW)
-        in_window = [self._closed_merged, current.store.groups if current is not None else {}]
-        oldest = self._closed[0][0] if self._closed else self._opened_at
-        snapshot = Snapshot(
-            at=now,
-            span_s=self.span_s,
-            covers_s=max(now - oldest, 0.0),
-            window=percentiles_of(merged_groups(in_window)),
-            run=percentiles_of(self.plugin.store.groups),
-        )
-        self._cached = snapshot
-        return snapshot
+        with self._computing:
+            now = self._clock()
+            cached = self._cached
+            if cached is not None and now - cached.at < max_age_s:
+                return cached  # computed by the caller this one waited for
+            self.plugin.collect_arrived_tokens()
+            if not self._closed_merged_current:
+                merge_into(self._closed_merged, [window.store.groups for _opened_at, window in self._closed])
+                self._closed_merged_current = True
+            current = self.plugin.window(WINDOW)
+            in_window = [self._closed_merged.groups, current.store.groups if current is not None else {}]
+            oldest = self._closed[0][0] if self._closed else self._opened_at
+            snapshot = Snapshot(
+                at=now,
+                span_s=self.span_s,
+                covers_s=max(now - oldest, 0.0),
+                window=percentiles_of(merge_into(self._window_merged, in_window)),
+                run=percentiles_of(self.plugin.store.groups),
+            )
+            self._cached = snapshot
+            return snapshot
 
 
 def add_arguments(parser: Any) -> None:

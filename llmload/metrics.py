@@ -53,6 +53,14 @@ class Distribution:
         self.min = float("inf")
         self.max = float("-inf")
 
+    def clear(self) -> None:
+        """Forget every sample, keeping the histogram's memory."""
+        self._hist.clear()
+        self.count = 0
+        self.total = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
     def record(self, value: float) -> None:
         """Add one sample, in the metric's base unit (seconds or tokens/s)."""
         self.count += 1
@@ -196,6 +204,14 @@ class GroupMetrics:
     def key(self) -> tuple[str, str, str]:
         return (self.backend, self.model, self.user_class)
 
+    def clear(self) -> None:
+        """Forget everything recorded, keeping the distributions' memory."""
+        for dist in self.dists.values():
+            dist.clear()
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.errors = {}
+        self.first_start = self.last_end = None
+
     def record(self, record: RequestRecord, *, slo_ttft_s: float | None, slo_stream_rate_tps: float | None) -> None:
         """Fold one finished request into the group."""
         counters = self.counters
@@ -227,9 +243,11 @@ class GroupMetrics:
         if not times:
             return
         t_send = record.t_send
-        dists["ttft_s"].record(times[0] - t_send)
-        dists["e2e_s"].record(times[-1] - t_send)
+        dists["ttft_s"].record(times[0] - t_send)  # every store keeps TTFT and ITL; the others are optional
         dists["itl_s"].record_many(record.itl_s)
+        e2e = dists.get("e2e_s")
+        if e2e is not None:
+            e2e.record(times[-1] - t_send)
         for name in ("tpot_s", "stream_rate_tps", "decode_rate_tps"):
             dist = dists.get(name)
             if dist is not None:
@@ -315,12 +333,17 @@ class MetricsStore:
         self.distributions = tuple(distributions)
         """The distributions each group keeps (a live window keeps only those it exports)."""
         self.groups: dict[tuple[str, str, str], GroupMetrics] = {}
+        self._emptied: dict[tuple[str, str, str], GroupMetrics] = {}
+        """Groups of before the last ``clear``, emptied, for ``group`` to take back instead of allocating."""
 
     def group(self, backend: str, model: str, user_class: str) -> GroupMetrics:
         key = (backend, model, user_class)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = GroupMetrics(backend, model, user_class, distributions=self.distributions)
+            group = self._emptied.pop(key, None)
+            if group is None:
+                group = GroupMetrics(backend, model, user_class, distributions=self.distributions)
+            self.groups[key] = group
         return group
 
     def record(self, record: RequestRecord) -> None:
@@ -329,15 +352,45 @@ class MetricsStore:
             record, slo_ttft_s=self.slo_ttft_s, slo_stream_rate_tps=self.slo_stream_rate_tps
         )
 
-    def total(self) -> GroupMetrics:
-        """Return all groups merged into one."""
-        total = GroupMetrics("*", "*", "*")
+    def total(self, distributions: Iterable[str] | None = None) -> GroupMetrics:
+        """Return all groups merged into one, with ``distributions`` (default: those this store keeps)."""
+        total = GroupMetrics(
+            "*", "*", "*", distributions=self.distributions if distributions is None else distributions
+        )
         for group in self.groups.values():
             total.merge(group)
         return total
 
+    def counter_totals(self) -> dict[str, int]:
+        """Every counter summed over the groups (``total().counters`` without merging histograms)."""
+        totals = dict.fromkeys(_COUNTERS, 0)
+        for group in self.groups.values():
+            for name, value in group.counters.items():
+                totals[name] += value
+        return totals
+
+    def merged(self, name: str) -> Distribution:
+        """The distribution ``name`` of every group merged into one."""
+        merged = new_distribution(name)
+        for group in self.groups.values():
+            dist = group.dists.get(name)
+            if dist is not None:
+                merged.merge(dist)
+        return merged
+
+    def clear(self) -> None:
+        """Empty the store; its groups are emptied in place and reused as their keys come back.
+
+        The store then behaves as a new one (no groups) without allocating histograms again:
+        what lets windows restart every few seconds for hours at a constant memory.
+        """
+        for key, group in self.groups.items():
+            group.clear()
+            self._emptied[key] = group
+        self.groups = {}
+
     def reset(self) -> None:
-        self.groups.clear()
+        self.clear()
 
     def is_empty(self) -> bool:
         return not self.groups

@@ -41,6 +41,7 @@ from llmload.render.table import format_table
 from llmload.run_events import RunEvents
 from llmload.streamed import StreamsInFlight
 from llmload.supervisor import Supervisor, pause
+from llmload.timeline import INTERVAL_DISTRIBUTIONS as TIMELINE_DISTRIBUTIONS
 from llmload.timeline import WINDOW as TIMELINE_WINDOW
 from llmload.timeline import Timeline
 from llmload.windows import Window
@@ -269,19 +270,35 @@ class LLMLoadPlugin:
             gevent.sleep(WINDOW_FEED_INTERVAL_S)
             self.feed_windows(pause_every=WINDOW_FEED_BATCH)
 
-    def open_window(self, name: str, *, distributions: Iterable[str] = DISTRIBUTIONS) -> Window:
+    def open_window(
+        self, name: str, *, distributions: Iterable[str] = DISTRIBUTIONS, reuse: MetricsStore | None = None
+    ) -> Window:
         """Start a window: a separate store of everything recorded or merged from now on.
 
-        ``distributions`` narrows what its groups keep (each is an HdrHistogram of about 184 KiB).
+        ``distributions`` narrows what its groups keep (each is an HdrHistogram of about 184 KiB);
+        ``reuse`` is the store of a window done with, emptied and taken as the new one's (its
+        distributions stay), so that windows opened every few seconds allocate no histograms.
         """
         self.feed_windows()
-        store = MetricsStore(
-            slo_ttft_s=self.store.slo_ttft_s,
-            slo_stream_rate_tps=self.store.slo_stream_rate_tps,
-            distributions=distributions,
-        )
+        if reuse is None:
+            store = MetricsStore(distributions=distributions)
+        else:
+            store = reuse
+            store.clear()
+        store.slo_ttft_s, store.slo_stream_rate_tps = self.store.slo_ttft_s, self.store.slo_stream_rate_tps
         window = self.windows[name] = Window(name=name, store=store)
         return window
+
+    def restart_window(self, name: str) -> Window | None:
+        """Start the open window ``name`` again from now, empty, in its own memory (None when not open).
+
+        What a reader that has just taken the window's figures does to begin the next span.
+        """
+        self.feed_windows()
+        window = self.windows.get(name)
+        if window is None:
+            return None
+        return self.open_window(name, reuse=window.store)
 
     def close_window(self, name: str) -> Window | None:
         """Stop collecting the window ``name`` and return it."""
@@ -331,7 +348,7 @@ class LLMLoadPlugin:
         self.run_events.reset()
         self.run_events.emit("test_start")
         self._target_users = None
-        self.open_window(TIMELINE_WINDOW)
+        self.open_window(TIMELINE_WINDOW, distributions=TIMELINE_DISTRIBUTIONS)
         if self._sampler is None:
             self._sampler = self.supervisor.spawn("run sampler", self._sample_forever)
         if self._feeder is None and not self.is_master:
@@ -459,13 +476,13 @@ class LLMLoadPlugin:
     def _append_timeline_point(self) -> None:
         """Append the run's state now: cumulative counts and the last interval's percentiles."""
         runner = self.environment.runner
-        interval = self.windows.get(TIMELINE_WINDOW)
+        interval = self.window(TIMELINE_WINDOW)
         if runner is None or interval is None:
             return
-        self.open_window(TIMELINE_WINDOW)
         self.timeline.append(
             store=self.store, interval=interval.store, gauges=self.generator_gauges, users=runner.user_count
         )
+        self.restart_window(TIMELINE_WINDOW)
 
     def _sample(self) -> None:
         runner = self.environment.runner

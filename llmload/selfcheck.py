@@ -420,7 +420,7 @@ class SelfCheck(Extension):
         What the exporter shows live per worker; the run's verdict (``summary``) also weighs the
         open-loop dispatch lag, which belongs to no one process.
         """
-        counters = self.plugin.store.total().counters
+        counters = self.plugin.store.counter_totals()
         finished, kernel = counters["ok"] + counters["failed"], counters["kernel_clock_requests"]
         kernel_clock = bool(kernel) and kernel == finished
         out: dict[str, tuple[bool, float | None]] = {}
@@ -437,10 +437,10 @@ class SelfCheck(Extension):
         for stats in self._all_processes().values():
             merged.merge(stats.lag)
             lateness.merge(stats.lateness)
-        counters = self.plugin.store.total().counters
+        counters = self.plugin.store.counter_totals()
         finished, kernel = counters["ok"] + counters["failed"], counters["kernel_clock_requests"]
         clock = "kernel" if kernel and kernel == finished else "mixed" if kernel else "user"
-        dispatch = self.plugin.store.total().dists["dispatch_lag_s"]
+        dispatch = self.plugin.store.merged("dispatch_lag_s")
         dispatch_summary: dict[str, float | None] | None = None
         if dispatch.count:
             dispatch_summary = {"p50": dispatch.percentile(50), "p99": dispatch.percentile(99), "max": dispatch.max}

@@ -37,7 +37,7 @@ from llmload.capacity import CapacityRun
 from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
 from llmload.figures import Slo
-from llmload.metrics import GroupMetrics, MetricsStore
+from llmload.metrics import GroupMetrics
 from llmload.options import parse_number
 from llmload.plugin import SAMPLE_INTERVAL_S
 from llmload.soak_verdict import (
@@ -147,12 +147,10 @@ class SoakMonitor(Extension):
         if not self.running:
             return
         now = self.clock()
-        window = self.plugin.close_window(WINDOW)
-        if not final:
-            self.plugin.open_window(WINDOW, distributions=WINDOW_DISTRIBUTIONS)
-        store = window.store if window is not None else MetricsStore()
+        window = self.plugin.window(WINDOW)
+        groups = window.store.groups.values() if window is not None else ()
         counts: dict[str, Counts] = {}
-        for group in store.groups.values():
+        for group in groups:
             counts.setdefault(group.backend, Counts()).add_group(group)
             merged = self._current.get(group.backend)
             if merged is None:
@@ -160,6 +158,10 @@ class SoakMonitor(Extension):
                     group.backend, "*", "*", distributions=WINDOW_DISTRIBUTIONS
                 )
             merged.merge(group)
+        if final:
+            self.plugin.close_window(WINDOW)
+        else:
+            self.plugin.restart_window(WINDOW)
         for backend in sorted(counts):
             self.breaches.observe(backend, counts[backend], start=self._interval_start)
         self._interval_start = now

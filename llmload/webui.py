@@ -115,7 +115,7 @@ def table_rows(store: MetricsStore, *, max_rows: int = MAX_ROWS) -> list[dict[st
         for g in groups[:max_rows]
     ]
     if len(groups) > 1:
-        rows.append(group_row("Total", store.total(), slo=slo))
+        rows.append(group_row("Total", store.total(TAB_DISTRIBUTIONS), slo=slo))
     return rows
 
 

@@ -142,3 +142,37 @@ def test_series_budget_at_fifty_groups():
     series = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
     assert len(plugin.store.groups) == 50
     assert len(series) <= 5000, len(series)
+
+
+def test_the_ring_reuses_its_slices_memory_and_stays_exact():
+    """After the first span the open slice takes the store of the slice leaving the ring: no new histograms."""
+    plugin, live, clock = new_plugin()
+    stores = []
+    rng = random.Random(11)
+    per_slice: list[list[float]] = []
+    for _slice in range(3 * SLICES):
+        values = [rng.lognormvariate(-3, 0.6) for _ in range(50)]
+        per_slice.append(values)
+        for value in values:
+            plugin.record(request(value))
+        window = plugin.window("live")
+        assert window is not None
+        stores.append(window.store)
+        clock.now += 10
+        live.rotate()
+    assert len({id(store) for store in stores}) == SLICES + 1
+    snap = live.compute()
+    in_window = [v for values in per_slice[-SLICES:] for v in values]
+    for q in (50.0, 99.0):
+        assert snap.window[("gpu-a", "m", "Chat")]["ttft_s"][q] == exact(in_window, q)
+
+
+def test_concurrent_computes_share_one_answer():
+    import gevent
+
+    plugin, live, clock = new_plugin()
+    for value in (0.1, 0.2, 0.3):
+        plugin.record(request(value))
+    snaps = [g.value for g in gevent.joinall([gevent.spawn(live.compute) for _ in range(3)])]
+    assert snaps[0] is snaps[1] is snaps[2]
+    assert snaps[0].window[("gpu-a", "m", "Chat")]["ttft_s"][50.0] == exact([0.1, 0.2, 0.3], 50)

@@ -95,3 +95,44 @@ def test_cumulative_counts_at_bounds():
     dist = Distribution(**LATENCY)
     dist.record_many([0.001, 0.002, 0.002, 0.010, 0.5, 2.0])
     assert dist.cumulative_counts([0.0005, 0.002, 0.01, 1.0, 10.0]) == [0, 3, 4, 5, 6]
+
+
+def test_cleared_store_is_a_new_one_in_the_same_memory():
+    store = MetricsStore(slo_ttft_s=0.15)
+    for i in range(20):
+        store.record(record(times=(1.0 + 0.01 * (i + 1), 1.5, 2.0), user_class="U" if i % 2 else "V"))
+    store.record(record(error="http_429", times=(), completion=None))
+    before = store.groups[("b", "m", "U")]
+    store.clear()
+    assert store.groups == {} and store.is_empty()
+    fresh = MetricsStore(slo_ttft_s=0.15)
+    for target in (store, fresh):
+        target.record(record(times=(1.3, 1.4, 1.6), user_class="U"))
+    again = store.groups[("b", "m", "U")]
+    assert again is before  # reused, not allocated
+    other = fresh.groups[("b", "m", "U")]
+    assert again.counters == other.counters and again.errors == other.errors == {}
+    assert (again.first_start, again.last_end) == (other.first_start, other.last_end)
+    for name, dist in again.dists.items():
+        assert dist.summary() == other.dists[name].summary(), name
+        mine, theirs = dist.histogram, other.dists[name].histogram
+        assert mine.counts() == theirs.counts(), name
+        assert (mine.total_count, mine.min_value, mine.max_value) == (
+            theirs.total_count,
+            theirs.min_value,
+            theirs.max_value,
+        ), name
+    assert list(store.groups) == [("b", "m", "U")]  # group V stays out until it records again
+
+
+def test_counter_totals_and_merged_equal_the_total():
+    store = MetricsStore(slo_ttft_s=0.15)
+    for i in range(30):
+        store.record(record(times=(1.0 + 0.01 * (i + 1), 1.5), user_class=("U", "V", "W")[i % 3]))
+    store.record(record(error="timeout", times=(), completion=None))
+    total = store.total()
+    assert store.counter_totals() == total.counters
+    assert store.merged("ttft_s").summary() == total.dists["ttft_s"].summary()
+    narrow = MetricsStore(distributions=("ttft_s", "itl_s"))
+    narrow.record(record())
+    assert set(narrow.total().dists) == {"ttft_s", "itl_s"}  # a window's total keeps what the window keeps

@@ -59,6 +59,22 @@ def test_worker_delta_ships_and_resets_and_master_merges_into_windows():
         assert master.store.total().counters["ok"] == 8 and step.store.total().counters["ok"] == 4
 
 
+def test_restarted_window_starts_empty_in_its_own_memory_with_the_slo_in_force():
+    plugin = new_plugin(local_environment())
+    plugin.set_options(LLMOptions(slo_ttft_s=0.5))
+    window = plugin.open_window("span", distributions=("ttft_s", "itl_s"))
+    plugin.record(make_record(ttft=0.2))
+    assert plugin.window("span").store.counter_totals()["slo_ttft_met"] == 1  # fed on read
+    store = window.store
+    plugin.set_options(LLMOptions(slo_ttft_s=0.1))  # a mid-run SLO change applies from the next span on
+    restarted = plugin.restart_window("span")
+    assert restarted is not None and restarted.store is store and store.is_empty()
+    assert restarted.opened_at >= window.opened_at and store.slo_ttft_s == 0.1
+    plugin.record(make_record(ttft=0.2))
+    assert plugin.window("span").store.counter_totals()["slo_ttft_met"] == 0
+    assert plugin.restart_window("not-open") is None
+
+
 def test_malformed_worker_report_is_ignored_with_a_warning(caplog):
     master = new_plugin(local_environment())
     fire(master.environment.events.worker_report, client_id="w9", data={"llmload": {"groups": [{"key": ["b"]}]}})
