@@ -11,6 +11,8 @@ docs/prometheus-grafana.md.
 
 from __future__ import annotations
 
+import math
+
 import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,30 +42,53 @@ logger = logging.getLogger("llmload")
 MAX_GROUPS = 200
 GROUP_LABELS = ("backend", "model", "user_class")
 
-# Coarse 1-2-5 upper bounds in seconds: for heatmaps and aggregation across groups only. The
-# percentile panels read the exact gauges (``llmload.live``); see docs/prometheus-grafana.md for the
-# series budget (at most 5,000 series at 50 groups).
+# Upper bounds in seconds, for heatmaps and aggregation across groups only: the percentile panels
+# read the exact gauges (``llmload.live``). Two schemes (``--llm-prometheus-buckets``, see
+# docs/prometheus-grafana.md for their series counts): ``coarse`` (1-2-5 steps, the default, within
+# the budget of 5,000 series at 50 groups) and ``fine`` (consecutive bounds at most 1.25 apart).
 TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 ITL_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 E2E_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+FINE_RATIO = 1.25
 
-# metric name -> (distribution in the store, help, buckets)
-HISTOGRAMS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+
+def ratio_bounds(low: float, high: float, *, ratio: float = FINE_RATIO) -> tuple[float, ...]:
+    """Bounds from ``low`` up to at least ``high``, each at most ``ratio`` times the one before.
+
+    Each is rounded down to three significant figures, so the ratio never exceeds ``ratio``.
+    """
+    bounds = [low]
+    while bounds[-1] < high:
+        step = bounds[-1] * ratio
+        magnitude = 10 ** (math.floor(math.log10(step)) - 2)
+        bounds.append(round(math.floor(step / magnitude + 1e-9) * magnitude, 12))
+    return tuple(bounds)
+
+
+BUCKET_SCHEMES: dict[str, dict[str, tuple[float, ...]]] = {
+    "coarse": {"ttft_s": TTFT_BUCKETS, "itl_s": ITL_BUCKETS, "e2e_s": E2E_BUCKETS},
+    "fine": {
+        "ttft_s": ratio_bounds(TTFT_BUCKETS[0], TTFT_BUCKETS[-1]),
+        "itl_s": ratio_bounds(ITL_BUCKETS[0], ITL_BUCKETS[-1]),
+        "e2e_s": ratio_bounds(E2E_BUCKETS[0], E2E_BUCKETS[-1]),
+    },
+}
+"""Bucket scheme -> distribution -> upper bounds of the group histograms (and the from-intended ones)."""
+
+# metric name -> (distribution in the store, help)
+HISTOGRAMS: dict[str, tuple[str, str]] = {
     "llmload_ttft_seconds": (
         "ttft_s",
-        "Time to first token: first token-carrying event minus send time (coarse buckets).",
-        TTFT_BUCKETS,
+        "Time to first token: first token-carrying event minus send time (bucketed).",
     ),
     "llmload_itl_seconds": (
         "itl_s",
-        "Inter-token latency: gap between consecutive token-carrying events (coarse buckets).",
-        ITL_BUCKETS,
+        "Inter-token latency: gap between consecutive token-carrying events (bucketed).",
     ),
     "llmload_e2e_seconds": (
         "e2e_s",
-        "End-to-end latency: last token-carrying event minus send time (coarse buckets).",
-        E2E_BUCKETS,
+        "End-to-end latency: last token-carrying event minus send time (bucketed).",
     ),
 }
 
@@ -113,9 +138,11 @@ def cumulative_buckets(dist: Distribution, bounds: Sequence[float]) -> list[tupl
 class LLMLoadCollector(Collector):
     """Build llmload's metric families from a plugin's merged store on every scrape."""
 
-    def __init__(self, plugin: LLMLoadPlugin, *, max_groups: int = MAX_GROUPS) -> None:
+    def __init__(self, plugin: LLMLoadPlugin, *, max_groups: int = MAX_GROUPS, buckets: str = "coarse") -> None:
         self.plugin = plugin
         self.max_groups = max_groups
+        self.bounds = BUCKET_SCHEMES[buckets]
+        """Upper bounds of each bucketed distribution (``BUCKET_SCHEMES``)."""
         self._warned_cap = False
 
     def describe(self) -> list:
@@ -182,8 +209,9 @@ class LLMLoadCollector(Collector):
         yield InfoMetricFamily("llmload", "llmload version.", value={"version": __version__})
 
     def _group_histograms(self, labelled: list[tuple[Any, list[str]]]) -> Iterator[Any]:
-        for name, (dist_name, doc, bounds) in HISTOGRAMS.items():
+        for name, (dist_name, doc) in HISTOGRAMS.items():
             family = HistogramMetricFamily(name, doc, labels=GROUP_LABELS)
+            bounds = self.bounds[dist_name]
             for group, labels in labelled:
                 dist = group.dists[dist_name]
                 family.add_metric(labels, cumulative_buckets(dist, bounds), dist.total)
@@ -341,9 +369,14 @@ class LLMLoadCollector(Collector):
                 "llmload_ttft_from_intended_seconds",
                 "ttft_from_intended_s",
                 "TTFT from the intended arrival",
-                TTFT_BUCKETS,
+                self.bounds["ttft_s"],
             ),
-            ("llmload_e2e_from_intended_seconds", "e2e_from_intended_s", "E2E from the intended arrival", E2E_BUCKETS),
+            (
+                "llmload_e2e_from_intended_seconds",
+                "e2e_from_intended_s",
+                "E2E from the intended arrival",
+                self.bounds["e2e_s"],
+            ),
         ):
             dist = totals.dists[dist_name]
             family = HistogramMetricFamily(name, f"Open loop: {doc} (client queueing included).")

@@ -21,7 +21,7 @@ import gevent
 import gevent.event
 from prometheus_client import CollectorRegistry, start_http_server
 
-from llmload.collector import MAX_GROUPS, LLMLoadCollector
+from llmload.collector import BUCKET_SCHEMES, MAX_GROUPS, LLMLoadCollector
 from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
 from llmload.options import parse_number
@@ -36,6 +36,7 @@ logger = logging.getLogger("llmload")
 RECOMMENDED_PORT = 9646
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_GRACE_S = 10.0
+DEFAULT_BUCKETS = "coarse"
 
 
 # -- the HTTP server ---------------------------------------------------------------------------------
@@ -68,11 +69,16 @@ class ExporterHandle:
 
 
 def start_exporter(
-    plugin: LLMLoadPlugin, *, port: int, host: str = DEFAULT_HOST, max_groups: int = MAX_GROUPS
+    plugin: LLMLoadPlugin,
+    *,
+    port: int,
+    host: str = DEFAULT_HOST,
+    max_groups: int = MAX_GROUPS,
+    buckets: str = DEFAULT_BUCKETS,
 ) -> ExporterHandle:
     """Serve ``plugin``'s metrics on ``host:port`` (0 = a free port) from a registry of its own."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LLMLoadCollector(plugin, max_groups=max_groups))
+    registry.register(LLMLoadCollector(plugin, max_groups=max_groups, buckets=buckets))
     server, thread = start_http_server(port, addr=host, registry=registry)
     bound_port = server.server_address[1]
     return ExporterHandle(host=host, port=bound_port, registry=registry, _server=server, _thread=thread)
@@ -102,6 +108,13 @@ def add_arguments(parser: Any) -> None:
         default=str(DEFAULT_GRACE_S),
         help="Seconds /metrics stays up after the test so the last scrape sees final values (default 10)",
     )
+    parser.add_argument(
+        "--llm-prometheus-buckets",
+        env_var="LOCUST_LLM_PROMETHEUS_BUCKETS",
+        default=DEFAULT_BUCKETS,
+        help="Buckets of the TTFT/ITL/E2E histograms (heatmaps, cross-group estimates): coarse (1-2-5 steps, "
+        "about 100 series per group) or fine (steps of at most 1.25x, about 190 per group). Default coarse",
+    )
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,7 @@ class ExporterOptions:
     port: int | None = None
     host: str = DEFAULT_HOST
     grace_s: float = DEFAULT_GRACE_S
+    buckets: str = DEFAULT_BUCKETS
 
     @classmethod
     def from_parsed(cls, parsed: Any) -> ExporterOptions:
@@ -131,7 +145,10 @@ class ExporterOptions:
             expected="seconds between 0 and 3600",
         )
         assert grace is not None
-        return cls(port=None if port is None else int(port), host=host, grace_s=grace)
+        buckets = str(getattr(parsed, "llm_prometheus_buckets", None) or DEFAULT_BUCKETS).strip().lower()
+        if buckets not in BUCKET_SCHEMES:
+            raise ConfigError(f"--llm-prometheus-buckets: expected coarse or fine, got {buckets!r}")
+        return cls(port=None if port is None else int(port), host=host, grace_s=grace, buckets=buckets)
 
 
 class Exporter(Extension):
@@ -146,7 +163,9 @@ class Exporter(Extension):
         """Bind and serve; a port that cannot be bound is a one-line ``ConfigError``."""
         assert self.options.port is not None
         try:
-            self.handle = start_exporter(self.plugin, port=self.options.port, host=self.options.host)
+            self.handle = start_exporter(
+                self.plugin, port=self.options.port, host=self.options.host, buckets=self.options.buckets
+            )
         except OSError as exc:
             where = f"{self.options.host}:{self.options.port}"
             raise ConfigError(f"--llm-prometheus-port: cannot listen on {where} ({exc.strerror or exc})") from None

@@ -224,6 +224,25 @@ def test_options_parse_and_one_line_errors():
     assert str(info.value) == "--llm-prometheus-port: expected a port 0-65535 (0 = any free port), got 'http'"
     with pytest.raises(ConfigError, match="--llm-prometheus-grace: expected seconds between 0 and 3600"):
         exporter.ExporterOptions.from_parsed(parsed(llm_prometheus_grace="-1"))
+    assert exporter.ExporterOptions.from_parsed(parsed()).buckets == "coarse"
+    assert exporter.ExporterOptions.from_parsed(parsed(llm_prometheus_buckets="Fine")).buckets == "fine"
+    with pytest.raises(ConfigError) as info:
+        exporter.ExporterOptions.from_parsed(parsed(llm_prometheus_buckets="2%"))
+    assert str(info.value) == "--llm-prometheus-buckets: expected coarse or fine, got '2%'"
+
+
+def test_fine_buckets_are_at_most_1_25_apart_and_count_exactly(plugin):
+    for name, bounds in collector.BUCKET_SCHEMES["fine"].items():
+        coarse = collector.BUCKET_SCHEMES["coarse"][name]
+        assert bounds[0] == coarse[0] and bounds[-1] >= coarse[-1], name
+        assert all(1 < b / a <= 1.25 + 1e-12 for a, b in zip(bounds, bounds[1:])), name
+    text = exposition(plugin, buckets="fine")
+    buckets = lines_of(text, "llmload_ttft_seconds_bucket")
+    assert len(buckets) == len(collector.BUCKET_SCHEMES["fine"]["ttft_s"]) + 1
+    # TTFTs 0.125 and 0.25 s: counted from the first bound at or above each.
+    for line, le in zip(buckets, collector.BUCKET_SCHEMES["fine"]["ttft_s"]):
+        expected = (le >= 0.125) + (le >= 0.25)
+        assert line.endswith(f" {float(expected)}"), line
 
 
 def test_start_serve_and_stop(plugin):

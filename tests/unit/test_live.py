@@ -137,11 +137,16 @@ def test_series_budget_at_fifty_groups():
     for worker in range(4):
         plugin.generator_gauges[f"w{worker}"] = {"in_flight": 1.0, "cpu_percent": 10.0}
         plugin.backend_gauges[f"w{worker}"] = {"gpu-0": {"users": 1.0, "in_flight": 1.0}}
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector.LLMLoadCollector(plugin))
-    series = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
+    counts = {}
+    for scheme in ("coarse", "fine"):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector.LLMLoadCollector(plugin, buckets=scheme))
+        text = generate_latest(registry).decode()
+        counts[scheme] = sum(1 for line in text.splitlines() if line and line[0] != "#")
     assert len(plugin.store.groups) == 50
-    assert len(series) <= 5000, len(series)
+    assert counts["coarse"] <= 5000, counts
+    # The fine scheme (bounds at most 1.25 apart) costs 94 more series per group, as the docs state.
+    assert counts["fine"] - counts["coarse"] == 50 * 94, counts
 
 
 def test_the_ring_reuses_its_slices_memory_and_stays_exact():
