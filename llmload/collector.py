@@ -11,9 +11,8 @@ docs/prometheus-grafana.md.
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
