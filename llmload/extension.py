@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from llmload.plugin import LLMLoadPlugin
 
 # The results document's extension sections, in order; a section no extension fills is null.
-RESULT_SECTIONS = ("server", "generator", "arrivals", "capacity", "soak")
+RESULT_SECTIONS = ("server", "generator", "arrivals", "capacity", "soak", "phases")
 
 
 class Extension:

@@ -34,6 +34,7 @@ EXTENSIONS = (
     "llmload.backends",
     "llmload.capacity",
     "llmload.soak",
+    "llmload.steering",
 )
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import gevent
 import gevent.lock
 
+from llmload.chart_history import ChartHistory, backend_load
 from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
 from llmload.metrics import GroupMetrics, MetricsStore
@@ -116,6 +117,8 @@ class LiveFigures(Extension):
         self._computing = gevent.lock.Semaphore()
         """One compute at a time: concurrent callers (a scrape, a browser poll) share its answer and stores."""
         self._greenlet: gevent.Greenlet | None = None
+        self.history = ChartHistory()
+        """One point per group per closed slice: what the web UI's charts draw."""
 
     @property
     def label(self) -> str:
@@ -126,6 +129,7 @@ class LiveFigures(Extension):
         """Start a new sliding window (at test start) and rotate its slices in the background."""
         self.stop()
         self._closed.clear()
+        self.history.reset()
         self._cached = None
         self._closed_merged_current = False
         self.plugin.open_window(WINDOW, distributions=LIVE_DISTRIBUTIONS)
@@ -143,14 +147,27 @@ class LiveFigures(Extension):
             self.rotate()
 
     def rotate(self) -> None:
-        """Close the open slice into the ring and open the next in the memory of the slice leaving the ring."""
+        """Close the open slice into the ring and open the next in the memory of the slice leaving the ring.
+
+        The closed slice also becomes one point of the chart history.
+        """
         with self._computing:  # a compute in progress reads the ring
+            self.plugin.collect_arrived_tokens()
             closed = self.plugin.close_window(WINDOW)
             leaving = self._closed[0][1].store if len(self._closed) == SLICES else None
             if closed is not None:
                 self._closed.append((self._opened_at, closed))
             self.plugin.open_window(WINDOW, distributions=LIVE_DISTRIBUTIONS, reuse=leaving)
-            self._opened_at = self._clock()
+            now = self._clock()
+            if closed is not None:
+                self.history.add_slice(
+                    end=now,
+                    duration_s=now - self._opened_at,
+                    groups=closed.store.groups,
+                    percentiles=percentiles_of,
+                    load=backend_load(self.plugin.backend_gauges.values()),
+                )
+            self._opened_at = now
             self._cached = None
             self._closed_merged_current = False
 

@@ -35,7 +35,7 @@ from llmload.cpu import CpuMeter
 from llmload.errors import ConfigError
 from llmload.extension import Registry, exit_on_config_error
 from llmload.metrics import DISTRIBUTIONS, MetricsStore
-from llmload.options import LLMOptions
+from llmload.options import LLMOptions, Range
 from llmload.record import RequestRecord
 from llmload.render.table import format_table
 from llmload.run_events import RunEvents
@@ -111,6 +111,8 @@ class LLMLoadPlugin:
         """Latest gauges of each load-generator process (``in_flight``, ``cpu_percent``) by worker id."""
         self.backend_gauges: dict[str, dict[str, dict[str, float]]] = {}
         """Latest users and requests in flight per backend label, of each load-generator process."""
+        self.steered_think_time: Range | None = None
+        """A think time set while the test runs (``llmload.steering``): every user's, from its next wait."""
         self._options: LLMOptions | None = None
         self._option_defaults: dict[str, str] = {}
         self._capabilities: dict[str, HostCapabilities] = {}
@@ -175,6 +177,10 @@ class LLMLoadPlugin:
         self._options = options
         self.store.slo_ttft_s = options.slo_ttft_s
         self.store.slo_stream_rate_tps = options.slo_stream_rate_tps
+
+    def steer_think_time(self, think_time: Range) -> None:
+        """Give every user of this process ``think_time`` from its next wait on (until the next test)."""
+        self.steered_think_time = think_time
 
     def set_option_default(self, name: str, value: str) -> None:
         """Make ``value`` the default of the ``--llm-*`` option parsed as ``name`` (e.g. ``llm_slo_ttft``)."""
@@ -345,6 +351,7 @@ class LLMLoadPlugin:
         self.missing_workers = {}
         self.finished = False
         self.timeline.reset()
+        self.steered_think_time = None
         self.run_events.reset()
         self.run_events.emit("test_start")
         self._target_users = None

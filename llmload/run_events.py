@@ -20,6 +20,8 @@ EVENTS = (
     "test_stop",
     "users_changed",
     "rate_changed",
+    "slo_changed",
+    "think_time_changed",
     "capacity_step",
     "worker_lost",
     "backend_restarted",

@@ -124,7 +124,8 @@ class LLMUser(FastHttpUser):
     def wait_time(self) -> float:
         if self._arrivals is not None:
             return 0.0  # open loop: the schedule, not think time, paces requests
-        return self._think_time.draw(self.rng) if self._think_time else 0.0
+        think_time = self._plugin.steered_think_time or self._think_time
+        return think_time.draw(self.rng) if think_time else 0.0
 
     def next_arrival(self) -> float | None:
         """Open loop: block until the schedule hands this user a request; return its intended time."""

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Blueprint, make_response, request
 
-from llmload import results
+from llmload import cockpit, results
+from llmload.errors import ConfigError
 from llmload.extension import Extension
 from llmload.figures import Slo, group_body
+from llmload.live import LiveFigures
 from llmload.locust_compat import (
     INDEX_ENDPOINT,
     REQUEST_STATS_ENDPOINT,
@@ -43,6 +45,7 @@ from llmload.locust_compat import (
 from llmload.metrics import GroupMetrics, MetricsStore
 from llmload.render import html
 from llmload.render.text import group_label
+from llmload.steering import Change, Steering, SteeringRefused
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -71,6 +74,10 @@ MAX_ROWS = 200  # like Locust's own 500-row cap: a table this long is unreadable
 CACHE_S = 1.0  # several browsers polling every 2 s share one computation
 CSV_ROUTE = "/llmload/stats.csv"
 REPORT_ROUTE = "/llmload/report.html"
+RESULTS_ROUTE = "/llmload/results.json"
+CHARTS_ROUTE = "/llmload/charts"
+STATE_ROUTE = "/llmload/state"
+STEER_ROUTE = "/llmload/steer"
 SECRET_HINT = " (a value is set; leave blank to keep it)"
 
 
@@ -150,6 +157,9 @@ class LLMWebUI(Extension):
         self.web_ui = web_ui
         self.secret_names: set[str] = set()
         self._cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._state_cache: tuple[float, dict[str, Any]] | None = None
+        self.final: dict[str, Any] | None = None
+        """The finished run's results document (None while a test runs or before the first)."""
 
     @property
     def base_path(self) -> str:
@@ -176,6 +186,10 @@ class LLMWebUI(Extension):
         guard = web_ui.auth_required_if_enabled
         blueprint.add_url_rule(CSV_ROUTE, "stats_csv", guard(self._csv_view))
         blueprint.add_url_rule(REPORT_ROUTE, "report", guard(self._report_view))
+        blueprint.add_url_rule(RESULTS_ROUTE, "results", guard(self._results_view))
+        blueprint.add_url_rule(CHARTS_ROUTE, "charts", guard(self._charts_view))
+        blueprint.add_url_rule(STATE_ROUTE, "state", guard(self._state_view))
+        blueprint.add_url_rule(STEER_ROUTE, "steer", guard(self._steer_view), methods=["POST"])
         app.register_blueprint(blueprint)
         app.before_request(self._keep_blank_secrets)
         app.after_request(self._add_extended_stats)
@@ -219,6 +233,60 @@ class LLMWebUI(Extension):
         response.headers["Content-Disposition"] = f"attachment; filename=llmload_{time.strftime('%Y%m%d_%H%M%S')}.csv"
         return response
 
+    def finished(self, doc: dict[str, Any]) -> None:
+        self.final = doc
+
+    def _document(self) -> dict[str, Any]:
+        """The finished run's results, or the results so far while a test runs."""
+        runner = self.plugin.environment.runner
+        if self.final is not None and getattr(runner, "state", None) not in ("spawning", "running"):
+            return self.final
+        return results.build(self.plugin)
+
+    def _results_view(self) -> Any:
+        response = make_response(orjson.dumps(self._document(), option=orjson.OPT_INDENT_2))
+        response.headers["Content-Type"] = "application/json"
+        response.headers["Content-Disposition"] = (
+            f"attachment; filename=llmload_results_{time.strftime('%Y%m%d_%H%M%S')}.json"
+        )
+        return response
+
+    def _charts_view(self) -> Any:
+        live = self.plugin.extensions.get(LiveFigures)
+        try:
+            since = float(request.args.get("since", "0") or 0)
+        except ValueError:
+            return _json({"error": "since: expected seconds since the epoch"}, 400)
+        if live is None:
+            return _json({"error": "no live figures on this process"}, 404)
+        body = live.history.as_json(since=since)
+        body["interval_s"] = live.slice_s
+        body["slo"] = {"ttft_s": self.plugin.store.slo_ttft_s, "stream_rate_tps": self.plugin.store.slo_stream_rate_tps}
+        return _json(body)
+
+    def _state_view(self) -> Any:
+        now = time.monotonic()
+        if self._state_cache is None or now - self._state_cache[0] > CACHE_S:
+            state = cockpit.run_state(self.plugin)
+            if self.final is not None and state["state"] not in ("spawning", "running"):
+                state["verdict"] = cockpit.verdict(self.final)
+            self._state_cache = (now, state)
+        return _json(self._state_cache[1])
+
+    def _steer_view(self) -> Any:
+        steering = self.plugin.extensions.get(Steering)
+        if steering is None:
+            return _json({"error": "steering is not available on this process"}, 404)
+        try:
+            change = Change.from_json(request.get_json(silent=True))
+            closed = steering.apply(change)
+        except ConfigError as exc:
+            return _json({"error": str(exc)}, 400)
+        except SteeringRefused as exc:
+            return _json({"error": f"refused: {exc}"}, 409)
+        self._state_cache = None
+        return _json({"closed": closed["name"], "phase": steering.phase_name})
+
     def _report_view(self) -> Any:
         page = html.build_html(results.build(self.plugin), secrets=[self.plugin.options.api_key])
         response = make_response(page)
@@ -227,6 +295,13 @@ class LLMWebUI(Extension):
             f"attachment; filename=llmload_report_{time.strftime('%Y%m%d_%H%M%S')}.html"
         )
         return response
+
+
+def _json(body: Any, status: int = 200) -> Any:
+    response = make_response(orjson.dumps(body), status)
+    response.headers["Content-Type"] = "application/json"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def add_arguments(parser: Any) -> None:

@@ -215,6 +215,26 @@ def _summary_section(doc: dict[str, Any]) -> str:
     )
 
 
+def _phases_section(doc: dict[str, Any]) -> str:
+    """The spans between steering changes (``phases``), each with its own figures."""
+    phases = [p for p in doc.get("phases") or [] if isinstance(p, dict)]
+    if not phases:
+        return ""
+    head = '<th class="text">phase / group</th>' + "".join(f"<th>{escape(t)}</th>" for t, _, _ in SUMMARY_COLUMNS)
+    rows = []
+    for number, phase in enumerate(phases, start=1):
+        started, ended = phase.get("started") or 0.0, phase.get("ended") or 0.0
+        label = f"{number}. {phase.get('name') or ''} ({max(ended - started, 0.0):.0f} s)"
+        rows.append(_summary_row(label, phase.get("total") or {}, css="total"))
+        rows.extend(_summary_row(charts.group_label(g), g, css="group") for g in phase.get("groups") or [])
+    return (
+        '<section id="phases"><h2>Phases (steered from the web UI)</h2>'
+        "<p>Each change of rate, SLO or think time made while the test ran starts a new phase; "
+        "the figures of each phase are its own (SLO-met is decided with the thresholds in force).</p>"
+        f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></section>'
+    )
+
+
 def _distribution_section(doc: dict[str, Any]) -> str:
     return (
         '<section id="distributions"><h2>Latency and stream rate</h2>'
@@ -452,6 +472,7 @@ def _server_section(doc: dict[str, Any]) -> str:
 SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
     _run_section,
     _summary_section,
+    _phases_section,
     _distribution_section,
     _timeline_section,
     _soak_section,

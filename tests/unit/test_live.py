@@ -181,3 +181,35 @@ def test_concurrent_computes_share_one_answer():
     snaps = [g.value for g in gevent.joinall([gevent.spawn(live.compute) for _ in range(3)])]
     assert snaps[0] is snaps[1] is snaps[2]
     assert snaps[0].window[("gpu-a", "m", "Chat")]["ttft_s"][50.0] == exact([0.1, 0.2, 0.3], 50)
+
+
+def test_each_closed_slice_becomes_one_chart_point_of_that_slice_only():
+    from llmload.chart_history import FIELDS
+
+    plugin, live, clock = new_plugin()
+    plugin.backend_gauges["local"] = {"gpu-a": {"users": 3.0, "in_flight": 2.0}}
+    slices = [[0.1, 0.2, 0.3, 0.4], [1.0, 2.0]]
+    for values in slices:
+        for value in values:
+            plugin.record(request(value, n=5))
+        clock.now += 10
+        live.rotate()
+    plugin.record(request(9.0))  # the open slice: not a point yet
+    failed = request(0.5)
+    failed.error_kind, failed.completion_tokens, failed.token_times = "http_429", None, []
+    clock.now += 10
+    plugin.record(failed)
+    live.rotate()
+    doc = live.history.as_json()
+    assert doc["fields"] == list(FIELDS)
+    (group,) = doc["groups"]
+    assert (group["backend"], group["model"], group["user_class"]) == ("gpu-a", "m", "Chat")
+    points = [dict(zip(FIELDS, p, strict=True)) for p in group["points"]]
+    assert [p["t"] for p in points] == [1010.0, 1020.0, 1030.0]
+    for point, values in zip(points, slices + [[9.0]], strict=True):
+        assert point["ttft_p50_s"] == exact(values, 50) and point["ttft_p99_s"] == exact(values, 99)
+        assert point["requests"] == len(values) + (point["t"] == 1030.0)
+    assert points[0]["output_tokens_per_s"] == 4 * 5 / 10  # tokens of the slice's requests over its 10 s
+    assert points[2]["failed"] == 1 and group["errors"] == [[1030.0, {"http_429": 1}]]
+    assert doc["load"][-1] == [1030.0, {"gpu-a": {"users": 3.0, "in_flight": 2.0}}]
+    assert [p[0] for p in live.history.as_json(since=1010.0)["groups"][0]["points"]] == [1020.0, 1030.0]

@@ -235,3 +235,78 @@ def test_nothing_on_a_worker_or_without_a_web_ui(monkeypatch, tmp_path):
     assert plugin.is_worker
     webui.register(environment, plugin)
     assert plugin.extensions.get(webui.LLMWebUI) is None and "extended_tabs" not in web_ui.template_args
+
+
+def ui_with(monkeypatch, tmp_path, *args: str):
+    """Like the ``ui`` fixture, with more command-line options and the live figures and steering registered."""
+    from locust.argument_parser import get_parser
+
+    from llmload import live, steering
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["locust", *args])
+    parsed = get_parser().parse_args(["--web-base-path", BASE, *args])
+    environment = Environment(
+        user_classes=[NoopUser], events=Events(), parsed_options=parsed, host="http://127.0.0.1:9"
+    )
+    environment.create_local_runner()
+    web_ui = environment.create_web_ui(
+        "127.0.0.1", 0, web_base_path=BASE, delayed_start=True, web_login=parsed.web_login
+    )
+    plugin = LLMLoadPlugin(environment).register()
+    for module in (live, steering, webui):
+        module.register(environment, plugin)
+    return environment, plugin, web_ui.app.test_client()
+
+
+def test_cockpit_routes_charts_state_steering_and_results(monkeypatch, tmp_path):
+    from llmload.live import LiveFigures
+
+    environment, plugin, client = ui_with(monkeypatch, tmp_path, "--llm-slo-ttft", "0.5")
+    try:
+        environment.events.test_start.fire(environment=environment)
+        live = plugin.extensions.get(LiveFigures)
+        live.stop()  # rotate by hand
+        plugin.record(make_record("http://a"))
+        live.rotate()
+        charts = client.get(f"{BASE}/llmload/charts?since=0").get_json()
+        assert charts["groups"][0]["backend"] == "http://a" and len(charts["groups"][0]["points"]) == 1
+        assert charts["interval_s"] == 10.0 and charts["slo"]["ttft_s"] == 0.5
+        assert client.get(f"{BASE}/llmload/charts?since=x").status_code == 400
+        state = client.get(f"{BASE}/llmload/state").get_json()
+        assert state["slo"]["ttft_s"] == 0.5 and state["phases"] == ["start"] and state["capacity"] is None
+        refused = client.post(f"{BASE}/llmload/steer", json={"slo_ttft_s": 0.2})
+        assert refused.status_code == 409 and refused.get_json()["error"] == "refused: no test is running"
+        environment.runner.state = "running"
+        bad = client.post(f"{BASE}/llmload/steer", json={"slo_ttft_s": "x"})
+        assert bad.status_code == 400 and "slo_ttft_s: expected a number" in bad.get_json()["error"]
+        done = client.post(f"{BASE}/llmload/steer", json={"slo_ttft_s": 0.2, "think_time_s": [0, 1]})
+        assert done.status_code == 200 and done.get_json() == {
+            "closed": "start",
+            "phase": "SLO TTFT 0.2 s, think 0-1 s",
+        }
+        assert client.get(f"{BASE}/llmload/state").get_json()["slo"]["ttft_s"] == 0.2
+        response = client.get(f"{BASE}/llmload/results.json")
+        assert "attachment" in response.headers["Content-Disposition"]
+        doc = response.get_json()
+        assert [p["name"] for p in doc["phases"]] == ["start", "SLO TTFT 0.2 s, think 0-1 s"]
+    finally:
+        environment.runner.quit()
+
+
+def test_cockpit_routes_sit_behind_the_web_login(monkeypatch, tmp_path):
+    environment, _plugin, client = ui_with(monkeypatch, tmp_path, "--web-login")
+    try:
+        # What a locustfile that turns on --web-login sets up (Locust's docs): a session key and a user loader.
+        environment.web_ui.app.secret_key = "test-only"
+        environment.web_ui.login_manager.user_loader(lambda _user_id: None)
+        for method, route in (
+            ("get", "charts"),
+            ("get", "state"),
+            ("get", "results.json"),
+            ("post", "steer"),
+        ):
+            response = getattr(client, method)(f"{BASE}/llmload/{route}")
+            assert response.status_code in (302, 401), (route, response.status_code)
+    finally:
+        environment.runner.quit()
