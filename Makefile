@@ -23,7 +23,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/llmload demo --results results/demo.json
 
-test: install lint prometheus vllm-env chromium openssl
+test: install lint prometheus vllm-env chromium openssl node
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
@@ -65,5 +65,21 @@ vllm-env: install
 	@$(VENV)/bin/llmload target vllm --install-only \
 		|| { test -z "$$CI" && echo "vllm-env: vLLM is not available here; the vllm tests will be skipped"; }
 
+# The cockpit page: llmload's build of Locust's UI (locust-ui on npm, versions pinned in its
+# package-lock.json), committed in llmload/webui_app/dist and shipped in the package. `make webui`
+# rebuilds it after a change of llmload/webui_app/src; the build is reproducible, and
+# tests/integration/test_webui_build.py rebuilds it from a clean copy and compares.
+WEBUI := llmload/webui_app
+NODE_OK := node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)'
+
+.PHONY: node webui
+node:
+	@$(NODE_OK) 2>/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }; }
+	@$(NODE_OK) || { echo "node: Node.js 20.19 or newer is needed to build the cockpit page (vite 8)"; exit 1; }
+
+webui: node
+	cd $(WEBUI) && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
 clean:
-	rm -rf $(VENV) results test-artifacts .pytest_cache
+	rm -rf $(VENV) results test-artifacts .pytest_cache $(WEBUI)/node_modules

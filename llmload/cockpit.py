@@ -78,7 +78,9 @@ def run_state(plugin: LLMLoadPlugin) -> dict[str, Any]:
         }
     steering = plugin.extensions.get(Steering)
     if steering is not None:
-        state["phases"] = [phase["name"] for phase in steering.phases] + [steering.phase_name]
+        state["phases"] = [{"name": phase["name"], "started": phase["started"]} for phase in steering.phases] + [
+            {"name": steering.phase_name, "started": round(steering.phase_started, 3)}
+        ]
     return state
 
 

@@ -96,11 +96,14 @@ class ScaledHistogram:
         if not hist.total_count:
             return dict.fromkeys(qs, 0)
         top = min(hist.get_counts_array_index(hist.max_value), hist.counts_len - 1)
-        running = list(accumulate(self._counts_view()[: top + 1]))
+        # Cells below the smallest value are empty: the sums start at its cell (a latency band of
+        # 40-60 ms spans a few hundred cells of the 22,000).
+        bottom = min(max(hist.get_counts_array_index(hist.min_value), 0), top)
+        running = list(accumulate(self._counts_view()[bottom : top + 1]))
         last = len(running) - 1
         out: dict[float, int] = {}
         for q in qs:
-            index = min(bisect_left(running, hist.get_target_count_at_percentile(q)), last)
+            index = bottom + min(bisect_left(running, hist.get_target_count_at_percentile(q)), last)
             value = hist.get_value_from_index(index)
             equivalent = hist.get_highest_equivalent_value(value) if q else hist.get_lowest_equivalent_value(value)
             out[q] = int(equivalent)

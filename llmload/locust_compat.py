@@ -16,6 +16,11 @@ Locust 2.47 offers no public hook for these; each is used here and only here:
   loads the locustfile, sets its ``runner`` when the runner is created, and
   does not apply ``-t/--run-time`` to a shape (the headless main greenlet
   joins the shape first): ``llmload.capacity`` reads ``run_time`` itself.
+* **The page's build**: ``WebUI`` renders ``index.html`` from its Flask
+  app's ``template_folder`` (what ``--build-path`` sets) and serves
+  ``assets/`` from there, falling back to its own assets (favicons):
+  llmload points it at its own build of Locust's UI (``llmload/webui_app``)
+  before the first page is rendered.
 * **Runner states and roles** are Locust's public constants and classes
   (``locust.runners.STATE_*``, ``MasterRunner``, ``WorkerRunner``).
 """
@@ -43,6 +48,13 @@ def after_template_args(web_ui: Any, hook: Callable[[dict[str, Any]], None]) -> 
     web_ui.update_template_args = update_template_args
     if web_ui.environment.runner is not None:
         update_template_args()
+
+
+def use_web_ui_build(web_ui: Any, path: str) -> None:
+    """Serve the page from the web UI build in ``path`` (as ``--build-path`` would); before the first page."""
+    app = web_ui.app
+    app.template_folder = path
+    app.__dict__.pop("jinja_loader", None)  # Flask caches the loader of the old folder once it is used
 
 
 def replace_request_form(form: Any) -> None:

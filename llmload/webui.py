@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,6 +42,7 @@ from llmload.locust_compat import (
     SWARM_ENDPOINT,
     after_template_args,
     replace_request_form,
+    use_web_ui_build,
 )
 from llmload.metrics import GroupMetrics, MetricsStore
 from llmload.render import html
@@ -78,6 +80,8 @@ RESULTS_ROUTE = "/llmload/results.json"
 CHARTS_ROUTE = "/llmload/charts"
 STATE_ROUTE = "/llmload/state"
 STEER_ROUTE = "/llmload/steer"
+COCKPIT_BUILD = Path(__file__).parent / "webui_app" / "dist"
+"""llmload's build of Locust's page (``make webui`` rebuilds it from ``llmload/webui_app``)."""
 SECRET_HINT = " (a value is set; leave blank to keep it)"
 
 
@@ -159,7 +163,9 @@ class LLMWebUI(Extension):
         self._cache: tuple[float, list[dict[str, Any]]] | None = None
         self._state_cache: tuple[float, dict[str, Any]] | None = None
         self.final: dict[str, Any] | None = None
-        """The finished run's results document (None while a test runs or before the first)."""
+        """The finished run's results document, handed over at quit (``finished``)."""
+        self._stopped: tuple[float, dict[str, Any]] | None = None
+        """(the run's end, its results) once a test stopped in the web UI, before the process quits."""
 
     @property
     def base_path(self) -> str:
@@ -233,15 +239,26 @@ class LLMWebUI(Extension):
         response.headers["Content-Disposition"] = f"attachment; filename=llmload_{time.strftime('%Y%m%d_%H%M%S')}.csv"
         return response
 
+    def expire_caches(self) -> None:
+        """Forget the cached table rows and run state: the next poll computes them (as 1 s later)."""
+        self._cache = self._state_cache = None
+
     def finished(self, doc: dict[str, Any]) -> None:
         self.final = doc
 
     def _document(self) -> dict[str, Any]:
-        """The finished run's results, or the results so far while a test runs."""
-        runner = self.plugin.environment.runner
-        if self.final is not None and getattr(runner, "state", None) not in ("spawning", "running"):
+        """The results so far while a test runs; once it stopped, its results (built once per stop)."""
+        plugin = self.plugin
+        if self._running() or plugin.ended_at is None:
+            return results.build(plugin)
+        if self.final is not None and plugin.finished:
             return self.final
-        return results.build(self.plugin)
+        if self._stopped is None or self._stopped[0] != plugin.ended_at:
+            self._stopped = (plugin.ended_at, results.build(plugin))
+        return self._stopped[1]
+
+    def _running(self) -> bool:
+        return getattr(self.plugin.environment.runner, "state", None) in ("spawning", "running", "stopping")
 
     def _results_view(self) -> Any:
         response = make_response(orjson.dumps(self._document(), option=orjson.OPT_INDENT_2))
@@ -268,8 +285,8 @@ class LLMWebUI(Extension):
         now = time.monotonic()
         if self._state_cache is None or now - self._state_cache[0] > CACHE_S:
             state = cockpit.run_state(self.plugin)
-            if self.final is not None and state["state"] not in ("spawning", "running"):
-                state["verdict"] = cockpit.verdict(self.final)
+            if not self._running() and self.plugin.ended_at is not None:
+                state["verdict"] = cockpit.verdict(self._document())
             self._state_cache = (now, state)
         return _json(self._state_cache[1])
 
@@ -305,7 +322,15 @@ def _json(body: Any, status: int = 200) -> Any:
 
 
 def add_arguments(parser: Any) -> None:
-    """The web UI extension has no options of its own."""
+    """``--llm-web-ui``: llmload's cockpit (Locust's page with the LLM cockpit tab) or Locust's own page."""
+    parser.add_argument(
+        "--llm-web-ui",
+        env_var="LOCUST_LLM_WEB_UI",
+        default="cockpit",
+        choices=("cockpit", "classic"),
+        help="Web UI page: cockpit (Locust's page with llmload's live charts, run state and steering; default) "
+        "or classic (Locust's own page; the LLM tab stays). Ignored when --build-path is given",
+    )
 
 
 def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
@@ -313,4 +338,8 @@ def register(environment: Environment, plugin: LLMLoadPlugin) -> None:
     web_ui = environment.web_ui
     if web_ui is None or plugin.is_worker:
         return
+    parsed = environment.parsed_options
+    page = getattr(parsed, "llm_web_ui", "cockpit") if parsed is not None else "cockpit"
+    if page == "cockpit" and not getattr(parsed, "build_path", None):
+        use_web_ui_build(web_ui, str(COCKPIT_BUILD))
     plugin.extensions.add(LLMWebUI(plugin, web_ui)).install()

@@ -190,7 +190,7 @@ def test_llm_tab_fills_live_offers_its_csv_and_never_shows_the_key(tmp_path):
             page.fill("input[name=spawnRate]", "4")
             page.fill("input[name=host]", sim.base_url)
             page.get_by_role("button", name="Start").click()
-            page.get_by_role("tab", name="LLM").click()
+            page.get_by_role("tab", name="LLM", exact=True).click()
             row: dict[str, str] = {}
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
