@@ -1,7 +1,14 @@
-"""The "LLM" tab in Locust's web UI, its CSV, the live HTML report, and the API key kept out of the page.
+"""The web UI: the LLM cockpit page, the "LLM" tab, downloads, the cockpit's routes, the API key kept out.
 
-On the master (or a local process) with a web UI, through Locust's own
-extension points only (no fork of its UI):
+On the master (or a local process) with a web UI:
+
+- The page is llmload's build of Locust's UI (``llmload/webui_app``, on
+  ``locust-ui``; ``--llm-web-ui classic`` keeps Locust's own): Locust's tabs
+  plus the "LLM cockpit" tab, which reads the JSON routes below.
+- Routes on a Blueprint at the web base path, each behind ``--web-login``:
+  ``llmload/charts`` (``LiveFigures.history``), ``llmload/state``
+  (``llmload.cockpit``: run state, the verdict once stopped),
+  ``POST llmload/steer`` (``llmload.steering``), ``llmload/results.json``.
 
 - ``template_args["extended_tabs"]`` / ``["extended_tables"]`` declare the
   "LLM" tab and its columns; an ``after_request`` hook adds the rows to the
