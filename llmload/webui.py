@@ -192,6 +192,7 @@ class LLMWebUI(Extension):
         web_ui.template_args["extended_csv_files"] = [
             {"href": f"{base}{CSV_ROUTE}", "title": "Download LLM token metrics CSV"},
             {"href": f"{base}{REPORT_ROUTE}", "title": "Download LLM HTML report"},
+            {"href": f"{base}{RESULTS_ROUTE}", "title": "Download LLM results JSON"},
         ]
         after_template_args(web_ui, self._scrub)
 

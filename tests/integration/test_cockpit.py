@@ -13,7 +13,8 @@ every 2 s). Chromium starts the swarm from Locust's form and, in the
 - changes the TTFT SLO from the page: from the next requests on the workers
   record them as missing it (the phase after the change has requests and no
   SLO-met one), and the results keep each phase apart;
-- stops the test and finds the verdict and the results download.
+- stops the test and finds the verdict and the results download;
+- and the API key given on the command line is in no response the page fetched.
 
 Screenshots of the running cockpit and of the end-of-run view go to
 ``test-artifacts/``.
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.integration
 BASE = "/cockpit/base"
 FIXED = ["--ttft-ms", "50", "--itl-ms", "10"]
 START_RATE, NEW_RATE = 6.0, 14.0
+SECRET = "sk-cockpit-secret-52ad"
 
 
 def served(sims: list[SimulatorProcess]) -> float:
@@ -75,7 +77,7 @@ def test_cockpit_charts_both_backends_and_steers_rate_and_slo_on_both_workers(tm
                 *("--web-host", "127.0.0.1", "--web-port", str(web_port), "--web-base-path", BASE),
                 *("--llm-backends", str(backends), "--llm-arrival", "constant", "--llm-rate", str(START_RATE)),
                 *("--llm-live-window", "12", "--llm-max-tokens", "10", "--llm-slo-ttft", "1.0"),
-                *("--llm-results", str(results), "--stop-timeout", "5"),
+                *("--llm-results", str(results), "--stop-timeout", "5", "--llm-api-key", SECRET),
             ),
             tmp_path,
             log,
@@ -86,6 +88,14 @@ def test_cockpit_charts_both_backends_and_steers_rate_and_slo_on_both_workers(tm
         url = f"http://127.0.0.1:{web_port}{BASE}/"
         wait_http(url, log)
         with chromium(tmp_path) as context:
+            fetched: list[tuple[str, bytes]] = []
+
+            def record(route):
+                response = route.fetch()
+                fetched.append((route.request.url, response.body()))
+                route.fulfill(response=response)
+
+            context.route("**/*", record)
             page = context.new_page()
             page.goto(url)
             deadline = time.monotonic() + 20
@@ -160,6 +170,11 @@ def test_cockpit_charts_both_backends_and_steers_rate_and_slo_on_both_workers(tm
             page.screenshot(path=str(ARTIFACTS / "cockpit-end-of-run.png"), full_page=True)
             download = page.request.get(f"{url}llmload/results.json")
             doc = download.json()
+            assert SECRET not in page.content()
+    assert any("/llmload/charts" in u for u, _ in fetched) and any("/llmload/state" in u for u, _ in fetched)
+    leaks = [u for u, body in fetched if SECRET.encode() in body]
+    assert not leaks, leaks
+    assert SECRET not in json.dumps(doc)
     phases = doc["phases"]
     assert [p["name"] for p in phases] == ["start", f"rate {NEW_RATE:g} rps", "SLO TTFT 0.001 s"], phases
     assert phases[0]["total"]["slo"]["met"] > 0

@@ -22,6 +22,7 @@ from locust.event import Events
 from llmload import datasets, prompts
 from llmload.client import STREAM_OPTIONS
 from llmload.errors import ConfigError, LLMRequestError
+from llmload.options import Range
 from llmload.plugin import get_plugin
 from llmload.users import ChatbotUser, LLMUser, MultiTurnChatUser, SummarizationUser
 from tests.support.chunks import DONE, chat_chunk, completion_chunk, usage_chunk
@@ -458,6 +459,18 @@ def test_think_time_from_the_class_and_the_option(llm):
     assert [llm.user(cls, env).wait_time() for cls in (Fixed, Drawn)] == [0.0, 0.0]
     env = llm.environment("--llm-think-time", "3-4")
     assert all(3.0 <= llm.user(Fixed, env).wait_time() <= 4.0 for _ in range(20))
+
+
+def test_a_steered_think_time_reaches_users_already_running(llm):
+    class Fixed(ChatbotUser):
+        host = "http://127.0.0.1:9"
+        think_time = 2
+
+    env = llm.environment()
+    running = llm.user(Fixed, env)
+    assert running.wait_time() == 2.0
+    env.llmload.steer_think_time(Range(0.5, 0.5))  # what llmload.steering does on this process
+    assert [running.wait_time() for _ in range(3)] == [0.5, 0.5, 0.5]
 
 
 def test_open_loop_users_do_not_think(llm):

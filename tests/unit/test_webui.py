@@ -147,6 +147,7 @@ def test_tab_declared_and_csv_and_report_linked_under_the_base_path(ui):
     assert [f["href"] for f in args["extended_csv_files"]] == [
         f"{BASE}/llmload/stats.csv",
         f"{BASE}/llmload/report.html",
+        f"{BASE}/llmload/results.json",
     ]
 
 
