@@ -93,7 +93,6 @@ const CHARTS: ChartSpec[] = [
   { id: 'stream-rate', title: 'Stream rate p50 / p10 (against the SLO)', unit: 'tok/s', slo: 'stream_rate_tps', lines: [
     { field: 'stream_rate_p50_tps', label: 'p50' }, { field: 'stream_rate_p10_tps', label: 'p10', dashed: true }] },
   { id: 'slo', title: 'SLO attainment', unit: '%', scale: 100, lines: [{ field: 'slo_attainment', label: '' }] },
-  { id: 'failed', title: 'Failed requests per interval', unit: 'requests', lines: [{ field: 'failed', label: '' }] },
 ];
 
 const groupName = (g: GroupSeries, several: boolean) => (several ? `${g.backend} · ${g.user_class}` : g.backend);
@@ -215,6 +214,36 @@ function loadOption(load: ChartsResponse['load'], backends: Set<string>) {
     grid: { left: 60, right: 20, top: 40, bottom: 50 },
     xAxis: { type: 'time' },
     yAxis: { type: 'value', min: 0 },
+    animation: false,
+    series,
+  } as echarts.EChartsOption;
+}
+
+// Failed requests per interval by error class, summed over the backends shown.
+function errorsOption(groups: GroupSeries[]) {
+  const byKind: Record<string, Map<number, number>> = {};
+  for (const g of groups) {
+    for (const [t, kinds] of g.errors) {
+      for (const [kind, n] of Object.entries(kinds)) {
+        const series = (byKind[kind] ||= new Map());
+        series.set(t, (series.get(t) || 0) + n);
+      }
+    }
+  }
+  const times = [...new Set(groups.flatMap(g => g.points.map(p => p[0] as number)))].sort((a, b) => a - b);
+  const series: echarts.SeriesOption[] = Object.keys(byKind).sort().map(kind => ({
+    type: 'bar',
+    stack: 'errors',
+    name: kind,
+    data: times.map(t => [t * 1000, byKind[kind].get(t) || 0]),
+  }));
+  return {
+    title: { text: 'Failed requests per interval, by error class', textStyle: { fontSize: 14 } },
+    tooltip: { trigger: 'axis' },
+    legend: { bottom: 0, type: 'scroll' },
+    grid: { left: 60, right: 20, top: 40, bottom: 50 },
+    xAxis: { type: 'time' },
+    yAxis: { type: 'value', name: 'requests', min: 0, minInterval: 1 },
     animation: false,
     series,
   } as echarts.EChartsOption;
@@ -379,6 +408,7 @@ export default function Cockpit() {
     [groups, hidden, meta, changesKey],
   );
   const loadChart = useMemo(() => loadOption(load, new Set(shown.map(g => g.backend))), [load, groups, hidden]);
+  const errorsChart = useMemo(() => errorsOption(shown), [groups, hidden]);
   const kinds = errorKinds(shown);
 
   return (
@@ -411,6 +441,7 @@ export default function Cockpit() {
         {!groups.length && <Typography>Charts appear after the first {meta ? meta.interval_s : 10} s of a running test.</Typography>}
         <Box sx={{ display: 'grid', gridTemplateColumns: 'repeat(auto-fill, minmax(480px, 1fr))', gap: 2 }}>
           {options.map((option, i) => <EChart key={CHARTS[i].id} id={CHARTS[i].id} option={option} />)}
+          <EChart id='errors' option={errorsChart} />
           <EChart id='load' option={loadChart} />
         </Box>
         {kinds.length > 0 && (
