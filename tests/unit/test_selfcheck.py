@@ -13,10 +13,10 @@ import pytest
 from llmload import selfcheck
 from llmload.errors import ConfigError
 from llmload.record import RequestRecord
-from llmload.selfcheck import (
+from llmload.selfcheck import SelfCheck
+from llmload.selfcheck_rules import (
     CpuStats,
     ProcessStats,
-    SelfCheck,
     Thresholds,
     cpu_findings,
     judge,
@@ -246,3 +246,12 @@ def test_gc_freeze_once_per_test_and_undone_at_stop():
         new_plugin(master, selfcheck)
         fire(master.events.spawning_complete, user_count=4)
         assert gc.get_freeze_count() == 0  # the master runs no users
+
+
+def test_the_rules_need_no_locust():
+    import subprocess
+    import sys
+
+    code = "import sys, llmload.selfcheck_rules; print('locust' in sys.modules, 'gevent' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
