@@ -51,7 +51,11 @@ def test_fixed_engine_serves_every_stream_on_its_own_schedule():
         due = [r.arrival + 0.02 + k * 0.01 for k in range(6)]
         late = [t - d for t, d in zip(r.sink.times, due, strict=True)]
         assert len(late) == 6 and min(late) >= -1e-6
-        assert max(late) < 0.004  # timer rounding only (1 ms) plus scheduling noise
+        # On its own schedule: timer rounding (1 ms) plus scheduling noise. Served on the other
+        # stream's ticks, b's tokens would all be about 5 ms late; one hiccup of a busy machine may
+        # delay a single token, never the typical one.
+        assert sorted(late)[2] < 0.0025, late
+        assert max(late) < 0.010, late
     assert metrics.generation_tokens == 12 and metrics.success["length"] == 2
     assert metrics.ttft.count == 2 and metrics.itl_h.count == 10
 
