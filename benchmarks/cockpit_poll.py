@@ -7,7 +7,9 @@ Locust's ``/stats/requests`` (with llmload's LLM table rows), the cockpit's
 ``--groups`` groups whose chart history is full (``--points`` slices), then
 runs ``--repeat`` polls through Flask's test client, each as the page sends
 it (new points since the previous poll: one slice every 5th poll, as at 10-s
-slices), with the 1-s caches expired as they are between two real polls. It
+slices), each after new requests in every group (as a worker's report lands
+between two polls), with the 1-s caches expired as they are between two real
+polls. It
 prints the median and p90 of the master's CPU time (``time.process_time``)
 per poll, the median of each of the three routes, and the rotation cost of
 one slice (its chart points).
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -64,12 +67,32 @@ def record(rng: random.Random, backend: str, user_class: str) -> RequestRecord:
     )
 
 
+def locust_web_ui(parsed: Any) -> tuple[Environment, Any]:
+    """A local Locust environment and its (not started) web UI."""
+    environment = Environment(user_classes=[NoopUser], events=Events(), parsed_options=parsed, host="http://x")
+    environment.create_local_runner()
+    return environment, environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+
+
+def report_to_locust(environments: list[Environment], rec: RequestRecord) -> None:
+    """Give Locust's own statistics the request too, as llmload's client does (one entry per backend)."""
+    for environment in environments:
+        environment.events.request.fire(
+            request_type="POST",
+            name=f"{rec.backend} {rec.endpoint}",
+            response_time=(rec.t_end - rec.t_send) * 1000.0,
+            response_length=rec.output_tokens,
+            exception=None,
+            context={},
+            response=None,
+        )
+
+
 def measure(groups: int, points: int, repeat: int) -> dict[str, float]:
     sys.argv = ["locust"]
     parsed = get_parser().parse_args([])
-    environment = Environment(user_classes=[NoopUser], events=Events(), parsed_options=parsed, host="http://x")
-    environment.create_local_runner()
-    web_ui = environment.create_web_ui("127.0.0.1", 0, delayed_start=True)
+    environment, web_ui = locust_web_ui(parsed)
+    stock, stock_web_ui = locust_web_ui(parsed)  # Locust's own page, without llmload: the baseline
     plugin = LLMLoadPlugin(environment).register()
     for module in (selfcheck, steering, webui):
         module.register(environment, plugin)
@@ -81,24 +104,30 @@ def measure(groups: int, points: int, repeat: int) -> dict[str, float]:
     rng = random.Random(1)
     keys = [(f"gpu-{i % 10}", f"Class{i // 10}") for i in range(groups)]
     rotate_s = []
+    both = [environment, stock]
     for _ in range(points):
         for backend, user_class in keys:
             for _ in range(5):
-                plugin.record(record(rng, backend, user_class))
+                rec = record(rng, backend, user_class)
+                plugin.record(rec)
+                report_to_locust(both, rec)
         clock[0] += 10
         started = time.process_time()
         figures.rotate()
         rotate_s.append(time.process_time() - started)
     ui = plugin.extensions.get(webui.LLMWebUI)
     assert ui is not None
-    client = web_ui.app.test_client()
+    client, stock_client = web_ui.app.test_client(), stock_web_ui.app.test_client()
     since = clock[0] - 10
     per_poll: list[float] = []
-    per_route: dict[str, list[float]] = {"stats_requests": [], "charts": [], "state": []}
+    own: list[float] = []
+    per_route: dict[str, list[float]] = {"stats_requests": [], "charts": [], "state": [], "stock_stats_requests": []}
     for n in range(repeat):
+        for backend, user_class in keys:  # workers report between two polls: every group changed
+            rec = record(rng, backend, user_class)
+            plugin.record(rec)
+            report_to_locust(both, rec)
         if n % 5 == 0:  # a new slice every 10 s, polls every 2 s
-            for backend, user_class in keys:
-                plugin.record(record(rng, backend, user_class))
             clock[0] += 10
             figures.rotate()
         ui.expire_caches()
@@ -109,16 +138,24 @@ def measure(groups: int, points: int, repeat: int) -> dict[str, float]:
         t2 = time.process_time()
         client.get("/llmload/state")
         t3 = time.process_time()
+        stock_client.get("/stats/requests")
+        t4 = time.process_time()
         per_poll.append(t3 - t0)
-        for name, spent in zip(per_route, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+        own.append((t3 - t0) - (t4 - t3))
+        for name, spent in zip(per_route, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             per_route[name].append(spent)
         since = max([since] + [p[0] for g in charts["groups"] for p in g["points"]])
-    environment.runner.quit()
+    for env in both:
+        assert env.runner is not None
+        env.runner.quit()
     per_poll.sort()
+    own.sort()
     return {
         "groups": groups,
         "poll_cpu_median_ms": round(statistics.median(per_poll) * 1e3, 2),
         "poll_cpu_p90_ms": round(per_poll[int(0.9 * (len(per_poll) - 1))] * 1e3, 2),
+        "page_own_cpu_median_ms": round(statistics.median(own) * 1e3, 2),
+        "page_own_cpu_p90_ms": round(own[int(0.9 * (len(own) - 1))] * 1e3, 2),
         "slice_rotation_cpu_median_ms": round(statistics.median(rotate_s) * 1e3, 2),
         **{f"{name}_cpu_median_ms": round(statistics.median(spent) * 1e3, 2) for name, spent in per_route.items()},
     }

@@ -15,7 +15,7 @@ A group keeps at most ``MAX_POINTS`` points (an hour at 10 s), as tuples in
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Reversible
 from typing import Any
 
 from llmload.figures import attainment
@@ -103,7 +103,11 @@ class ChartHistory:
         self.load.append((round(end, 3), load))
 
     def as_json(self, *, since: float = 0.0) -> dict[str, Any]:
-        """The points after ``since`` (wall-clock seconds), grouped by series, for the web UI."""
+        """The points after ``since`` (wall-clock seconds), grouped by series, for the web UI.
+
+        Series are in time order, so each is read from its newest end back to ``since``: a poll
+        for the last few points costs the same with an hour of history as with a minute.
+        """
         return {
             "fields": list(FIELDS),
             "groups": [
@@ -111,13 +115,24 @@ class ChartHistory:
                     "backend": key[0],
                     "model": key[1],
                     "user_class": key[2],
-                    "points": [list(p) for p in series if p[0] is not None and p[0] > since],
-                    "errors": [[t, kinds] for t, kinds in self.errors.get(key, ()) if t > since],
+                    "points": [list(p) for p in _after(series, since)],
+                    "errors": [[t, kinds] for t, kinds in _after(self.errors.get(key, ()), since)],
                 }
                 for key, series in sorted(self.points.items())
             ],
-            "load": [[t, by_backend] for t, by_backend in self.load if t > since],
+            "load": [[t, by_backend] for t, by_backend in _after(self.load, since)],
         }
+
+
+def _after(series: Reversible[Any], since: float) -> list[Any]:
+    """The entries of a time-ordered series (first item: the time) later than ``since``, oldest first."""
+    newer = []
+    for entry in reversed(series):
+        if entry[0] <= since:
+            break
+        newer.append(entry)
+    newer.reverse()
+    return newer
 
 
 def backend_load(by_process: Iterable[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:

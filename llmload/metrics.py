@@ -352,11 +352,19 @@ class MetricsStore:
             record, slo_ttft_s=self.slo_ttft_s, slo_stream_rate_tps=self.slo_stream_rate_tps
         )
 
-    def total(self, distributions: Iterable[str] | None = None) -> GroupMetrics:
-        """Return all groups merged into one, with ``distributions`` (default: those this store keeps)."""
-        total = GroupMetrics(
-            "*", "*", "*", distributions=self.distributions if distributions is None else distributions
-        )
+    def total(self, distributions: Iterable[str] | None = None, *, into: GroupMetrics | None = None) -> GroupMetrics:
+        """Return all groups merged into one, with ``distributions`` (default: those this store keeps).
+
+        ``into`` (emptied first) is reused instead of a new group: a caller that totals on every
+        poll keeps one set of histograms rather than allocating and freeing them each time.
+        """
+        if into is not None:
+            into.clear()
+            total = into
+        else:
+            total = GroupMetrics(
+                "*", "*", "*", distributions=self.distributions if distributions is None else distributions
+            )
         for group in self.groups.values():
             total.merge(group)
         return total

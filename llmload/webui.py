@@ -41,7 +41,7 @@ from flask import Blueprint, make_response, request
 from llmload import cockpit, results
 from llmload.errors import ConfigError
 from llmload.extension import Extension
-from llmload.figures import Slo, group_body
+from llmload.figures import attainment, per_second
 from llmload.live import LiveFigures
 from llmload.locust_compat import (
     INDEX_ENDPOINT,
@@ -100,40 +100,48 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
-def group_row(label: str, group: GroupMetrics, *, slo: Slo) -> dict[str, Any]:
+def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
     """Return one table row: counts, percentiles, and the run-so-far throughput and SLO attainment.
 
-    The figures are ``llmload.figures``' (as in the results), rounded for the page; only the
-    three distributions the tab shows are summarized, since this runs on the master's event loop.
+    The figures are those of the results' ``group_body`` (the same ``Distribution.percentiles``,
+    ``per_second`` over the group's window and ``attainment``), rounded for the page; only the
+    columns the tab shows are computed, since this runs on the master's event loop on every poll.
     """
-    body = group_body(group, slo=slo, distributions=TAB_DISTRIBUTIONS)
-    requests, ttft, itl, rate = body["requests"], body["ttft_s"], body["itl_s"], body["stream_rate_tps"]
-    attainment = body["slo"]["attainment"]
+    counters, dists = group.counters, group.dists
+    ttft = dists["ttft_s"].percentiles((50.0, 99.0))
+    itl = dists["itl_s"].percentiles((50.0, 99.0))
+    rate = dists["stream_rate_tps"].percentiles((10.0, 50.0))
+    finished = counters["ok"] + counters["failed"]
+    met = attainment(counters["slo_met"], finished)
     return {
         "group": label,
-        "requests": requests["ok"] + requests["failed"],
-        "failures": requests["failed"],
-        "ttft_p50_ms": _ms(ttft["p50"]),
-        "ttft_p99_ms": _ms(ttft["p99"]),
-        "itl_p50_ms": _ms(itl["p50"]),
-        "itl_p99_ms": _ms(itl["p99"]),
-        "stream_rate_p50_tps": _round(rate["p50"], 1),
-        "stream_rate_p10_tps": _round(rate["p10"], 1),
-        "output_tokens_per_s": round(body["throughput"]["output_tokens_per_s"], 1),
-        "slo_attainment_pct": None if attainment is None else round(attainment * 100, 1),
+        "requests": finished,
+        "failures": counters["failed"],
+        "ttft_p50_ms": _ms(ttft[50.0]),
+        "ttft_p99_ms": _ms(ttft[99.0]),
+        "itl_p50_ms": _ms(itl[50.0]),
+        "itl_p99_ms": _ms(itl[99.0]),
+        "stream_rate_p50_tps": _round(rate[50.0], 1),
+        "stream_rate_p10_tps": _round(rate[10.0], 1),
+        "output_tokens_per_s": round(per_second(counters["output_tokens"], group.window_s), 1),
+        "slo_attainment_pct": None if met is None else round(met * 100, 1),
     }
 
 
-def table_rows(store: MetricsStore, *, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
-    """Return the LLM table: one row per group (sorted), then Total when there are several groups."""
+def table_rows(
+    store: MetricsStore, *, max_rows: int = MAX_ROWS, total_into: GroupMetrics | None = None
+) -> list[dict[str, Any]]:
+    """Return the LLM table: one row per group (sorted), then Total when there are several groups.
+
+    ``total_into`` is the group the Total row is merged into (reused from poll to poll).
+    """
     groups = sorted(store.groups.values(), key=lambda g: g.key)
-    slo = Slo.of(store)
     rows = [
-        group_row(group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class}), g, slo=slo)
+        group_row(group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class}), g)
         for g in groups[:max_rows]
     ]
     if len(groups) > 1:
-        rows.append(group_row("Total", store.total(TAB_DISTRIBUTIONS), slo=slo))
+        rows.append(group_row("Total", store.total(TAB_DISTRIBUTIONS, into=total_into)))
     return rows
 
 
@@ -168,6 +176,8 @@ class LLMWebUI(Extension):
         self.web_ui = web_ui
         self.secret_names: set[str] = set()
         self._cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._total = GroupMetrics("*", "*", "*", distributions=TAB_DISTRIBUTIONS)
+        """The Total row's merged histograms, reused by every poll."""
         self._state_cache: tuple[float, dict[str, Any]] | None = None
         self.final: dict[str, Any] | None = None
         """The finished run's results document, handed over at quit (``finished``)."""
@@ -216,7 +226,7 @@ class LLMWebUI(Extension):
         """Return the table rows, computed at most once per ``CACHE_S``."""
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > CACHE_S:
-            self._cache = (now, table_rows(self.plugin.store))
+            self._cache = (now, table_rows(self.plugin.store, total_into=self._total))
         return self._cache[1]
 
     # -- request hooks and views --------------------------------------------------------------------

@@ -213,3 +213,28 @@ def test_each_closed_slice_becomes_one_chart_point_of_that_slice_only():
     assert points[2]["failed"] == 1 and group["errors"] == [[1030.0, {"http_429": 1}]]
     assert doc["load"][-1] == [1030.0, {"gpu-a": {"users": 3.0, "in_flight": 2.0}}]
     assert [p[0] for p in live.history.as_json(since=1010.0)["groups"][0]["points"]] == [1020.0, 1030.0]
+
+
+def test_fast_add_and_cumulative_counts_equal_hdrh_own():
+    rng = random.Random(4)
+    for digits in (2, 3):
+        ours = ScaledHistogram(highest=3_600_000_000, significant_digits=digits)
+        reference = ScaledHistogram(highest=3_600_000_000, significant_digits=digits)
+        for part in range(4):
+            other = ScaledHistogram(highest=3_600_000_000, significant_digits=digits)
+            for _ in range(2000 if part != 2 else 0):  # one empty part
+                other.record(int(rng.lognormvariate(11 + part, 1.2)))
+            ours.add(other)
+            reference._hist.add(other._hist)  # hdrh's own add, over every cell
+        assert ours.counts() == reference.counts()
+        assert (ours.total_count, ours.max_value) == (reference.total_count, reference.max_value)
+        # hdrh's add into an empty histogram leaves its min at 0; ours keeps the smallest value's cell
+        first = next(index for index, count in enumerate(ours.counts()) if count)
+        assert ours.min_value == reference._hist.get_value_from_index(first)
+        bounds = [-1, 0, 1, 10_000, 60_000, 100_000, 1_000_000, 10**8, 3_600_000_000]
+        counts = reference.counts()
+        expected = []
+        for bound in bounds:
+            index = min(reference._hist.get_counts_array_index(max(bound, 0)), len(counts) - 1)
+            expected.append(0 if bound < 0 else sum(counts[: index + 1]))
+        assert ours.cumulative_counts(bounds, limit=reference.total_count) == expected

@@ -18,6 +18,7 @@ from locust.event import Events
 
 import llmload.hooks  # noqa: F401  (registers the --llm-* options Locust's page lists)
 from llmload import webui
+from llmload.figures import Slo, group_body
 from llmload.metrics import MetricsStore
 from llmload.plugin import LLMLoadPlugin
 from llmload.record import RequestRecord
@@ -75,6 +76,21 @@ def test_rows_from_a_known_store():
     assert total["requests"] == 11 and total["failures"] == 1 and total["ttft_p50_ms"] == a["ttft_p50_ms"]
     # Total: the 10 requests of a meet the SLO (73.3 >= 10 tok/s) out of 11 finished: 10 / 11 = 90.9%.
     assert total["slo_attainment_pct"] == 90.9
+
+
+def test_rows_show_the_results_figures_of_each_group_and_the_total():
+    store = known_store()
+    rows = {row["group"]: row for row in webui.table_rows(store)}
+    groups = [(f"{g.backend} · {g.model} · {g.user_class}", g) for g in store.groups.values()]
+    for label, group in [*groups, ("Total", store.total())]:
+        body, row = group_body(group, slo=Slo.of(store)), rows[label]
+        ms = [None if v is None else round(v * 1000, 1) for v in (body["ttft_s"]["p50"], body["itl_s"]["p99"])]
+        assert [row["ttft_p50_ms"], row["itl_p99_ms"]] == ms
+        rate = body["stream_rate_tps"]["p10"]
+        assert row["stream_rate_p10_tps"] == (None if rate is None else round(rate, 1))
+        assert row["output_tokens_per_s"] == round(body["throughput"]["output_tokens_per_s"], 1)
+        met = body["slo"]["attainment"]
+        assert row["slo_attainment_pct"] == (None if met is None else round(met * 100, 1))
 
 
 def test_one_group_has_no_total_row_and_rows_are_capped():
