@@ -11,6 +11,7 @@ from locust.runners import STATE_RUNNING
 
 from llmload import plugin as plugin_module
 from llmload import results
+from llmload.metrics import MetricsStore
 from llmload.options import LLMOptions
 from llmload.record import RequestRecord
 from llmload.timeline import Timeline
@@ -156,3 +157,17 @@ def test_a_crashed_background_task_is_logged_listed_and_fails_the_run(caplog):
     assert [(e["task"], e["error"]) for e in errors] == [("test scraper", "RuntimeError: scraper exploded")]
     assert errors[0]["at"].endswith("+00:00")
     assert plugin.environment.process_exit_code == 1
+
+
+def test_timeline_columns_give_back_counts_figures_and_no_value():
+    timeline = Timeline(max_points=4)
+    store, interval = MetricsStore(), MetricsStore()
+    store.record(make_record(ttft=0.1))
+    interval.record(make_record(ttft=0.1))
+    timeline.append(store=store, interval=interval, gauges={"w": {"in_flight": 2.0, "cpu_percent": 12.5}}, users=3)
+    timeline.append(store=store, interval=MetricsStore(), gauges={}, users=3)  # an interval with no request
+    first, second = timeline.points
+    assert first["requests_ok"] == 1 and isinstance(first["requests_ok"], int) and first["in_flight"] == 2.0
+    assert first["generator_cpu_percent"] == 12.5 and abs(first["ttft_p50_s"] - 0.1) < 0.001
+    assert second["ttft_p50_s"] is None and second["requests_ok"] == 1
+    assert list(first) == list(second) and "t" in first
