@@ -35,6 +35,7 @@ _EXPORTS = {
     "LLMUser": "llmload.users",
     "MetricsStore": "llmload.metrics",
     "MultiTurnChatUser": "llmload.users",
+    "ReasoningChatUser": "llmload.users",
     "RequestRecord": "llmload.record",
     "SummarizationUser": "llmload.users",
     "TargetError": "llmload.errors",
@@ -56,6 +57,7 @@ __all__ = [
     "LLMUser",
     "MetricsStore",
     "MultiTurnChatUser",
+    "ReasoningChatUser",
     "RequestRecord",
     "SummarizationUser",
     "TargetError",
@@ -71,7 +73,7 @@ if TYPE_CHECKING:
     from llmload.options import LLMOptions
     from llmload.plugin import LLMLoadPlugin, get_plugin
     from llmload.record import RequestRecord
-    from llmload.users import ChatbotUser, LLMUser, MultiTurnChatUser, SummarizationUser
+    from llmload.users import ChatbotUser, LLMUser, MultiTurnChatUser, ReasoningChatUser, SummarizationUser
 
 
 def __getattr__(name: str) -> Any:

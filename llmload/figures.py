@@ -16,7 +16,9 @@ body is::
          {"count", "mean", "min", "p10", "p50", "p90", "p99", "max"},
      "dispatch_lag_s": (open-loop runs only),
      "throughput": {"window_s", "output_tokens_per_s", "requests_per_s"},
-     "slo": {"ttft_s", "stream_rate_tps", "met", "attainment", "attainment_of_ok", "goodput_rps"}}
+     "slo": {"ttft_s", "ttft_of", "stream_rate_tps", "met", "attainment", "attainment_of_ok", "goodput_rps"},
+     "reasoning": (groups whose model thought) {"requests", "tokens": {"reasoning", "answer",
+         "source", "estimated_requests"}, "ttfa_s", "reasoning_s", "answer_stream_rate_tps"}}
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ class Slo:
 
     ttft_s: float | None = None
     stream_rate_tps: float | None = None
+    ttft_of: str = "any"
+    """The first token the TTFT objective targets: ``any`` or ``answer`` (reasoning models)."""
 
     @classmethod
     def of(cls, store: MetricsStore) -> Slo:
-        return cls(ttft_s=store.slo_ttft_s, stream_rate_tps=store.slo_stream_rate_tps)
+        return cls(ttft_s=store.slo_ttft_s, stream_rate_tps=store.slo_stream_rate_tps, ttft_of=store.slo_ttft_of)
 
 
 def attainment(slo_met: int, finished: int) -> float | None:
@@ -95,8 +99,11 @@ def group_body(
         "output_tokens_per_s": per_second(counters["output_tokens"], window),
         "requests_per_s": per_second(ok + failed, window),
     }
+    if counters["reasoning_requests"]:
+        body["reasoning"] = reasoning_body(group)
     body["slo"] = {
         "ttft_s": slo.ttft_s,
+        "ttft_of": slo.ttft_of,
         "stream_rate_tps": slo.stream_rate_tps,
         "met": met,
         "attainment": attainment(met, ok + failed + skipped),
@@ -104,6 +111,26 @@ def group_body(
         "goodput_rps": per_second(met, window),
     }
     return body
+
+
+def reasoning_body(group: GroupMetrics) -> dict[str, Any]:
+    """The reasoning figures of a group whose model thought (docs/metrics.md, "Reasoning models")."""
+    counters = group.counters
+    estimated = counters["reasoning_estimated_requests"]
+    out: dict[str, Any] = {
+        "requests": counters["reasoning_requests"],
+        "tokens": {
+            "reasoning": counters["reasoning_tokens"],
+            "answer": counters["answer_tokens"],
+            "source": "estimated" if estimated else "usage",
+            "estimated_requests": estimated,
+        },
+    }
+    for name in ("ttfa_s", "reasoning_s", "answer_stream_rate_tps"):
+        dist = group.dists.get(name)
+        if dist is not None:
+            out[name] = dist.summary()
+    return out
 
 
 def store_bodies(store: MetricsStore, *, max_groups: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:

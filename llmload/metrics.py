@@ -37,7 +37,12 @@ DISTRIBUTIONS: dict[str, tuple[float, int]] = {
     "decode_rate_tps": (RATE_SCALE, RATE_HIGHEST),
     "dispatch_lag_s": (LATENCY_SCALE, LATENCY_HIGHEST),
     "connect_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "ttfa_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "reasoning_s": (LATENCY_SCALE, LATENCY_HIGHEST),
+    "answer_stream_rate_tps": (RATE_SCALE, RATE_HIGHEST),
 }
+REASONING_DISTRIBUTIONS = ("ttfa_s", "reasoning_s", "answer_stream_rate_tps")
+"""Filled by requests of reasoning models only (``RequestRecord.thinks``)."""
 
 
 class Distribution:
@@ -196,6 +201,10 @@ _COUNTERS = (
     "slo_ttft_met",
     "slo_stream_rate_met",
     "kernel_clock_requests",
+    "reasoning_requests",
+    "reasoning_tokens",
+    "answer_tokens",
+    "reasoning_estimated_requests",
 )
 
 
@@ -227,8 +236,15 @@ class GroupMetrics:
         self.errors = {}
         self.first_start = self.last_end = None
 
-    def record(self, record: RequestRecord, *, slo_ttft_s: float | None, slo_stream_rate_tps: float | None) -> None:
-        """Fold one finished request into the group."""
+    def record(
+        self,
+        record: RequestRecord,
+        *,
+        slo_ttft_s: float | None,
+        slo_stream_rate_tps: float | None,
+        slo_ttft_of: str = "any",
+    ) -> None:
+        """Fold one finished request into the group (the TTFT SLO on the first token of ``slo_ttft_of``)."""
         counters = self.counters
         end_wall = record.start_wall + ((record.t_end or record.t_send) - record.t_send)
         if self.first_start is None or record.start_wall < self.first_start:
@@ -269,7 +285,15 @@ class GroupMetrics:
                 value = getattr(record, name)
                 if value is not None:
                     dist.record(value)
-        ttft_met = slo_ttft_s is None or times[0] - t_send <= slo_ttft_s
+        if record.thinks:
+            self._record_reasoning(record)
+        if slo_ttft_s is None:
+            ttft_met = True
+        elif slo_ttft_of == "answer":
+            ttfa = record.ttfa_s
+            ttft_met = ttfa is not None and ttfa <= slo_ttft_s
+        else:
+            ttft_met = times[0] - t_send <= slo_ttft_s
         rate = record.stream_rate_tps
         rate_met = slo_stream_rate_tps is None or (rate is not None and rate >= slo_stream_rate_tps)
         if ttft_met:
@@ -278,6 +302,21 @@ class GroupMetrics:
             counters["slo_stream_rate_met"] += 1
         if ttft_met and rate_met:
             counters["slo_met"] += 1
+
+    def _record_reasoning(self, record: RequestRecord) -> None:
+        """The reasoning figures of a successful request of a model that thinks."""
+        counters, dists = self.counters, self.dists
+        counters["reasoning_requests"] += 1
+        counters["reasoning_tokens"] += record.reasoning_tokens
+        counters["answer_tokens"] += record.answer_tokens
+        if record.reasoning_estimated:
+            counters["reasoning_estimated_requests"] += 1
+        for name in REASONING_DISTRIBUTIONS:
+            dist = dists.get(name)
+            if dist is not None:
+                value = getattr(record, name)
+                if value is not None:
+                    dist.record(value)
 
     def add_arrived_tokens(self, n: int) -> None:
         """Count ``n`` output tokens that arrived on streams still open (``llmload.streamed``)."""
@@ -345,6 +384,8 @@ class MetricsStore:
     ) -> None:
         self.slo_ttft_s = slo_ttft_s
         self.slo_stream_rate_tps = slo_stream_rate_tps
+        self.slo_ttft_of = "any"
+        """What the TTFT SLO targets (``options.TTFT_OF``)."""
         self.distributions = tuple(distributions)
         """The distributions each group keeps (a live window keeps only those it exports)."""
         self.groups: dict[tuple[str, str, str], GroupMetrics] = {}
@@ -364,7 +405,10 @@ class MetricsStore:
     def record(self, record: RequestRecord) -> None:
         """Fold one finished request into its group."""
         self.group(record.backend, record.model, record.user_class).record(
-            record, slo_ttft_s=self.slo_ttft_s, slo_stream_rate_tps=self.slo_stream_rate_tps
+            record,
+            slo_ttft_s=self.slo_ttft_s,
+            slo_stream_rate_tps=self.slo_stream_rate_tps,
+            slo_ttft_of=self.slo_ttft_of,
         )
 
     def total(self, distributions: Iterable[str] | None = None, *, into: GroupMetrics | None = None) -> GroupMetrics:

@@ -22,6 +22,8 @@ API_KEY_ENV = "LLMLOAD_API_KEY"
 ENDPOINTS = ("chat", "completions")
 ARRIVALS = ("closed", "poisson", "constant")
 TIMESTAMPS = ("kernel", "user")
+TTFT_OF = ("any", "answer")
+"""What the TTFT SLO targets: the first token of any kind, or the first answer token (reasoning models)."""
 DEFAULT_SLO_STREAM_RATE_TPS = 10.0
 DEFAULT_STREAM_TIMEOUT_S = 60.0
 DEFAULT_SLO_OBJECTIVE = 0.99
@@ -64,6 +66,13 @@ def add_arguments(parser: Any) -> None:
         help=f"API key sent as a Bearer token (default: ${API_KEY_ENV}); never logged or reported",
     )
     add("--llm-slo-ttft", default="", help="SLO: time to first token in seconds (default: none)")
+    add(
+        "--llm-slo-ttft-of",
+        default="",
+        choices=["", *TTFT_OF],
+        help="What the TTFT SLO targets: any (first token, thinking included) or answer (first answer token; "
+        "default for reasoning user classes, else any)",
+    )
     add(
         "--llm-slo-stream-rate",
         default=str(DEFAULT_SLO_STREAM_RATE_TPS),
@@ -281,6 +290,7 @@ class LLMOptions:
     think_time: Range | None = None
     api_key: str = ""
     slo_ttft_s: float | None = None
+    slo_ttft_of: str = "any"
     slo_stream_rate_tps: float | None = DEFAULT_SLO_STREAM_RATE_TPS
     slo_objective: float = DEFAULT_SLO_OBJECTIVE
     stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S
@@ -321,6 +331,9 @@ class LLMOptions:
         timestamps = str(get("llm_timestamps", "kernel") or "kernel").strip().lower()
         if timestamps not in TIMESTAMPS:
             raise ConfigError(f"--llm-timestamps: expected one of {', '.join(TIMESTAMPS)}, got {timestamps!r}")
+        ttft_of = str(get("llm_slo_ttft_of", "any") or "any").strip().lower()
+        if ttft_of not in TTFT_OF:
+            raise ConfigError(f"--llm-slo-ttft-of: expected one of {', '.join(TTFT_OF)}, got {ttft_of!r}")
         seed_text = str(get("llm_seed", "0") or "0")
         try:
             seed = int(seed_text)
@@ -335,6 +348,7 @@ class LLMOptions:
             think_time=parse_range(get("llm_think_time"), option="llm-think-time"),
             api_key=str(get("llm_api_key") or os.environ.get(API_KEY_ENV, "")),
             slo_ttft_s=parse_float(get("llm_slo_ttft"), option="llm-slo-ttft", exclusive=True),
+            slo_ttft_of=ttft_of,
             slo_stream_rate_tps=parse_float(get("llm_slo_stream_rate"), option="llm-slo-stream-rate"),
             slo_objective=_objective(get("llm_slo_objective", str(DEFAULT_SLO_OBJECTIVE))),
             stream_timeout_s=parse_float(get("llm_stream_timeout"), option="llm-stream-timeout", exclusive=True)

@@ -142,6 +142,9 @@ class LLMLoadPlugin:
             self.wire.register_message(FLUSH_MESSAGE, self._merge_delta, what="token-metrics report")
         elif self.is_worker:
             self.wire.register_message(STOP_MESSAGE, self._on_stop_request, what="stop request", concurrent=True)
+        targets = {getattr(cls, "slo_ttft_of", None) for cls in environment.user_classes} - {None}
+        if len(targets) == 1:  # the user classes agree on what the TTFT SLO targets
+            self.set_option_default("llm_slo_ttft_of", str(targets.pop()))
         if environment.parsed_options is not None and not self.is_worker:
             try:
                 self.load_options()
@@ -176,6 +179,7 @@ class LLMLoadPlugin:
         """Use ``options`` for the run (the SLO applies to requests recorded from now on)."""
         self._options = options
         self.store.slo_ttft_s = options.slo_ttft_s
+        self.store.slo_ttft_of = options.slo_ttft_of
         self.store.slo_stream_rate_tps = options.slo_stream_rate_tps
 
     def steer_think_time(self, think_time: Range) -> None:
@@ -292,6 +296,7 @@ class LLMLoadPlugin:
             store = reuse
             store.clear()
         store.slo_ttft_s, store.slo_stream_rate_tps = self.store.slo_ttft_s, self.store.slo_stream_rate_tps
+        store.slo_ttft_of = self.store.slo_ttft_of
         window = self.windows[name] = Window(name=name, store=store)
         return window
 

@@ -12,6 +12,18 @@ Definitions (docs/metrics.md, field notes section 1):
 - stream rate: ``n_out / E2E``; decode rate: ``(n_out - 1) / (E2E - TTFT)``;
 - ``n_out``: server-reported ``usage.completion_tokens`` when present, else the
   number of token-carrying events (then ``output_estimated`` is true).
+
+Reasoning models (their thinking arrives as ``reasoning`` or ``reasoning_content``
+deltas, the answer as ``content`` or ``tool_calls``):
+
+- TTFA (time to first answer token): first answer-carrying event minus ``t_send``;
+- reasoning time: first answer-carrying event minus the first token-carrying event;
+- reasoning tokens: ``usage.completion_tokens_details.reasoning_tokens`` when the
+  server reports it; else the continuous-usage deltas of the reasoning events
+  (exact); else one per reasoning event (estimated); an event carrying both
+  texts is split by their lengths (estimated);
+- answer tokens: ``n_out`` minus reasoning tokens;
+- answer stream rate: answer tokens / E2E.
 """
 
 from __future__ import annotations
@@ -49,6 +61,16 @@ class RequestRecord:
     """Per kernel-stamped read: when it returned minus when its data arrived (the generator's delay)."""
     tokens_reported: int = 0
     """Output tokens already counted while streaming (``llmload.streamed``)."""
+    answer_at: int | None = None
+    """Index in ``token_times`` of the first answer-carrying event (content or a tool call)."""
+    reasoning_events: int = 0
+    """Token-carrying events with reasoning text."""
+    reasoning_seen: float = 0.0
+    """Reasoning tokens attributed while streaming (usage deltas of reasoning events, else one per event)."""
+    reasoning_exact: bool = True
+    """False once an attribution was estimated (an event without usage, or one with both texts)."""
+    reasoning_tokens_reported: int | None = None
+    """``usage.completion_tokens_details.reasoning_tokens``, when the server sends it."""
 
     @property
     def ok(self) -> bool:
@@ -111,12 +133,61 @@ class RequestRecord:
             return None
         return self.t_send - self.t_intended
 
-    def meets_slo(self, *, ttft_s: float | None, stream_rate_tps: float | None) -> bool:
-        """Whether this request succeeded and met every configured SLO."""
+    @property
+    def thinks(self) -> bool:
+        """Whether the model reasoned before (or while) answering."""
+        return self.reasoning_events > 0 or bool(self.reasoning_tokens_reported)
+
+    @property
+    def ttfa_s(self) -> float | None:
+        """Time to the first answer token: the wait a reader sees."""
+        if self.answer_at is None:
+            return None
+        return self.token_times[self.answer_at] - self.t_send
+
+    @property
+    def reasoning_s(self) -> float | None:
+        """From the first token to the first answer token (to the last token when no answer came)."""
+        times = self.token_times
+        if not times or not self.thinks:
+            return None
+        end = times[self.answer_at] if self.answer_at is not None else times[-1]
+        return end - times[0]
+
+    @property
+    def reasoning_estimated(self) -> bool:
+        return self.reasoning_tokens_reported is None and not self.reasoning_exact
+
+    @property
+    def reasoning_tokens(self) -> int:
+        if self.reasoning_tokens_reported is not None:
+            return min(self.reasoning_tokens_reported, self.output_tokens)
+        return min(round(self.reasoning_seen), self.output_tokens)
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.output_tokens - self.reasoning_tokens
+
+    @property
+    def answer_stream_rate_tps(self) -> float | None:
+        """Answer tokens over E2E: what a reader of the answer received per second of waiting."""
+        e2e = self.e2e_s
+        if self.answer_at is None or not e2e or e2e <= 0:
+            return None
+        return self.answer_tokens / e2e
+
+    def first_token_s(self, of: str = "any") -> float | None:
+        """TTFT (``of="any"``) or TTFA (``of="answer"``): the first token an SLO on it targets."""
+        return self.ttfa_s if of == "answer" else self.ttft_s
+
+    def meets_slo(self, *, ttft_s: float | None, stream_rate_tps: float | None, ttft_of: str = "any") -> bool:
+        """Whether this request succeeded and met every configured SLO (the TTFT one on ``ttft_of``)."""
         if not self.ok or not self.token_times:
             return False
-        if ttft_s is not None and self.token_times[0] - self.t_send > ttft_s:
-            return False
+        if ttft_s is not None:
+            first = self.first_token_s(ttft_of)
+            if first is None or first > ttft_s:
+                return False
         if stream_rate_tps is not None:
             rate = self.stream_rate_tps
             if rate is None or rate < stream_rate_tps:

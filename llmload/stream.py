@@ -93,39 +93,85 @@ class StreamReader:
         if type(obj) is not dict:
             return self._fail("malformed_event", f"event is not a JSON object: {data[:60]!r}")
         choices = obj.get("choices")
+        reasoning_share = 0.0
+        finish = None
         if choices:
             choice = choices[0]
             if type(choice) is not dict:
                 return self._fail("malformed_event", "choices[0] is not an object")
             if self.chat:
                 delta = choice.get("delta") or {}
-                piece = delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
-                carries_token = bool(piece) or bool(delta.get("tool_calls"))
+                piece = delta.get("content")
+                # Reasoning text (vLLM renamed reasoning_content to reasoning): an event without
+                # content carries it, or one at the end of thinking carries both.
+                if piece:
+                    answers = True
+                    thought = (
+                        delta.get("reasoning") or delta.get("reasoning_content") if record.answer_at is None else None
+                    )
+                else:
+                    answers = bool(delta.get("tool_calls"))
+                    thought = delta.get("reasoning") or delta.get("reasoning_content")
+                if thought:
+                    record.reasoning_events += 1
+                    reasoning_share = self._split(thought, piece) if answers else 1.0
+                if answers or thought:
+                    record.token_times.append(t)
+                    if answers and record.answer_at is None:
+                        record.answer_at = len(record.token_times) - 1
+                    if self.keep_text and isinstance(piece, str):
+                        self._pieces.append(piece)
             else:
                 piece = choice.get("text")
-                carries_token = bool(piece)
-            if carries_token:
-                record.token_times.append(t)
-                if self.keep_text and isinstance(piece, str):
-                    self._pieces.append(piece)
+                if piece:
+                    record.token_times.append(t)
+                    if self.keep_text and isinstance(piece, str):
+                        self._pieces.append(piece)
             finish = choice.get("finish_reason")
             if finish:
                 record.finish_reason = finish
         usage = obj.get("usage")
         if usage:
             if choices:
-                record.continuous_completion_tokens = usage.get("completion_tokens")
+                completion = usage.get("completion_tokens")
+                if reasoning_share:  # this event's new tokens, or its share of them, are thinking
+                    before = record.continuous_completion_tokens or 0
+                    if type(completion) is int and type(before) is int:
+                        record.reasoning_seen += reasoning_share * (completion - before)
+                    else:
+                        self._estimate(reasoning_share)
+                record.continuous_completion_tokens = completion
                 if record.prompt_tokens is None:
                     record.prompt_tokens = usage.get("prompt_tokens")
             else:
                 record.completion_tokens = usage.get("completion_tokens")
                 record.prompt_tokens = usage.get("prompt_tokens")
+            if finish or not choices:  # the final usage: where reasoning tokens are reported, if they are
+                details = usage.get("completion_tokens_details")
+                if details and type(details) is dict:
+                    reported = details.get("reasoning_tokens")
+                    if type(reported) is int:
+                        record.reasoning_tokens_reported = reported
+        elif reasoning_share:
+            self._estimate(reasoning_share)
         elif choices is None and "error" in obj:
             error = obj["error"]
             code = error.get("code") if isinstance(error, dict) else None
             status = code if isinstance(code, int) and 400 <= code < 600 else 500
             return self._fail(classify_status(status), f"error event: {error_message(data)}")
         return True
+
+    def _split(self, thought: Any, answer: Any) -> float:
+        """The reasoning share of an event carrying both texts (the end of thinking): by length, estimated."""
+        self.record.reasoning_exact = False
+        thought_len = len(thought) if isinstance(thought, str) else 1
+        answer_len = len(answer) if isinstance(answer, str) else 1
+        return thought_len / (thought_len + answer_len)
+
+    def _estimate(self, share: float) -> None:
+        """Count a reasoning event without a usage delta as one token (its share of one), estimated."""
+        self.record.reasoning_seen += share
+        self.record.reasoning_exact = False
 
     def finish(self) -> None:
         """Settle output counts and completeness once the stream has ended."""

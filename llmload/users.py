@@ -68,6 +68,10 @@ class LLMUser(FastHttpUser):
     request_name: str | None = None
     """Name of the request in Locust's statistics; default: the endpoint path."""
 
+    slo_ttft_of: str | None = None
+    """What the TTFT SLO targets for a run with this class, unless ``--llm-slo-ttft-of`` says:
+    ``answer`` (the first answer token, for reasoning models) or ``any`` (default)."""
+
     def __init__(self, environment: Environment) -> None:
         self._plugin = get_plugin(environment)
         options = self._plugin.options
@@ -239,6 +243,20 @@ class ChatbotUser(LLMUser):
     max_tokens = 100
     prompt_tokens = None
     think_time = (1.0, 5.0)
+
+
+class ReasoningChatUser(LLMUser):
+    """Chat with a reasoning model: it thinks (reasoning deltas) before it answers.
+
+    Answers are longer (the thinking counts as output), and the TTFT SLO targets the first
+    answer token, the wait a reader sees, unless ``--llm-slo-ttft-of any``.
+    """
+
+    abstract = True
+    max_tokens = 1000
+    prompt_tokens = None
+    think_time = (2.0, 8.0)
+    slo_ttft_of = "answer"
 
 
 class SummarizationUser(LLMUser):

@@ -56,6 +56,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="natural answer length: stop after min(max_tokens, N) tokens with finish_reason "
         "'stop' unless ignore_eos (default: always max_tokens)",
     )
+    p.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=0,
+        metavar="N",
+        help="reasoning mode: the first N tokens of each chat answer are thinking, streamed as reasoning "
+        "deltas and counted in usage (default: 0, no thinking)",
+    )
+    p.add_argument(
+        "--reasoning-field",
+        choices=["reasoning", "reasoning_content"],
+        default="reasoning",
+        help="the delta field of thinking tokens (vLLM renamed reasoning_content to reasoning; default: reasoning)",
+    )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request omits it")
     p.add_argument(
         "--max-num-seqs",
@@ -111,6 +125,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         raise ConfigError("--ttft-ms and --itl-ms must be >= 0")
     if args.answer_tokens is not None and args.answer_tokens < 1:
         raise ConfigError(f"--answer-tokens must be >= 1, got {args.answer_tokens}")
+    if args.reasoning_tokens < 0:
+        raise ConfigError(f"--reasoning-tokens must be >= 0, got {args.reasoning_tokens}")
     if args.slow_after is not None and (args.slow_after < 0 or args.slow_factor <= 0):
         raise ConfigError("--slow-after must be >= 0 and --slow-factor > 0")
     fault = FaultConfig(kind=args.fault, rate=args.fault_rate, after=args.fault_after, stall_s=args.stall_s)
@@ -126,6 +142,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         fault=fault,
         reject_stream_options=args.reject_stream_options,
         answer_tokens=args.answer_tokens,
+        reasoning_tokens=args.reasoning_tokens,
+        reasoning_field=args.reasoning_field,
         default_max_tokens=args.default_max_tokens,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,

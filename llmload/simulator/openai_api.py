@@ -145,9 +145,22 @@ class StreamFormat:
         "include_usage",
         "vocab",
         "offset",
+        "thinking",
+        "thinking_prefix",
     )
 
-    def __init__(self, *, req: GenRequest, rid: str, created: int, model: str, vocab: Vocabulary, offset: int) -> None:
+    def __init__(
+        self,
+        *,
+        req: GenRequest,
+        rid: str,
+        created: int,
+        model: str,
+        vocab: Vocabulary,
+        offset: int,
+        thinking: int = 0,
+        thinking_field: str = "reasoning",
+    ) -> None:
         self.chat = req.chat
         self.prompt_tokens = req.prompt_tokens
         self.continuous = req.continuous_usage
@@ -161,6 +174,9 @@ class StreamFormat:
             created,
             orjson.dumps(model),
         )
+        self.thinking = thinking
+        """Tokens ``0 .. thinking-1`` are reasoning: streamed in ``thinking_field`` instead of ``content``."""
+        self.thinking_prefix = self.head_prefix + b'[{"index":0,"delta":{"%s":' % thinking_field.encode()
         if req.chat:
             self.prefix = self.head_prefix + b'[{"index":0,"delta":{"content":'
             self.mid = b'},"logprobs":null,"finish_reason":null}]'
@@ -183,21 +199,34 @@ class StreamFormat:
 
     def token(self, k: int) -> bytes:
         """Return the event of token ``k`` when it is neither the last nor carries usage (the hot path)."""
-        return self.prefix + self.vocab.word_json(self.offset, k) + self.close
+        prefix = self.thinking_prefix if k < self.thinking else self.prefix
+        return prefix + self.vocab.word_json(self.offset, k) + self.close
 
     def tokens(self, first: int, count: int, finish_reason: str | None) -> bytes:
         """Return events for tokens ``first .. first+count-1``; the last carries ``finish_reason`` if given."""
         frags = self.vocab.fragments(self.offset, first, count)
         prefix, mid = self.prefix, self.mid
+        thought = max(0, min(count, self.thinking - first))  # how many of these tokens are thinking (they lead)
+        prefixes = [self.thinking_prefix] * thought + [prefix] * (count - thought) if thought else None
         if self.continuous:
             p, details = self.prompt_tokens, not self.chat
             parts = [
-                prefix + f + mid + b',"usage":' + _usage(p, first + i + 1, details=details) + b"}\n\n"
+                (prefixes[i] if prefixes else prefix)
+                + f
+                + mid
+                + b',"usage":'
+                + _usage(p, first + i + 1, details=details)
+                + b"}\n\n"
                 for i, f in enumerate(frags)
             ]
         else:
             close = self.close
-            parts = [prefix + f + close for f in frags]
+            if prefixes:
+                parts = [pre + f + close for pre, f in zip(prefixes, frags, strict=True)]
+            else:
+                parts = [prefix + f + close for f in frags]
+        if prefixes:
+            prefix = prefixes[-1]
         if finish_reason is not None:
             last = self.final % finish_reason.encode()
             if self.continuous:

@@ -57,6 +57,9 @@ class SimConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
     reject_stream_options: bool = False
     answer_tokens: int | None = None
+    reasoning_tokens: int = 0
+    """Thinking tokens that open each chat answer (streamed as ``reasoning_field`` deltas)."""
+    reasoning_field: str = "reasoning"
     default_max_tokens: int = 256
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
@@ -246,7 +249,14 @@ class SimApp:
         offset = self.vocab.start_offset()
         if gen.stream:
             fmt = StreamFormat(
-                req=gen, rid=rid, created=int(time.time()), model=self.model_name, vocab=self.vocab, offset=offset
+                req=gen,
+                rid=rid,
+                created=int(time.time()),
+                model=self.model_name,
+                vocab=self.vocab,
+                offset=offset,
+                thinking=config.reasoning_tokens if chat else 0,
+                thinking_field=config.reasoning_field,
             )
             req.sink = StreamSink(self, conn, fmt, req, fault)
             conn.start_stream(first=fmt.head())

@@ -55,6 +55,7 @@ def test_the_expected_scenarios_exist():
         "gke-output-heavy",
         "mixed",
         "multi-turn-chat",
+        "reasoning-chat",
         "soak",
         "summarization",
     ]
