@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from llmload.errors import ConfigError
 from llmload.extension import Extension
 from llmload.files import file_version
+from llmload.weights import SmoothWeightedRoundRobin, check_not_all_zero, check_weight
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -111,9 +112,8 @@ def _parse(path: str, text: str) -> tuple[Backend, ...]:
             if key in table and not isinstance(table[key], str):
                 raise ConfigError(f"{where}: {key} must be a string")
         for key in ("price_per_hour", "weight"):
-            value = table.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ConfigError(f"{where}: {key} must be a number >= 0, got {value!r}")
+            if table.get(key) is not None:
+                check_weight(table[key], where=where, key=key)
         if not table["base_url"].startswith(("http://", "https://")):
             raise ConfigError(f"{where}: base_url must start with http:// or https://, got {table['base_url']!r}")
         backend = Backend(
@@ -122,8 +122,7 @@ def _parse(path: str, text: str) -> tuple[Backend, ...]:
         if backend.name in {b.name for b in out}:
             raise ConfigError(f"{where}: duplicate backend name {backend.name!r}")
         out.append(backend)
-    if not any(b.weight > 0 for b in out):
-        raise ConfigError(f"--llm-backends {path}: every weight is 0")
+    check_not_all_zero([b.weight for b in out], where=f"--llm-backends {path}")
     return tuple(out)
 
 
@@ -150,23 +149,12 @@ def _load_cached(path: str, _mtime: int) -> tuple[Backend, ...]:
     return _parse(path, text)
 
 
-class BackendPicker:
-    """Smooth weighted round robin: each call returns the next backend for a new user."""
+class BackendPicker(SmoothWeightedRoundRobin[Backend]):
+    """Each call of ``next`` returns the backend of the next user, in proportion to the weights."""
 
     def __init__(self, backends: tuple[Backend, ...]) -> None:
-        self.backends = [b for b in backends if b.weight > 0]
-        self._current = [0.0] * len(self.backends)
-        self._total = sum(b.weight for b in self.backends)
-
-    def next(self) -> Backend:
-        """Return the backend of the next user."""
-        best = 0
-        for i, backend in enumerate(self.backends):
-            self._current[i] += backend.weight
-            if self._current[i] > self._current[best]:
-                best = i
-        self._current[best] -= self._total
-        return self.backends[best]
+        super().__init__([(b, b.weight) for b in backends])
+        self.backends = [b for b, _ in self.entries]
 
 
 class BackendRoster(Extension):

@@ -32,6 +32,7 @@ EXTENSIONS = (
     "llmload.server_metrics",
     "llmload.arrivals",
     "llmload.backends",
+    "llmload.lora",
     "llmload.capacity",
     "llmload.soak",
     "llmload.steering",

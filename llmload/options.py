@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmload.errors import ConfigError
+from llmload.weights import parse_named_weights
 
 API_KEY_ENV = "LLMLOAD_API_KEY"
 ENDPOINTS = ("chat", "completions")
@@ -128,6 +129,11 @@ def add_arguments(parser: Any) -> None:
     add("--llm-rate", default="", help="Open loop: requests/s for the whole test, divided among workers")
     add("--llm-backends", default="", help="TOML file of backends to spread users over (docs/scenarios.md)")
     add("--llm-backend", default="", help="Use only these backends (comma-separated names) of --llm-backends")
+    add(
+        "--llm-lora",
+        default="",
+        help="Spread requests over LoRA adapters: name=weight,... (the request's model; weight 1 if omitted)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +315,8 @@ class LLMOptions:
     rate_rps: float | None = None
     backends: str = ""
     backend_names: str = ""
+    lora: tuple[tuple[str, float], ...] = ()
+    """LoRA adapter names and weights (``--llm-lora``): each request's model is the next adapter."""
 
     def __repr__(self) -> str:
         return f"LLMOptions({', '.join(f'{k}={v!r}' for k, v in self.public_dict().items())})"
@@ -334,6 +342,7 @@ class LLMOptions:
         ttft_of = str(get("llm_slo_ttft_of", "any") or "any").strip().lower()
         if ttft_of not in TTFT_OF:
             raise ConfigError(f"--llm-slo-ttft-of: expected one of {', '.join(TTFT_OF)}, got {ttft_of!r}")
+        lora = str(get("llm_lora") or "").strip()
         seed_text = str(get("llm_seed", "0") or "0")
         try:
             seed = int(seed_text)
@@ -356,6 +365,7 @@ class LLMOptions:
             timestamps=timestamps,
             results_path=str(get("llm_results") or ""),
             seed=seed,
+            lora=parse_named_weights(lora, option="llm-lora") if lora else (),
             **_workload_options(get),
         )
 

@@ -20,7 +20,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
 from llmload import backends as _backends
-from llmload import datasets, prompts, targets
+from llmload import datasets, lora, prompts, targets
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload.arrivals import get_arrivals
 from llmload.client import LLMClient
@@ -78,6 +78,7 @@ class LLMUser(FastHttpUser):
         # FastHttpSession applies this to connect and to every socket read, so a stall between
         # SSE events longer than --llm-stream-timeout fails the request as a timeout.
         self.network_timeout = self.connection_timeout = options.stream_timeout_s
+        self._adapters = lora.picker_for(self._plugin)
         picker = _backends.picker_for(self._plugin)
         self.backend_info = picker.next() if picker is not None else None
         if self.backend_info is not None:
@@ -195,7 +196,7 @@ class LLMUser(FastHttpUser):
         t_intended: float | None = None,
     ) -> RequestRecord | None:
         """Stream one request for ``prompt`` (after ``history`` in chat) and return its record."""
-        model = self.resolve_model()
+        model = self._adapters.next() if self._adapters is not None else self.resolve_model()
         if model is None:
             return None
         max_tokens = self.draw_max_tokens()

@@ -70,6 +70,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="reasoning",
         help="the delta field of thinking tokens (vLLM renamed reasoning_content to reasoning; default: reasoning)",
     )
+    p.add_argument(
+        "--lora-modules",
+        nargs="+",
+        default=[],
+        metavar="NAME[=PATH]",
+        help="LoRA adapters served besides the model, as vLLM's flag (the path is ignored): listed in "
+        "/v1/models and accepted as a request's model",
+    )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request omits it")
     p.add_argument(
         "--max-num-seqs",
@@ -144,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         answer_tokens=args.answer_tokens,
         reasoning_tokens=args.reasoning_tokens,
         reasoning_field=args.reasoning_field,
+        lora_modules=tuple(dict.fromkeys(m.partition("=")[0].strip() for m in args.lora_modules if m.strip())),
         default_max_tokens=args.default_max_tokens,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,

@@ -58,6 +58,8 @@ class GenRequest:
     ignore_eos: bool
     include_usage: bool
     continuous_usage: bool
+    model: str = ""
+    """The model asked for: the served model, or one of its LoRA adapters (echoed in the answer)."""
 
 
 def parse_request(
@@ -68,6 +70,7 @@ def parse_request(
     max_model_len: int,
     default_max_tokens: int,
     reject_stream_options: bool,
+    adapters: frozenset[str] = frozenset(),
 ) -> GenRequest:
     """Validate a chat or completions body; raise ApiError with vLLM's status and message."""
     try:
@@ -81,7 +84,7 @@ def parse_request(
             400, "Unrecognized request argument supplied: stream_options", err_type="invalid_request_error", code=None
         )
     model = data.get("model")
-    if model is not None and model != served_model:
+    if model is not None and model != served_model and model not in adapters:
         raise ApiError(404, f"The model `{model}` does not exist.", err_type="NotFoundError", param="model")
     try:
         prompt_tokens = count_chat_tokens(data.get("messages")) if chat else count_prompt_tokens(data.get("prompt"))
@@ -119,6 +122,7 @@ def parse_request(
         ignore_eos=data.get("ignore_eos") is True,
         include_usage=include_usage,
         continuous_usage=continuous,
+        model=model if isinstance(model, str) else served_model,
     )
 
 
@@ -293,8 +297,10 @@ def full_response(
     )
 
 
-def models_response(*, model: str, max_model_len: int, created: int | None = None) -> bytes:
-    """Return the ``/v1/models`` body listing the served model."""
+def models_response(
+    *, model: str, max_model_len: int, created: int | None = None, adapters: tuple[str, ...] = ()
+) -> bytes:
+    """Return the ``/v1/models`` body listing the served model and its LoRA adapters (vLLM's cards)."""
     created = int(time.time()) if created is None else created
     permission = {
         "id": f"modelperm-{created:x}",
@@ -320,4 +326,5 @@ def models_response(*, model: str, max_model_len: int, created: int | None = Non
         "max_model_len": max_model_len,
         "permission": [permission],
     }
-    return orjson.dumps({"object": "list", "data": [card]})
+    cards = [card] + [{**card, "id": name, "root": name, "parent": model} for name in adapters]
+    return orjson.dumps({"object": "list", "data": cards})

@@ -60,6 +60,8 @@ class SimConfig:
     reasoning_tokens: int = 0
     """Thinking tokens that open each chat answer (streamed as ``reasoning_field`` deltas)."""
     reasoning_field: str = "reasoning"
+    lora_modules: tuple[str, ...] = ()
+    """LoRA adapter names served besides the model (requests may name them as their model)."""
     default_max_tokens: int = 256
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
@@ -153,7 +155,7 @@ class FullSink:
             req=self.gen,
             rid=self.rid,
             created=int(time.time()),
-            model=self.app.model_name,
+            model=self.gen.model or self.app.model_name,
             text=text,
             completion_tokens=req.generated,
             finish_reason=req.finish_reason,
@@ -206,7 +208,12 @@ class SimApp:
         if path == "/health":
             return conn.send(200, b"")
         if path == "/v1/models":
-            return conn.send(200, models_response(model=self.model_name, max_model_len=self.max_model_len))
+            return conn.send(
+                200,
+                models_response(
+                    model=self.model_name, max_model_len=self.max_model_len, adapters=self.config.lora_modules
+                ),
+            )
         if path == "/version":
             return conn.send(200, orjson.dumps({"version": f"llmload-sim-{__version__}"}))
         if path == "/metrics":
@@ -224,6 +231,7 @@ class SimApp:
                 max_model_len=self.max_model_len,
                 default_max_tokens=config.default_max_tokens,
                 reject_stream_options=config.reject_stream_options,
+                adapters=frozenset(config.lora_modules),
             )
         except ApiError as exc:
             return conn.send(exc.status, exc.body(), extra=exc.headers)
@@ -252,7 +260,7 @@ class SimApp:
                 req=gen,
                 rid=rid,
                 created=int(time.time()),
-                model=self.model_name,
+                model=gen.model or self.model_name,
                 vocab=self.vocab,
                 offset=offset,
                 thinking=config.reasoning_tokens if chat else 0,
@@ -318,7 +326,7 @@ class SimApp:
                 req=sink.gen,
                 rid=sink.rid,
                 created=int(time.time()),
-                model=self.model_name,
+                model=sink.gen.model or self.model_name,
                 text="",
                 completion_tokens=sink.req.generated,
                 finish_reason="length",
