@@ -4,7 +4,8 @@
 docs/results.md) into one HTML file that opens offline: inline CSS, charts as
 inline SVG (``llmload.render.charts`` chooses them, ``llmload.render.svg`` draws them), no script, no external resource.
 Sections: run metadata (versions, options without secrets, backends,
-duration, workers), the summary table per group, TTFT and ITL percentile
+duration, workers), the summary table per group, the reasoning figures (groups whose model
+thought, ``llmload.render.reasoning``), TTFT and ITL percentile
 curves, stream rate per user against the SLO, users / output tokens/s / SLO
 attainment / latency over time (from ``timeline``), the soak verdict with its
 windows and SLO-breach episodes (``soak``, once the run had a full soak window),
@@ -23,8 +24,9 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
-from llmload.render import charts, svg
+from llmload.render import charts, reasoning
 from llmload.render import soak as soak_text
+from llmload.render.cells import cell, fmt, kv_table, text_of, value_at
 from llmload.render.text import slo_sentence
 
 MIN_MASKED_SECRET = 8
@@ -84,54 +86,6 @@ footer{color:#5b6570;margin-top:32px;font-size:12px}
 # -- formatting ------------------------------------------------------------------------------------
 
 
-# Cell formats: counts, seconds shown as ms or s, rates with one or two decimals, ratios as percent.
-FORMATS: dict[str, Callable[[Any], str]] = {
-    "int": lambda v: f"{int(v):,}",
-    "ms": lambda v: f"{v * 1000:.1f}",
-    "s": lambda v: f"{v:.3f}",
-    "num": lambda v: f"{v:.1f}",
-    "num2": lambda v: f"{v:.2f}",
-    "pct": lambda v: f"{v * 100:.1f}%",
-}
-
-
-def fmt(value: Any, kind: str) -> str:
-    """Format a value for a table cell (``kind`` from ``FORMATS``, else escaped text); None is '-'."""
-    if value is None:
-        return "-"
-    format_ = FORMATS.get(kind)
-    return format_(value) if format_ else escape(str(value))
-
-
-def _get(body: dict[str, Any], path: Sequence[str]) -> Any:
-    value: Any = body
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def _cell(value: Any, kind: str, key: str) -> str:
-    raw = "" if value is None else repr(value)
-    return f'<td data-key="{key}" data-value="{escape(raw)}">{fmt(value, kind)}</td>'
-
-
-def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><td>{escape(k)}</td><td>{escape(_text(v))}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{cells}</table>'
-
-
-def _text(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return svg.format_number(value)
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_text(v) for v in value) if value else "-"
-    return str(value)
-
-
 # -- sections -------------------------------------------------------------------------------------
 
 
@@ -164,7 +118,7 @@ def _run_section(doc: dict[str, Any]) -> str:
             + "</tr></thead><tbody>"
             + "".join(
                 "<tr>"
-                + "".join(f'<td class="text">{escape(_text(charts.redact(b.get(c))))}</td>' for c in columns)
+                + "".join(f'<td class="text">{escape(text_of(charts.redact(b.get(c))))}</td>' for c in columns)
                 + "</tr>"
                 for b in described
                 if isinstance(b, dict)
@@ -174,18 +128,18 @@ def _run_section(doc: dict[str, Any]) -> str:
     )
     # The results never hold the API key (only api_key_set); drop it anyway should a foreign file carry one.
     options = "".join(
-        f"<div><dt>{escape(k)}</dt><dd>{escape(_text(v))}</dd></div>"
+        f"<div><dt>{escape(k)}</dt><dd>{escape(text_of(v))}</dd></div>"
         for k, v in sorted((run.get("options") or {}).items())
         if k != "api_key"
     )
     return (
-        f'<section id="run"><h2>Run</h2>{_kv_table(meta)}{backends_table}'
+        f'<section id="run"><h2>Run</h2>{kv_table(meta)}{backends_table}'
         f'<h3>Options (as in the results JSON)</h3><dl class="options">{options}</dl></section>'
     )
 
 
 def _summary_row(label: str, body: dict[str, Any], *, css: str = "") -> str:
-    cells = "".join(_cell(_get(body, path), kind, ".".join(path)) for _, path, kind in SUMMARY_COLUMNS)
+    cells = "".join(cell(value_at(body, path), kind, ".".join(path)) for _, path, kind in SUMMARY_COLUMNS)
     return f'<tr class="{css}"><td class="text label">{escape(label)}</td>{cells}</tr>'
 
 
@@ -258,7 +212,7 @@ def _distribution_tables(doc: dict[str, Any]) -> str:
     for label, body in [(charts.group_label(g), g) for g in doc.get("groups", [])] + [("Total", doc["total"])]:
         for metric, title, kind in metrics:
             summary = body.get(metric) or {}
-            cells = "".join(_cell(summary.get(k), "int" if k == "count" else kind, f"{metric}.{k}") for k in keys)
+            cells = "".join(cell(summary.get(k), "int" if k == "count" else kind, f"{metric}.{k}") for k in keys)
             rows.append(f'<tr><td class="text">{escape(label)}</td><td class="text">{title}</td>{cells}</tr>')
     return (
         f"<details><summary>Every distribution (count, mean, min, percentiles, max)</summary>"
@@ -306,8 +260,8 @@ def _soak_section(doc: dict[str, Any]) -> str:
     for name, body in backends.items():
         drift = body.get("drift") or {}
         cells = "".join(
-            _cell((drift.get(key) or {}).get("first"), kind, f"{key}.first")
-            + _cell((drift.get(key) or {}).get("last"), kind, f"{key}.last")
+            cell((drift.get(key) or {}).get("first"), kind, f"{key}.first")
+            + cell((drift.get(key) or {}).get("last"), kind, f"{key}.last")
             + f"<td>{escape(soak_text.change(drift.get(key)))}</td>"
             for key, _, kind in SOAK_DRIFT
         )
@@ -337,14 +291,14 @@ def _soak_section(doc: dict[str, Any]) -> str:
             recovery = soak_text.seconds(e.get("time_to_recover_s")) if e.get("recovered") else "not recovered"
             breach_rows.append(
                 f'<tr><td class="text">{escape(str(charts.redact(name)))}</td>'
-                + _cell(e["start"] - start, "num", "start")
-                + _cell(None if end is None else end - start, "num", "end")
+                + cell(e["start"] - start, "num", "start")
+                + cell(None if end is None else end - start, "num", "end")
                 + f"<td>{escape(recovery)}</td>"
                 + f'<td class="text">{escape(str(e.get("cause")))}</td>'
                 + f'<td class="text">{escape(str(e.get("onset_cause")))}</td>'
-                + _cell(e.get("worst_attainment"), "pct", "worst_attainment")
-                + _cell(e.get("requests"), "int", "requests")
-                + _cell((e.get("misses") or {}).get("total"), "int", "misses")
+                + cell(e.get("worst_attainment"), "pct", "worst_attainment")
+                + cell(e.get("requests"), "int", "requests")
+                + cell((e.get("misses") or {}).get("total"), "int", "misses")
                 + "</tr>"
             )
     breaches = (
@@ -361,11 +315,11 @@ def _soak_section(doc: dict[str, Any]) -> str:
         for name, figures in sorted((w.get("backends") or {}).items()):
             window_rows.append(
                 "<tr>"
-                + _cell(w.get("index"), "int", "index")
-                + _cell(w["start"] - start, "num", "start")
-                + _cell(w.get("duration_s"), "num", "duration_s")
+                + cell(w.get("index"), "int", "index")
+                + cell(w["start"] - start, "num", "start")
+                + cell(w.get("duration_s"), "num", "duration_s")
                 + f'<td class="text">{kind}</td><td class="text">{escape(str(charts.redact(name)))}</td>'
-                + "".join(_cell(figures.get(key), fmt_kind, key) for _, key, fmt_kind in SOAK_WINDOW_COLUMNS)
+                + "".join(cell(figures.get(key), fmt_kind, key) for _, key, fmt_kind in SOAK_WINDOW_COLUMNS)
                 + "</tr>"
             )
     return (
@@ -401,11 +355,11 @@ def _capacity_section(doc: dict[str, Any]) -> str:
         passed = step.get("passed")
         result = "-" if passed is None else ("pass" if passed else "FAIL")
         rows.append(
-            "<tr>" + "".join(_cell(values.get(k), kind, k) for _, k, kind in columns) + f"<td>{result}</td></tr>"
+            "<tr>" + "".join(cell(values.get(k), kind, k) for _, k, kind in columns) + f"<td>{result}</td></tr>"
         )
     answer = capacity.get("answer") if isinstance(capacity.get("answer"), dict) else {}
     text = answer.get("text") or ""
-    details = _kv_table(sorted((k, v) for k, v in answer.items() if k != "text")) if answer else ""
+    details = kv_table(sorted((k, v) for k, v in answer.items() if k != "text")) if answer else ""
     return (
         f'<section id="capacity"><h2>Capacity search</h2>{f"<p class=answer>{escape(text)}</p>" if text else ""}'
         f'<div class="grid">{figures}</div><h3>Answer</h3>{details}'
@@ -472,6 +426,7 @@ def _server_section(doc: dict[str, Any]) -> str:
 SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
     _run_section,
     _summary_section,
+    reasoning.html_section,
     _phases_section,
     _distribution_section,
     _timeline_section,

@@ -1,13 +1,15 @@
 """The end-of-run console table of token metrics, one row per group plus the total.
 
-Under it: client vs server TTFT (with server figures) and the soak verdict
-(``llmload.render.soak``, once the run had a full soak window).
+Under it: the reasoning figures (``llmload.render.reasoning``), client vs server TTFT (with
+server figures) and the soak verdict (``llmload.render.soak``, once the run had a full soak
+window).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmload.render import reasoning
 from llmload.render.soak import format_soak
 from llmload.render.text import fixed_width, ms, num, slo_sentence
 
@@ -66,6 +68,7 @@ def format_table(doc: dict[str, Any]) -> str:
     estimated = doc["total"]["tokens"]["estimated_requests"]
     if estimated:
         out.append(f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage).")
+    out += reasoning.text_lines(doc)
     out += format_server_ttft(doc)
     out += format_soak(doc)
     return "\n".join(out)

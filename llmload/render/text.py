@@ -15,7 +15,8 @@ def slo_conditions(slo: Mapping[str, Any] | None) -> str:
     if slo.get("stream_rate_tps") is not None:
         parts.append(f"stream rate >= {slo['stream_rate_tps']:g} tok/s")
     if slo.get("ttft_s") is not None:
-        parts.append(f"TTFT <= {slo['ttft_s']:g} s")
+        first = "TTFA (first answer token)" if slo.get("ttft_of") == "answer" else "TTFT"
+        parts.append(f"{first} <= {slo['ttft_s']:g} s")
     return " and ".join(parts)
 
 

@@ -154,3 +154,32 @@ def test_groups_without_thinking_have_no_reasoning_section():
     store = MetricsStore()
     store.record(read([(10.1, event({"content": "a"}, completion=1))]))
     assert "reasoning" not in group_body(next(iter(store.groups.values())), slo=Slo.of(store))
+
+
+def reasoning_doc() -> dict:
+    store = MetricsStore(slo_ttft_s=1.0)
+    store.slo_ttft_of = "answer"
+    store.record(thinking_record(0.1, 0.5))
+    store.record(thinking_record(0.1, 3.0))
+    body = group_body(next(iter(store.groups.values())), slo=Slo.of(store))
+    return {
+        "groups": [{"backend": "http://u:secret@gpu-a:8000", "model": "m", "user_class": "U", **body}],
+        "total": body,
+    }
+
+
+def test_console_and_report_show_the_reasoning_figures_of_groups_that_thought():
+    from llmload.render import reasoning
+    from llmload.render.text import slo_sentence
+
+    doc = reasoning_doc()
+    lines = reasoning.text_lines(doc)
+    row = lines[-1].split()
+    # group ("backend · model · class"), requests, TTFA p50/p99, reasoning p50, think/answer tok, rate, source
+    assert row[-8:] == ["2", "500.2", "3000.3", "400.1", "1.0", "2.0", "0.6", "usage"]
+    assert "secret" not in "\n".join(lines)
+    section = reasoning.html_section(doc)
+    assert 'data-key="reasoning.ttfa_s.p99"' in section and ">3000.3<" in section and "secret" not in section
+    assert slo_sentence(doc["total"]["slo"]) == "TTFA (first answer token) <= 1 s"
+    plain = {"groups": [], "total": {}}
+    assert reasoning.text_lines(plain) == [] and reasoning.html_section(plain) == ""
