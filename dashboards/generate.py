@@ -705,6 +705,32 @@ def load_test() -> dict[str, Any]:
             w=8,
         ),
     )
+    b.row("Reasoning models (groups that thought only)")
+    b.add(
+        timeseries(
+            "Time to first answer token p50 / p90 / p99",
+            "A reasoning model's first thinking token satisfies TTFT; the first answer token (content or a tool "
+            "call) is the wait a reader sees. The dashed line is the TTFT SLO (on the answer with "
+            "--llm-slo-ttft-of answer, the reasoning user class's default)." + LIVE_NOTE + TRUST_NOTE,
+            [
+                (exact("llmload_ttfa_percentile_seconds", c, LIVE, "50|90|99"), f"{GROUP} p{{{{percentile}}}}"),
+                ("max(llmload_slo_ttft_seconds)", "SLO"),
+            ],
+            unit="s",
+        ),
+        timeseries(
+            "Reasoning and answer tokens/s",
+            "Output tokens of reasoning models split into thinking and answer (exact from the server's continuous "
+            "usage, else estimated: docs/metrics.md), counted when each request ends.",
+            [
+                (
+                    rate_sum("llmload_reasoning_tokens_total", c, by="backend, model, user_class, part"),
+                    f"{GROUP} {{{{part}}}}",
+                )
+            ],
+            unit=TOKENS_PER_S,
+        ),
+    )
     return b.build()
 
 
@@ -831,6 +857,13 @@ def backend_comparison() -> dict[str, Any]:
         ("ITL p99 by backend", "99th percentile inter-token latency.", "llmload_itl_percentile_seconds", "99", "s"),
         ("TPOT p50 by backend", "Median time per output token.", "llmload_tpot_percentile_seconds", "50", "s"),
         ("E2E p90 by backend", "90th percentile end-to-end latency.", "llmload_e2e_percentile_seconds", "90", "s"),
+        (
+            "Time to first answer token p99 by backend",
+            "Reasoning models only: 99th percentile wait for the first answer token (after the thinking).",
+            "llmload_ttfa_percentile_seconds",
+            "99",
+            "s",
+        ),
     ]
     for title, what, metric, p, unit in live_specs:
         b.add(timeseries(title, what + LIVE_NOTE + TRUST_NOTE, [(exact(metric, c, LIVE, p), GROUP)], unit=unit))

@@ -101,6 +101,10 @@ PERCENTILE_GAUGES: dict[str, tuple[str, str]] = {
         "stream_rate_tps",
         "Per-request stream rate, exact percentile",
     ),
+    "llmload_ttfa_percentile_seconds": (
+        "ttfa_s",
+        "Time to first answer token (reasoning models; groups that thought only), exact percentile",
+    ),
 }
 
 # Server series re-exported under the backend label: name -> (summary key, help).
@@ -240,8 +244,16 @@ class LLMLoadCollector(Collector):
             "Successful requests that met the stream-rate SLO.",
             labels=GROUP_LABELS,
         )
+        reasoning = CounterMetricFamily(
+            "llmload_reasoning_tokens",
+            "Output tokens of reasoning models, by part: reasoning (thinking) or answer (groups that thought only).",
+            labels=[*GROUP_LABELS, "part"],
+        )
         for group, labels in labelled:
             counters = group.counters
+            if counters["reasoning_requests"]:
+                reasoning.add_metric([*labels, "reasoning"], counters["reasoning_tokens"])
+                reasoning.add_metric([*labels, "answer"], counters["answer_tokens"])
             requests.add_metric([*labels, "ok", ""], counters["ok"])
             # Every known kind is exported, zero included, so error panels and rates have a series to show.
             for kind in (*ERROR_KINDS, *sorted(set(group.errors) - set(ERROR_KINDS))):
@@ -251,7 +263,7 @@ class LLMLoadCollector(Collector):
             slo_met.add_metric(labels, counters["slo_met"])
             ttft_met.add_metric(labels, counters["slo_ttft_met"])
             rate_met.add_metric(labels, counters["slo_stream_rate_met"])
-        yield from (requests, output, prompt, slo_met, ttft_met, rate_met)
+        yield from (requests, output, prompt, slo_met, ttft_met, rate_met, reasoning)
 
     def _percentiles(self, groups: list[Any]) -> Iterator[Any]:
         live = self.plugin.extensions.get(LiveFigures)

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
     from llmload.plugin import LLMLoadPlugin
 
-TAB_DISTRIBUTIONS = ("ttft_s", "itl_s", "stream_rate_tps")
+TAB_DISTRIBUTIONS = ("ttft_s", "itl_s", "stream_rate_tps", "ttfa_s")
 
 TAB_KEY = "llm"
 TAB_TITLE = "LLM"
@@ -74,6 +74,8 @@ COLUMNS = (
     ("ttft_p99_ms", "TTFT p99 (ms)"),
     ("itl_p50_ms", "ITL p50 (ms)"),
     ("itl_p99_ms", "ITL p99 (ms)"),
+    ("ttfa_p50_ms", "TTFA p50 (ms)"),  # time to first answer token: reasoning models only, else empty
+    ("ttfa_p99_ms", "TTFA p99 (ms)"),
     ("stream_rate_p50_tps", "Stream rate p50 (tok/s)"),
     ("stream_rate_p10_tps", "Stream rate p10 (tok/s)"),
     ("output_tokens_per_s", "Output tok/s"),
@@ -111,6 +113,7 @@ def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
     ttft = dists["ttft_s"].percentiles((50.0, 99.0))
     itl = dists["itl_s"].percentiles((50.0, 99.0))
     rate = dists["stream_rate_tps"].percentiles((10.0, 50.0))
+    ttfa = dists["ttfa_s"].percentiles((50.0, 99.0))
     finished = counters["ok"] + counters["failed"]
     met = attainment(counters["slo_met"], finished)
     return {
@@ -121,6 +124,8 @@ def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
         "ttft_p99_ms": _ms(ttft[99.0]),
         "itl_p50_ms": _ms(itl[50.0]),
         "itl_p99_ms": _ms(itl[99.0]),
+        "ttfa_p50_ms": _ms(ttfa[50.0]),
+        "ttfa_p99_ms": _ms(ttfa[99.0]),
         "stream_rate_p50_tps": _round(rate[50.0], 1),
         "stream_rate_p10_tps": _round(rate[10.0], 1),
         "output_tokens_per_s": round(per_second(counters["output_tokens"], group.window_s), 1),

@@ -96,10 +96,12 @@ def stack(sim, tmp_path_factory):
         yield prom, ports
 
 
-# Series only open-loop runs (--llm-arrival poisson|constant) or --llm-backends runs export: this module's
-# runs are closed-loop on one backend without --llm-backends, so targets that query them are left out.
+# Series only open-loop runs (--llm-arrival poisson|constant), --llm-backends runs or runs against a thinking
+# model export: this module's runs are closed-loop on one plain backend without --llm-backends, so targets
+# that query them are left out (the soak test's backends think and run with --llm-backends: it checks them).
 ONLY_IN_OTHER_RUNS = re.compile(
     r"llmload_(?:dispatch_lag|ttft_from_intended|e2e_from_intended)_seconds|llmload_backend_"
+    r"|llmload_ttfa_percentile_seconds|llmload_reasoning_tokens_total"
 )
 
 

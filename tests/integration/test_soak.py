@@ -49,7 +49,8 @@ UNSET_KEY = "LLMLOAD_SOAK_TEST_KEY_NOT_SET"
 SUBSTITUTIONS = {"$__rate_interval": "10s", "$__interval": "5s", "$__range": "60s"}
 # Closed-loop run: the open-loop series do not exist.
 OPEN_LOOP_ONLY = re.compile(r"llmload_(?:dispatch_lag|ttft_from_intended|e2e_from_intended)_seconds")
-SIM_ARGS = ["--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS), "--seed", "5"]
+# The backends think (3 reasoning tokens per answer), so the dashboards' reasoning panels are checked too.
+SIM_ARGS = ["--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS), "--seed", "5", "--reasoning-tokens", "3"]
 
 
 def within(value: float, truth: float) -> bool:
@@ -212,6 +213,11 @@ def check_live_numbers(prom: Prometheus, run: dict, started: float) -> None:
                     continue
                 value = float(result[0]["value"][1])
                 assert within(value, truth), (metric, group["backend"], q, value, truth)
+        ttfa = group["reasoning"]["ttfa_s"]  # the backends think: time to the first answer token
+        for q in ("50", "90", "99"):
+            selector = f'backend="{group["backend"]}",window="run",percentile="{q}"'
+            value = prom.value(f"last_over_time(llmload_ttfa_percentile_seconds{{{selector}}}[60s])", now)
+            assert within(value, ttfa[f"p{q}"]), ("ttfa", group["backend"], q, value, ttfa)
     # Output tokens over 10-second windows follow the servers' own counters while both backends are steady.
     worst = 0.0
     for offset in range(20, 60, 10):

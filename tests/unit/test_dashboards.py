@@ -43,6 +43,7 @@ COUNTERS = {
     "llmload_server_prompt_tokens_total",
     "llmload_server_restarts_total",
     "llmload_run_events_total",
+    "llmload_reasoning_tokens_total",
 }
 GAUGES = {
     "llmload_users",
@@ -62,6 +63,7 @@ GAUGES = {
     "llmload_tpot_percentile_seconds",
     "llmload_e2e_percentile_seconds",
     "llmload_stream_rate_percentile_tokens_per_second",
+    "llmload_ttfa_percentile_seconds",
     "llmload_backend_info",
     "llmload_backend_price_per_hour_dollars",
     "llmload_backend_users",

@@ -238,3 +238,21 @@ def test_fast_add_and_cumulative_counts_equal_hdrh_own():
             index = min(reference._hist.get_counts_array_index(max(bound, 0)), len(counts) - 1)
             expected.append(0 if bound < 0 else sum(counts[: index + 1]))
         assert ours.cumulative_counts(bounds, limit=reference.total_count) == expected
+
+
+def test_reasoning_groups_export_ttfa_percentiles_and_token_parts():
+    from tests.unit.test_reasoning import thinking_record
+
+    plugin, live, clock = new_plugin()
+    plugin.record(request(0.1, user_class="Plain"))
+    for ttfa in (0.5, 3.0):
+        plugin.record(thinking_record(0.1, ttfa))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector.LLMLoadCollector(plugin))
+    lines = generate_latest(registry).decode().splitlines()
+    thinking = 'backend="b",model="m",percentile="99",user_class="U",window="run"'
+    assert f"llmload_ttfa_percentile_seconds{{{thinking}}} {exact([0.5, 3.0], 99)!r}" in lines
+    assert 'llmload_reasoning_tokens_total{backend="b",model="m",part="reasoning",user_class="U"} 2.0' in lines
+    assert 'llmload_reasoning_tokens_total{backend="b",model="m",part="answer",user_class="U"} 4.0' in lines
+    plain = [line for line in lines if 'user_class="Plain"' in line]
+    assert plain and not [line for line in plain if "ttfa" in line or "reasoning_tokens" in line]

@@ -331,3 +331,15 @@ def test_cockpit_routes_sit_behind_the_web_login(monkeypatch, tmp_path):
             assert response.status_code in (302, 401), (route, response.status_code)
     finally:
         environment.runner.quit()
+
+
+def test_rows_show_ttfa_of_groups_that_thought_and_nothing_for_others():
+    from tests.unit.test_reasoning import thinking_record
+
+    store = known_store()
+    for ttfa in (0.5, 3.0):
+        store.record(thinking_record(0.1, ttfa))
+    rows = {row["group"]: row for row in webui.table_rows(store)}
+    assert rows["b · m · U"]["ttfa_p50_ms"] == 500.2 and rows["b · m · U"]["ttfa_p99_ms"] == 3000.3
+    assert rows["http://a · m · Chat"]["ttfa_p50_ms"] is None
+    assert rows["Total"]["ttfa_p99_ms"] == 3000.3
