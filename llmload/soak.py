@@ -94,6 +94,8 @@ class SoakMonitor(Extension):
         self.running = False
         self._loop: gevent.Greenlet | None = None
         self._current: dict[str, GroupMetrics] = {}
+        self._spare: dict[str, GroupMetrics] = {}
+        """Merged groups of closed windows, emptied, for the next window to fill again (no new histograms)."""
         self._window_start = 0.0
         self._interval_start = 0.0
         self._spawned_at: float | None = None
@@ -154,9 +156,10 @@ class SoakMonitor(Extension):
             counts.setdefault(group.backend, Counts()).add_group(group)
             merged = self._current.get(group.backend)
             if merged is None:
-                merged = self._current[group.backend] = GroupMetrics(
+                merged = self._spare.pop(group.backend, None) or GroupMetrics(
                     group.backend, "*", "*", distributions=WINDOW_DISTRIBUTIONS
                 )
+                self._current[group.backend] = merged
             merged.merge(group)
         if final:
             self.plugin.close_window(WINDOW)
@@ -210,6 +213,9 @@ class SoakMonitor(Extension):
 
     def _close_window(self, now: float, *, partial: bool) -> None:
         summary = self._window_summary(self._window_start, now, self._current, partial=partial)
+        for backend, merged in self._current.items():
+            merged.clear()  # keeps its histograms' memory for the next window
+            self._spare[backend] = merged
         self._window_start, self._current = now, {}
         if summary is not None:
             self.windows.append(summary)

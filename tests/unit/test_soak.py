@@ -178,6 +178,19 @@ def test_closed_windows_keep_summaries_only():
     ]
 
 
+def test_each_window_merges_into_the_memory_of_the_last_one():
+    """A closed window's merged groups are emptied and filled again: no new histograms per window."""
+    r = Run()
+    r.advance(4, steady)
+    r.users(10)
+    r.advance(40, steady)  # past the first window
+    histograms = {id(d.histogram) for g in r.monitor._current.values() for d in g.dists.values()}
+    r.advance(30, steady)  # the next window
+    again = {id(d.histogram) for g in r.monitor._current.values() for d in g.dists.values()}
+    assert histograms and again == histograms
+    assert len(r.stop()["windows"]) >= 2
+
+
 def test_degraded_last_window():
     def traffic(t: float) -> list[RequestRecord]:
         if t > 210:  # b's TTFT grows from 0.1 to 0.6 s (its stream rate falls to 20 / 1.5 s, still within the SLO)
