@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmload._version import __version__
 
 _EXPORTS = {
+    "AgentUser": "llmload.users",
     "CapacityShape": "llmload.capacity",
     "ChatbotUser": "llmload.users",
     "ConfigError": "llmload.errors",
@@ -37,12 +38,15 @@ _EXPORTS = {
     "MultiTurnChatUser": "llmload.users",
     "ReasoningChatUser": "llmload.users",
     "RequestRecord": "llmload.record",
+    "StructuredOutputUser": "llmload.users",
     "SummarizationUser": "llmload.users",
     "TargetError": "llmload.errors",
+    "ToolCallUser": "llmload.users",
     "get_plugin": "llmload.plugin",
 }
 
 __all__ = [
+    "AgentUser",
     "CapacityShape",
     "ChatbotUser",
     "ConfigError",
@@ -59,8 +63,10 @@ __all__ = [
     "MultiTurnChatUser",
     "ReasoningChatUser",
     "RequestRecord",
+    "StructuredOutputUser",
     "SummarizationUser",
     "TargetError",
+    "ToolCallUser",
     "__version__",
     "get_plugin",
 ]
@@ -73,7 +79,16 @@ if TYPE_CHECKING:
     from llmload.options import LLMOptions
     from llmload.plugin import LLMLoadPlugin, get_plugin
     from llmload.record import RequestRecord
-    from llmload.users import ChatbotUser, LLMUser, MultiTurnChatUser, ReasoningChatUser, SummarizationUser
+    from llmload.users import (
+        AgentUser,
+        ChatbotUser,
+        LLMUser,
+        MultiTurnChatUser,
+        ReasoningChatUser,
+        StructuredOutputUser,
+        SummarizationUser,
+        ToolCallUser,
+    )
 
 
 def __getattr__(name: str) -> Any:

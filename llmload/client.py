@@ -126,10 +126,26 @@ class LLMClient:
         name: str | None = None,
         keep_text: bool = False,
         t_intended: float | None = None,
+        judge: Callable[[RequestRecord], bool] | None = None,
     ) -> RequestRecord:
-        """Stream one chat completion and return its record."""
+        """Stream one chat completion and return its record.
+
+        ``judge`` (tools or a schema asked for) decides, on the kept answer of a successful
+        request, ``record.answer_valid`` before the record is counted.
+        """
         body = {"model": model, "messages": messages, "stream": True}
-        return self._request(CHAT_PATH, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended)
+        return self._request(
+            CHAT_PATH,
+            body,
+            model,
+            max_tokens,
+            ignore_eos,
+            extra_body,
+            name,
+            keep_text or judge is not None,
+            t_intended,
+            judge,
+        )
 
     def complete(
         self,
@@ -160,6 +176,7 @@ class LLMClient:
         name: str | None,
         keep_text: bool,
         t_intended: float | None,
+        judge: Callable[[RequestRecord], bool] | None = None,
     ) -> RequestRecord:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
@@ -180,6 +197,8 @@ class LLMClient:
                 record = retry
             elif record.ok:
                 caps.stream_options = True
+        if judge is not None and record.ok:
+            record.answer_valid = judge(record)
         self._report(record, name or path)
         return record
 

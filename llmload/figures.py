@@ -17,6 +17,7 @@ body is::
      "dispatch_lag_s": (open-loop runs only),
      "throughput": {"window_s", "output_tokens_per_s", "requests_per_s"},
      "slo": {"ttft_s", "ttft_of", "stream_rate_tps", "met", "attainment", "attainment_of_ok", "goodput_rps"},
+     "answers": (tools or a schema asked for) {"checked", "valid", "valid_share"},
      "reasoning": (groups whose model thought) {"requests", "tokens": {"reasoning", "answer",
          "source", "estimated_requests"}, "ttfa_s", "reasoning_s", "answer_stream_rate_tps"}}
 """
@@ -101,6 +102,13 @@ def group_body(
     }
     if counters["reasoning_requests"]:
         body["reasoning"] = reasoning_body(group)
+    checked = counters["answers_checked"]
+    if checked:
+        body["answers"] = {
+            "checked": checked,
+            "valid": counters["answers_valid"],
+            "valid_share": counters["answers_valid"] / checked,
+        }
     body["slo"] = {
         "ttft_s": slo.ttft_s,
         "ttft_of": slo.ttft_of,

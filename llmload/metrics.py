@@ -205,6 +205,8 @@ _COUNTERS = (
     "reasoning_tokens",
     "answer_tokens",
     "reasoning_estimated_requests",
+    "answers_checked",
+    "answers_valid",
 )
 
 
@@ -287,6 +289,11 @@ class GroupMetrics:
                     dist.record(value)
         if record.thinks:
             self._record_reasoning(record)
+        valid = record.answer_valid
+        if valid is not None:
+            counters["answers_checked"] += 1
+            if valid:
+                counters["answers_valid"] += 1
         if slo_ttft_s is None:
             ttft_met = True
         elif slo_ttft_of == "answer":
@@ -300,7 +307,7 @@ class GroupMetrics:
             counters["slo_ttft_met"] += 1
         if rate_met:
             counters["slo_stream_rate_met"] += 1
-        if ttft_met and rate_met:
+        if ttft_met and rate_met and valid is not False:  # an invalid answer misses the SLO
             counters["slo_met"] += 1
 
     def _record_reasoning(self, record: RequestRecord) -> None:

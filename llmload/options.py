@@ -129,6 +129,22 @@ def add_arguments(parser: Any) -> None:
     add("--llm-rate", default="", help="Open loop: requests/s for the whole test, divided among workers")
     add("--llm-backends", default="", help="TOML file of backends to spread users over (docs/scenarios.md)")
     add("--llm-backend", default="", help="Use only these backends (comma-separated names) of --llm-backends")
+    add("--llm-tools", default="", help="JSON file of OpenAI tool definitions every chat request sends (tools)")
+    add(
+        "--llm-tool-choice",
+        default="",
+        help="tool_choice with --llm-tools: auto (default), required, none, or a tool's name",
+    )
+    add(
+        "--llm-tool-latency",
+        default="",
+        help="Agent users: seconds a tool takes before its result goes back, N or A-B (default: the class's)",
+    )
+    add(
+        "--llm-response-format",
+        default="",
+        help="JSON schema file: every chat request asks for a JSON answer valid against it (response_format)",
+    )
     add(
         "--llm-lora",
         default="",
@@ -208,6 +224,20 @@ def parse_number(
 def parse_float(value: Any, *, option: str, minimum: float = 0.0, exclusive: bool = False) -> float | None:
     """Parse a number of ``--option``; empty means not set."""
     return parse_number(value, option=f"--{option}", low=minimum, low_open=exclusive)
+
+
+def _structured_options(get: Any) -> dict[str, Any]:
+    """Validate the tools, tool choice and schema options (their files are read once per process)."""
+    from llmload import structured
+
+    out: dict[str, Any] = {
+        "tools": str(get("llm_tools") or "").strip(),
+        "tool_choice": str(get("llm_tool_choice") or "").strip(),
+        "response_format": str(get("llm_response_format") or "").strip(),
+    }
+    structured.ask_from(tools_path=out["tools"], tool_choice=out["tool_choice"], schema_path=out["response_format"])
+    out["tool_latency"] = parse_range(get("llm_tool_latency"), option="llm-tool-latency")
+    return out
 
 
 def _workload_options(get: Any) -> dict[str, Any]:
@@ -315,6 +345,10 @@ class LLMOptions:
     rate_rps: float | None = None
     backends: str = ""
     backend_names: str = ""
+    tools: str = ""
+    tool_choice: str = ""
+    tool_latency: Range | None = None
+    response_format: str = ""
     lora: tuple[tuple[str, float], ...] = ()
     """LoRA adapter names and weights (``--llm-lora``): each request's model is the next adapter."""
 
@@ -366,6 +400,7 @@ class LLMOptions:
             results_path=str(get("llm_results") or ""),
             seed=seed,
             lora=parse_named_weights(lora, option="llm-lora") if lora else (),
+            **_structured_options(get),
             **_workload_options(get),
         )
 

@@ -71,6 +71,10 @@ class RequestRecord:
     """False once an attribution was estimated (an event without usage, or one with both texts)."""
     reasoning_tokens_reported: int | None = None
     """``usage.completion_tokens_details.reasoning_tokens``, when the server sends it."""
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+    """Tool calls of the answer (kept with the text): ``{"id", "name", "arguments"}`` each, pieces joined."""
+    answer_valid: bool | None = None
+    """With tools or a schema asked for: whether a complete tool call or valid answer came (``llmload.structured``)."""
 
     @property
     def ok(self) -> bool:
@@ -181,8 +185,8 @@ class RequestRecord:
         return self.ttfa_s if of == "answer" else self.ttft_s
 
     def meets_slo(self, *, ttft_s: float | None, stream_rate_tps: float | None, ttft_of: str = "any") -> bool:
-        """Whether this request succeeded and met every configured SLO (the TTFT one on ``ttft_of``)."""
-        if not self.ok or not self.token_times:
+        """Whether this request succeeded with a valid answer and met every configured SLO (TTFT on ``ttft_of``)."""
+        if not self.ok or not self.token_times or self.answer_valid is False:
             return False
         if ttft_s is not None:
             first = self.first_token_s(ttft_of)

@@ -109,8 +109,13 @@ class StreamReader:
                     thought = (
                         delta.get("reasoning") or delta.get("reasoning_content") if record.answer_at is None else None
                     )
+                    if self.keep_text and delta.get("tool_calls"):
+                        self._keep_tool_calls(delta["tool_calls"])
                 else:
-                    answers = bool(delta.get("tool_calls"))
+                    calls = delta.get("tool_calls")
+                    answers = bool(calls)
+                    if calls and self.keep_text:
+                        self._keep_tool_calls(calls)
                     thought = delta.get("reasoning") or delta.get("reasoning_content")
                 if thought:
                     record.reasoning_events += 1
@@ -160,6 +165,26 @@ class StreamReader:
             status = code if isinstance(code, int) and 400 <= code < 600 else 500
             return self._fail(classify_status(status), f"error event: {error_message(data)}")
         return True
+
+    def _keep_tool_calls(self, calls: Any) -> None:
+        """Join each tool call's streamed name and argument pieces (by ``index``) into the record."""
+        kept = self.record.tool_calls
+        for call in calls if isinstance(calls, list) else ():
+            if not isinstance(call, dict):
+                continue
+            index = call.get("index", len(kept) - 1 if kept else 0)
+            if not isinstance(index, int) or index < 0 or index > len(kept):
+                continue
+            if index == len(kept):
+                kept.append({"id": "", "name": "", "arguments": ""})
+            if isinstance(call.get("id"), str):
+                kept[index]["id"] = call["id"]
+            function = call.get("function") or {}
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    kept[index]["name"] += function["name"]
+                if isinstance(function.get("arguments"), str):
+                    kept[index]["arguments"] += function["arguments"]
 
     def _split(self, thought: Any, answer: Any) -> float:
         """The reasoning share of an event carrying both texts (the end of thinking): by length, estimated."""

@@ -15,12 +15,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import gevent
+import orjson
 from locust import task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
 from llmload import backends as _backends
-from llmload import datasets, lora, prompts, targets
+from llmload import datasets, lora, prompts, structured, targets
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload.arrivals import get_arrivals
 from llmload.client import LLMClient
@@ -68,6 +70,15 @@ class LLMUser(FastHttpUser):
     request_name: str | None = None
     """Name of the request in Locust's statistics; default: the endpoint path."""
 
+    tools: list[dict[str, Any]] | None = None
+    """OpenAI tool definitions every chat request sends; ``--llm-tools FILE`` overrides."""
+
+    tool_choice: str = "auto"
+    """``auto``, ``required``, ``none`` or a tool's name; ``--llm-tool-choice`` overrides."""
+
+    response_schema: dict[str, Any] | None = None
+    """A JSON schema the answer must follow (``response_format``); ``--llm-response-format FILE`` overrides."""
+
     slo_ttft_of: str | None = None
     """What the TTFT SLO targets for a run with this class, unless ``--llm-slo-ttft-of`` says:
     ``answer`` (the first answer token, for reasoning models) or ``any`` (default)."""
@@ -79,6 +90,7 @@ class LLMUser(FastHttpUser):
         # SSE events longer than --llm-stream-timeout fails the request as a timeout.
         self.network_timeout = self.connection_timeout = options.stream_timeout_s
         self._adapters = lora.picker_for(self._plugin)
+        self._ask = self._structured_ask(options)
         picker = _backends.picker_for(self._plugin)
         self.backend_info = picker.next() if picker is not None else None
         if self.backend_info is not None:
@@ -124,6 +136,19 @@ class LLMUser(FastHttpUser):
             streams=self._plugin.streams,
             context=self.context,
             kernel_stamps=options.timestamps == "kernel",
+        )
+
+    def _structured_ask(self, options: Any) -> structured.Ask:
+        """Tools and schema of the options when given, else of the class (validated either way)."""
+        if options.tools or options.response_format:
+            return structured.ask_from(
+                tools_path=options.tools, tool_choice=options.tool_choice, schema_path=options.response_format
+            )
+        return structured.ask_of(
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            schema=self.response_schema,
+            where=f"{type(self).__name__}",
         )
 
     def wait_time(self) -> float:
@@ -191,38 +216,53 @@ class LLMUser(FastHttpUser):
         self,
         prompt: str,
         *,
-        history: list[dict[str, str]] | None = None,
+        history: list[dict[str, Any]] | None = None,
         keep_text: bool = False,
         t_intended: float | None = None,
     ) -> RequestRecord | None:
         """Stream one request for ``prompt`` (after ``history`` in chat) and return its record."""
+        if self._endpoint != "completions":
+            messages = [*(history or ()), {"role": "user", "content": prompt}]
+            return self.send_messages(messages, keep_text=keep_text, t_intended=t_intended)
         model = self._adapters.next() if self._adapters is not None else self.resolve_model()
         if model is None:
             return None
-        max_tokens = self.draw_max_tokens()
         with self._plugin.request_in_flight():
-            if self._endpoint == "completions":
-                record = self.llm.complete(
-                    self._prefix + prompt,
-                    model=model,
-                    max_tokens=max_tokens,
-                    ignore_eos=self._ignore_eos,
-                    name=self.request_name,
-                    keep_text=keep_text,
-                    t_intended=t_intended,
-                )
-            else:
-                system = [{"role": "system", "content": self._prefix}] if self._prefix else []
-                messages = [*system, *(history or ()), {"role": "user", "content": prompt}]
-                record = self.llm.chat(
-                    messages,
-                    model=model,
-                    max_tokens=max_tokens,
-                    ignore_eos=self._ignore_eos,
-                    name=self.request_name,
-                    keep_text=keep_text,
-                    t_intended=t_intended,
-                )
+            record = self.llm.complete(
+                self._prefix + prompt,
+                model=model,
+                max_tokens=self.draw_max_tokens(),
+                ignore_eos=self._ignore_eos,
+                name=self.request_name,
+                keep_text=keep_text,
+                t_intended=t_intended,
+            )
+        return self._observed(record, t_intended)
+
+    def send_messages(
+        self, messages: list[dict[str, Any]], *, keep_text: bool = True, t_intended: float | None = None
+    ) -> RequestRecord | None:
+        """Stream one chat request of ``messages`` (after the shared system prefix, if any); return its record."""
+        model = self._adapters.next() if self._adapters is not None else self.resolve_model()
+        if model is None:
+            return None
+        system = [{"role": "system", "content": self._prefix}] if self._prefix else []
+        ask = self._ask
+        with self._plugin.request_in_flight():
+            record = self.llm.chat(
+                [*system, *messages],
+                model=model,
+                max_tokens=self.draw_max_tokens(),
+                ignore_eos=self._ignore_eos,
+                name=self.request_name,
+                keep_text=keep_text,
+                t_intended=t_intended,
+                extra_body=ask.extra_body() if ask.judged else None,
+                judge=ask.judge if ask.judged else None,
+            )
+        return self._observed(record, t_intended)
+
+    def _observed(self, record: RequestRecord, t_intended: float | None) -> RequestRecord:
         if t_intended is not None and self._arrivals is not None:
             self._arrivals.observe(record)
         return record
@@ -258,6 +298,61 @@ class ReasoningChatUser(LLMUser):
     prompt_tokens = None
     think_time = (2.0, 8.0)
     slo_ttft_of = "answer"
+
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "title": "answer",
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "sources": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["answer", "confidence"],
+}
+
+
+class ToolCallUser(LLMUser):
+    """Requests that must call a tool: ``tools`` with ``tool_choice: required`` (a weather lookup).
+
+    The answer is valid when it is a complete call of a known tool with arguments valid against
+    its parameters; ``--llm-tools`` and ``--llm-tool-choice`` replace the class's tool and choice.
+    """
+
+    abstract = True
+    max_tokens = 200
+    think_time = (1.0, 5.0)
+    tools = [WEATHER_TOOL]
+    tool_choice = "required"
+
+
+class StructuredOutputUser(LLMUser):
+    """Requests for a JSON answer following a schema (``response_format`` with ``json_schema``).
+
+    The answer is valid when it is JSON valid against the schema; ``--llm-response-format``
+    replaces the class's schema.
+    """
+
+    abstract = True
+    max_tokens = 300
+    think_time = (1.0, 5.0)
+    response_schema = ANSWER_SCHEMA
 
 
 class SummarizationUser(LLMUser):
@@ -298,7 +393,7 @@ class MultiTurnChatUser(LLMUser):
         if isinstance(spec, tuple):
             spec = f"uniform:min={spec[0]},max={spec[1]}"
         self._turns_dist = datasets.parse_distribution(str(spec), option="llm-turns")
-        self.history: list[dict[str, str]] = []
+        self.history: list[dict[str, Any]] = []
         self._questions: list[str] = []
         self._turns_left = 0
 
@@ -330,3 +425,65 @@ class MultiTurnChatUser(LLMUser):
             self._turns_left = 0  # a broken conversation is abandoned, as a person would
             return
         self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": record.text}]
+
+
+class AgentUser(MultiTurnChatUser):
+    """An agent: each turn may call a tool; the tool's result goes back after the tool's latency.
+
+    A turn sends the question with ``tools`` (``tool_choice: auto``). When the answer is a
+    tool call, the user waits ``tool_latency`` seconds (the tool running; ``--llm-tool-latency``
+    overrides), appends the call and a result (``role: tool``) to the conversation and sends
+    again, so the model answers from the result; at most ``max_tool_rounds`` calls per turn.
+    Every request is its own record (and is judged: a complete tool call or, with ``auto``,
+    a text answer is valid).
+    """
+
+    abstract = True
+    max_tokens = 200
+    think_time = (2.0, 8.0)
+    turns = (2, 4)
+    tools = [WEATHER_TOOL]
+    tool_choice = "auto"
+    tool_latency: float | tuple[float, float] = (0.2, 1.0)
+    """Seconds a tool takes to answer, or a (low, high) range; ``--llm-tool-latency`` overrides."""
+    max_tool_rounds = 3
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self._tool_latency = self._plugin.options.tool_latency or _as_range(self.tool_latency, "tool_latency")
+
+    def turn(self) -> None:
+        """A turn: the question, then a tool call and its result fed back, until the model answers."""
+        if self._turns_left <= 0:
+            self.start_session()
+        question = self.next_question()
+        history = [*self.history, {"role": "user", "content": question}]
+        record = self.send_messages(history, t_intended=self.next_arrival())
+        self._turns_left -= 1
+        for _ in range(self.max_tool_rounds):
+            if record is None or not record.ok or not record.tool_calls:
+                break
+            if self._tool_latency is not None:
+                gevent.sleep(self._tool_latency.draw(self.rng))
+            calls = [
+                {
+                    "id": c["id"] or f"call_{i}",
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for i, c in enumerate(record.tool_calls)
+            ]
+            history.append({"role": "assistant", "content": record.text or None, "tool_calls": calls})
+            history += [{"role": "tool", "tool_call_id": call["id"], "content": tool_result(call)} for call in calls]
+            record = self.send_messages(history)
+        if record is None or not record.ok or record.text is None or record.tool_calls:
+            self._turns_left = 0  # a broken conversation is abandoned, as a person would
+            return
+        self.history = [*history, {"role": "assistant", "content": record.text}]
+
+
+def tool_result(call: dict[str, Any]) -> str:
+    """What the (pretend) tool answers: its name and arguments echoed with a result, as JSON."""
+    return orjson.dumps(
+        {"tool": call["function"]["name"], "arguments": call["function"]["arguments"], "result": "ok"}
+    ).decode()

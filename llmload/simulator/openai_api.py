@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from llmload.simulator.structured_answer import FixedAnswer, structured_request
 from llmload.simulator.tokens import ApiInputError, Vocabulary, count_chat_tokens, count_prompt_tokens
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -60,6 +61,8 @@ class GenRequest:
     continuous_usage: bool
     model: str = ""
     """The model asked for: the served model, or one of its LoRA adapters (echoed in the answer)."""
+    structured: tuple[list[str], str | None] | None = None
+    """Tools or a JSON schema asked for: the answer's pieces and the tool it calls (None: JSON content)."""
 
 
 def parse_request(
@@ -123,6 +126,7 @@ def parse_request(
         include_usage=include_usage,
         continuous_usage=continuous,
         model=model if isinstance(model, str) else served_model,
+        structured=structured_request(data) if chat else None,
     )
 
 
@@ -151,6 +155,7 @@ class StreamFormat:
         "offset",
         "thinking",
         "thinking_prefix",
+        "first_prefix",
     )
 
     def __init__(
@@ -160,10 +165,11 @@ class StreamFormat:
         rid: str,
         created: int,
         model: str,
-        vocab: Vocabulary,
+        vocab: Vocabulary | FixedAnswer,
         offset: int,
         thinking: int = 0,
         thinking_field: str = "reasoning",
+        tool: str | None = None,
     ) -> None:
         self.chat = req.chat
         self.prompt_tokens = req.prompt_tokens
@@ -190,6 +196,17 @@ class StreamFormat:
             self.mid = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]'
             self.final = b',"logprobs":null,"finish_reason":"%s","stop_reason":null}]'
         self.close = self.mid + (b"}\n\n" if req.chat else b',"usage":null}\n\n')
+        self.first_prefix: bytes | None = None
+        """A tool call's first token opens the call (id, type, name); the others carry argument pieces."""
+        if tool is not None:
+            call = b'[{"index":0,"delta":{"tool_calls":[{"index":0,'
+            self.first_prefix = (
+                self.head_prefix
+                + call
+                + b'"id":"call_%s","type":"function","function":{"name":%s,"arguments":'
+                % (rid.rpartition("-")[2][:24].encode(), orjson.dumps(tool))
+            )
+            self.prefix = self.head_prefix + call + b'"function":{"arguments":'
 
     def head(self) -> bytes:
         """Return the role chunk that opens a chat stream (empty for completions)."""
@@ -204,6 +221,8 @@ class StreamFormat:
     def token(self, k: int) -> bytes:
         """Return the event of token ``k`` when it is neither the last nor carries usage (the hot path)."""
         prefix = self.thinking_prefix if k < self.thinking else self.prefix
+        if k == 0 and self.first_prefix is not None:
+            prefix = self.first_prefix
         return prefix + self.vocab.word_json(self.offset, k) + self.close
 
     def tokens(self, first: int, count: int, finish_reason: str | None) -> bytes:
@@ -212,6 +231,8 @@ class StreamFormat:
         prefix, mid = self.prefix, self.mid
         thought = max(0, min(count, self.thinking - first))  # how many of these tokens are thinking (they lead)
         prefixes = [self.thinking_prefix] * thought + [prefix] * (count - thought) if thought else None
+        if first == 0 and self.first_prefix is not None:
+            prefixes = [self.first_prefix] + [prefix] * (count - 1)
         if self.continuous:
             p, details = self.prompt_tokens, not self.chat
             parts = [

@@ -34,6 +34,7 @@ from llmload.simulator.openai_api import (
 from llmload.simulator.perfmodel import PerfModel
 from llmload.simulator.profiles import FIXED_PROFILE, get_gpu_profile, get_model_profile
 from llmload.simulator.scheduler import Scheduler, SimRequest
+from llmload.simulator.structured_answer import FixedAnswer
 from llmload.simulator.tokens import Vocabulary
 from llmload.simulator.vllm_metrics import SimMetrics
 
@@ -240,8 +241,14 @@ class SimApp:
             return self.http_fault(conn, fault)
         arrival = self.loop.time()
         natural = config.answer_tokens
+        structured = gen.structured
         reason: str | None
-        if gen.ignore_eos or natural is None or natural >= gen.max_tokens:
+        if structured is not None:  # a tool call or schema JSON: its length, unless max_tokens cuts it
+            parts, tool = structured
+            n_target, reason = min(len(parts), gen.max_tokens), "tool_calls" if tool else "stop"
+            if len(parts) > gen.max_tokens:
+                reason = "length"
+        elif gen.ignore_eos or natural is None or natural >= gen.max_tokens:
             n_target, reason = gen.max_tokens, "length"
         else:
             n_target, reason = natural, "stop"
@@ -261,10 +268,13 @@ class SimApp:
                 rid=rid,
                 created=int(time.time()),
                 model=gen.model or self.model_name,
-                vocab=self.vocab,
+                vocab=self.vocab
+                if structured is None
+                else FixedAnswer(structured[0], closing=b"}}]" * bool(structured[1])),
                 offset=offset,
-                thinking=config.reasoning_tokens if chat else 0,
+                thinking=config.reasoning_tokens if chat and structured is None else 0,
                 thinking_field=config.reasoning_field,
+                tool=structured[1] if structured is not None else None,
             )
             req.sink = StreamSink(self, conn, fmt, req, fault)
             conn.start_stream(first=fmt.head())

@@ -244,7 +244,8 @@ class SimMetrics:
 
     def finished(self, req: SimRequest, reason: str, now: float) -> None:
         """Record a finished (or aborted) request."""
-        self.success[reason] += 1
+        # The engine finished a tool call's text with "stop"; "tool_calls" is the API's reading of it.
+        self.success["stop" if reason == "tool_calls" else reason] += 1
         self.e2e.observe(now - req.arrival)
         scheduled = req.scheduled_at if req.scheduled_at is not None else now
         self.queue.observe(max(0.0, scheduled - req.queued_at))

@@ -48,6 +48,7 @@ OVERRIDES = {
 
 def test_the_expected_scenarios_exist():
     assert SCENARIOS == [
+        "agent-tools",
         "backprop-long-context",
         "backprop-rtx3090",
         "capacity",
