@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
-from llmload.render import charts, reasoning
+from llmload.render import answers, charts, reasoning
 from llmload.render import soak as soak_text
 from llmload.render.cells import cell, fmt, kv_table, text_of, value_at
 from llmload.render.text import slo_sentence
@@ -427,6 +427,7 @@ SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
     _run_section,
     _summary_section,
     reasoning.html_section,
+    answers.html_section,
     _phases_section,
     _distribution_section,
     _timeline_section,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmload.render import reasoning
+from llmload.render import answers, reasoning
 from llmload.render.soak import format_soak
 from llmload.render.text import fixed_width, ms, num, slo_sentence
 
@@ -69,6 +69,7 @@ def format_table(doc: dict[str, Any]) -> str:
     if estimated:
         out.append(f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage).")
     out += reasoning.text_lines(doc)
+    out += answers.text_lines(doc)
     out += format_server_ttft(doc)
     out += format_soak(doc)
     return "\n".join(out)

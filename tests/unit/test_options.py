@@ -69,3 +69,22 @@ def test_api_key_from_env_and_never_in_public_dict(monkeypatch):
     assert "sk-secret-123" not in repr(options)
     assert "sk-secret-123" not in str(options.public_dict())
     assert options.public_dict()["api_key_set"] is True
+
+
+def test_request_kind_options_from_env_vars_and_a_config_file(monkeypatch, tmp_path):
+    """The reasoning, tools and LoRA options come in through Locust's usual doors: env vars and config files."""
+    import json
+
+    from locust.argument_parser import get_parser
+
+    import llmload.hooks  # noqa: F401  (registers the --llm-* options)
+
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]))
+    monkeypatch.setenv("LOCUST_LLM_LORA", "a=2,b")
+    monkeypatch.setenv("LOCUST_LLM_SLO_TTFT_OF", "answer")
+    config = tmp_path / "run.conf"
+    config.write_text(f"llm-tools = {tools}\nllm-tool-choice = f\nllm-tool-latency = 0.1-0.3\n")
+    options = LLMOptions.from_parsed(get_parser(default_config_files=[str(config)]).parse_args([]))
+    assert options.lora == (("a", 2.0), ("b", 1.0)) and options.slo_ttft_of == "answer"
+    assert options.tools == str(tools) and options.tool_choice == "f" and options.tool_latency == Range(0.1, 0.3)

@@ -150,3 +150,18 @@ def test_the_simulators_answers_follow_the_schemas():
     assert validator.judge(read([{"content": text}]))
     arguments = "".join(pieces(instance_of(WEATHER_TOOL["function"]["parameters"])))
     assert ask(tools=[WEATHER_TOOL], tool_choice="required").judge(read(call("get_weather", [arguments])))
+
+
+def test_console_and_report_show_the_valid_share():
+    from llmload.render import answers
+
+    store = MetricsStore(slo_stream_rate_tps=None)
+    for valid in (True, True, False):
+        record = read([{"content": "x"}])
+        record.answer_valid = valid
+        store.record(record)
+    body = group_body(next(iter(store.groups.values())), slo=Slo.of(store))
+    doc = {"groups": [{"backend": "b", "model": "m", "user_class": "U", **body}], "total": body}
+    assert answers.text_lines(doc)[-1] == "  b · m · U: 2 of 3 (66.7%)"
+    assert 'data-key="answers.valid_share"' in answers.html_section(doc) and ">66.7%<" in answers.html_section(doc)
+    assert answers.text_lines({"groups": [], "total": {}}) == [] and answers.html_section({"groups": []}) == ""
