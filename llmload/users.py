@@ -224,26 +224,18 @@ class LLMUser(FastHttpUser):
         if self._endpoint != "completions":
             messages = [*(history or ()), {"role": "user", "content": prompt}]
             return self.send_messages(messages, keep_text=keep_text, t_intended=t_intended)
-        model = self._adapters.next() if self._adapters is not None else self.resolve_model()
+        model = self._next_model()
         if model is None:
             return None
         with self._plugin.request_in_flight():
-            record = self.llm.complete(
-                self._prefix + prompt,
-                model=model,
-                max_tokens=self.draw_max_tokens(),
-                ignore_eos=self._ignore_eos,
-                name=self.request_name,
-                keep_text=keep_text,
-                t_intended=t_intended,
-            )
+            record = self.llm.complete(self._prefix + prompt, model=model, **self._request_args(keep_text, t_intended))
         return self._observed(record, t_intended)
 
     def send_messages(
         self, messages: list[dict[str, Any]], *, keep_text: bool = True, t_intended: float | None = None
     ) -> RequestRecord | None:
         """Stream one chat request of ``messages`` (after the shared system prefix, if any); return its record."""
-        model = self._adapters.next() if self._adapters is not None else self.resolve_model()
+        model = self._next_model()
         if model is None:
             return None
         system = [{"role": "system", "content": self._prefix}] if self._prefix else []
@@ -252,15 +244,25 @@ class LLMUser(FastHttpUser):
             record = self.llm.chat(
                 [*system, *messages],
                 model=model,
-                max_tokens=self.draw_max_tokens(),
-                ignore_eos=self._ignore_eos,
-                name=self.request_name,
-                keep_text=keep_text,
-                t_intended=t_intended,
                 extra_body=ask.extra_body() if ask.judged else None,
                 judge=ask.judge if ask.judged else None,
+                **self._request_args(keep_text, t_intended),
             )
         return self._observed(record, t_intended)
+
+    def _request_args(self, keep_text: bool, t_intended: float | None) -> dict[str, Any]:
+        """What every request of this user carries besides its prompt and model."""
+        return {
+            "max_tokens": self.draw_max_tokens(),
+            "ignore_eos": self._ignore_eos,
+            "name": self.request_name,
+            "keep_text": keep_text,
+            "t_intended": t_intended,
+        }
+
+    def _next_model(self) -> str | None:
+        """The next LoRA adapter (``--llm-lora``), else the model to request."""
+        return self._adapters.next() if self._adapters is not None else self.resolve_model()
 
     def _observed(self, record: RequestRecord, t_intended: float | None) -> RequestRecord:
         if t_intended is not None and self._arrivals is not None:

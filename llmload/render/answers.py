@@ -10,20 +10,12 @@ from html import escape
 from typing import Any
 
 from llmload.render.cells import cell
-from llmload.render.text import group_label
-
-
-def _rows(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    rows = [(group_label(g), g["answers"]) for g in doc.get("groups", []) if g.get("answers")]
-    total = (doc.get("total") or {}).get("answers")
-    if total and len(rows) > 1:
-        rows.append(("Total", total))
-    return rows
+from llmload.render.text import sections_of
 
 
 def text_lines(doc: dict[str, Any]) -> list[str]:
     """One line per group: valid answers of those judged ([] when none were)."""
-    rows = _rows(doc)
+    rows = sections_of(doc, "answers")
     if not rows:
         return []
     lines = ["", "Valid answers (a complete tool call, or JSON valid against the schema; invalid ones miss the SLO)"]
@@ -34,7 +26,7 @@ def text_lines(doc: dict[str, Any]) -> list[str]:
 
 def html_section(doc: dict[str, Any]) -> str:
     """The report's section on judged answers ('' when none were)."""
-    rows = _rows(doc)
+    rows = sections_of(doc, "answers")
     if not rows:
         return ""
     body = "".join(

@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from llmload.render.cells import cell
-from llmload.render.text import fixed_width, group_label, ms, num
+from llmload.render.text import fixed_width, ms, num, sections_of
 
 # (title, path in the reasoning section, format)
 COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -27,15 +27,6 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 
 
-def _rows(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, reasoning section) of every group that thought, and of the total when several did."""
-    rows = [(group_label(g), g["reasoning"]) for g in doc.get("groups", []) if g.get("reasoning")]
-    total = (doc.get("total") or {}).get("reasoning")
-    if total and len(rows) > 1:
-        rows.append(("Total", total))
-    return rows
-
-
 def _value(section: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = section
     for key in path:
@@ -46,7 +37,7 @@ def _value(section: dict[str, Any], path: tuple[str, ...]) -> Any:
 def text_lines(doc: dict[str, Any]) -> list[str]:
     """The console's reasoning table ([] when no model thought)."""
     rows = []
-    for label, section in _rows(doc):
+    for label, section in sections_of(doc, "reasoning"):
         tokens, thought = section["tokens"], section["requests"] or 1
         rows.append(
             [
@@ -73,7 +64,7 @@ def text_lines(doc: dict[str, Any]) -> list[str]:
 
 def html_section(doc: dict[str, Any]) -> str:
     """The report's reasoning section ('' when no model thought)."""
-    rows = _rows(doc)
+    rows = sections_of(doc, "reasoning")
     if not rows:
         return ""
     head = '<th class="text">group</th>' + "".join(f"<th>{escape(title)}</th>" for title, _, _ in COLUMNS)

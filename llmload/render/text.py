@@ -63,3 +63,12 @@ def redact_url(value: str) -> str:
 def group_label(group: Mapping[str, Any], *, separator: str = " · ") -> str:
     """``backend · model · user class`` of a results group (credentials in a URL label removed)."""
     return separator.join((redact_url(str(group["backend"])), str(group["model"]), str(group["user_class"])))
+
+
+def sections_of(doc: Mapping[str, Any], key: str) -> list[tuple[str, Any]]:
+    """(label, section ``key``) of every group that has one, then the total's when several groups do."""
+    rows = [(group_label(g), g[key]) for g in doc.get("groups", []) if g.get(key)]
+    total = (doc.get("total") or {}).get(key)
+    if total and len(rows) > 1:
+        rows.append(("Total", total))
+    return rows

@@ -7,32 +7,22 @@ output and prompt tokens must equal the deltas of
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from tests.support.processes import ProcessGroup, collect, free_port, locust_command, run_locust, scrape
+from tests.support.vllm import running_vllm
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def vllm():
-    from llmload.errors import TargetError
     from llmload.target.process import VLLMProcess
 
-    try:
-        server = VLLMProcess(shape="tiny")
-        server.start()
-    except TargetError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM could not be installed or started here: {exc}")
-    try:
+    with running_vllm(lambda: VLLMProcess(shape="tiny")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def histogram_delta(before, after, name):

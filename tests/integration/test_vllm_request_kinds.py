@@ -11,13 +11,13 @@ model trained to call tools or to think (a random model does neither).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import run_locust, scrape
+from tests.support.vllm import running_vllm
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.slow]
 
@@ -54,11 +54,11 @@ RUN = ["-u", "2", "-r", "2", "-t", "6s", "--stop-timeout", "30", "--llm-think-ti
 
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory):
-    from llmload.errors import TargetError
     from llmload.target.process import VLLMProcess
 
     adapters = tmp_path_factory.mktemp("adapters")
-    try:
+
+    def make() -> VLLMProcess:
         base = VLLMProcess(shape="tiny")
         base.prepare()  # the venv and the model, cached
         assert base.vllm is not None and base.model_path is not None
@@ -68,7 +68,7 @@ def vllm(tmp_path_factory):
                 check=True,
                 timeout=120,
             )
-        server = VLLMProcess(
+        return VLLMProcess(
             shape="tiny",
             extra_args=[
                 *("--enable-auto-tool-choice", "--tool-call-parser", "pythonic"),
@@ -77,15 +77,9 @@ def vllm(tmp_path_factory):
                 *("--lora-modules", f"sql-lora={adapters / 'sql-lora'}", f"chat-lora={adapters / 'chat-lora'}"),
             ],
         )
-        server.start()
-    except TargetError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"vLLM could not be installed or started here: {exc}")
-    try:
+
+    with running_vllm(make) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def run_and_count(vllm, tmp_path: Path, locustfile: str, *args: str):
