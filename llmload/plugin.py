@@ -22,7 +22,6 @@ import logging
 import os
 import random
 import time
-from collections import deque
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ from llmload.supervisor import Supervisor, pause
 from llmload.timeline import INTERVAL_DISTRIBUTIONS as TIMELINE_DISTRIBUTIONS
 from llmload.timeline import WINDOW as TIMELINE_WINDOW
 from llmload.timeline import Timeline
-from llmload.windows import Window
+from llmload.windows import OpenWindows, Window
 from llmload.wire import Wire
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ class LLMLoadPlugin:
         """Every background greenlet of llmload in this process."""
         self.cpu = CpuMeter()
         """This process's CPU use (sampled by the self-check)."""
-        self.windows: dict[str, Window] = {}
+        self.windows = OpenWindows(slo_of=lambda: self.store)
         """Open windows: named stores that receive the same records or merged deltas as ``store``."""
         self.timeline = Timeline()
         """The run's points over time (the results' ``timeline``)."""
@@ -122,7 +121,6 @@ class LLMLoadPlugin:
         self._awaiting_final: set[str] = set()
         self._record_observers: list[Callable[[RequestRecord], None]] = []
         self._target_users: int | None = None
-        self._unfed: deque[RequestRecord] = deque()
         self._feeder: gevent.Greenlet | None = None
 
     # -- wiring --------------------------------------------------------------------------
@@ -241,8 +239,7 @@ class LLMLoadPlugin:
         """
         self.streams.closed(record)
         self.store.record(record)
-        if self.windows:
-            self._unfed.append(record)
+        self.windows.queue(record)
         for observer in self._record_observers:
             observer(record)
 
@@ -252,7 +249,7 @@ class LLMLoadPlugin:
         """Count the output tokens that arrived on open streams since the last call (store and windows)."""
         for key, n in self.streams.collect().items():
             self.store.group(*key).add_arrived_tokens(n)
-            for window in self.windows.values():
+            for window in self.windows:
                 window.store.group(*key).add_arrived_tokens(n)
 
     def feed_windows(self, *, pause_every: int = 0) -> None:
@@ -261,18 +258,10 @@ class LLMLoadPlugin:
         With ``pause_every``, let other greenlets run after every that many requests (the
         background feeder); without, finish at once (before a window opens, closes or is read).
         """
-        fed = 0
-        while self._unfed:
-            record = self._unfed.popleft()
-            for window in self.windows.values():
-                window.store.record(record)
-            fed += 1
-            if pause_every and fed % pause_every == 0:
-                pause()
+        self.windows.feed(pause_every=pause_every, pause=pause)
 
     def window(self, name: str) -> Window | None:
         """The open window ``name``, with every request finished so far in it (None when not open)."""
-        self.feed_windows()
         return self.windows.get(name)
 
     def _feed_forever(self) -> None:
@@ -283,41 +272,19 @@ class LLMLoadPlugin:
     def open_window(
         self, name: str, *, distributions: Iterable[str] = DISTRIBUTIONS, reuse: MetricsStore | None = None
     ) -> Window:
-        """Start a window: a separate store of everything recorded or merged from now on.
-
-        ``distributions`` narrows what its groups keep (each is an HdrHistogram of about 184 KiB);
-        ``reuse`` is the store of a window done with, emptied and taken as the new one's (its
-        distributions stay), so that windows opened every few seconds allocate no histograms.
-        """
-        self.feed_windows()
-        if reuse is None:
-            store = MetricsStore(distributions=distributions)
-        else:
-            store = reuse
-            store.clear()
-        store.slo_ttft_s, store.slo_stream_rate_tps = self.store.slo_ttft_s, self.store.slo_stream_rate_tps
-        store.slo_ttft_of = self.store.slo_ttft_of
-        window = self.windows[name] = Window(name=name, store=store)
-        return window
+        """Start a window (``OpenWindows.open``): its store gets everything recorded or merged from now on."""
+        return self.windows.open(name, distributions=distributions, reuse=reuse)
 
     def restart_window(self, name: str) -> Window | None:
         """Start the open window ``name`` again from now, empty, in its own memory (None when not open).
 
         What a reader that has just taken the window's figures does to begin the next span.
         """
-        self.feed_windows()
-        window = self.windows.get(name)
-        if window is None:
-            return None
-        return self.open_window(name, reuse=window.store)
+        return self.windows.restart(name)
 
     def close_window(self, name: str) -> Window | None:
         """Stop collecting the window ``name`` and return it."""
-        self.feed_windows()
-        window = self.windows.pop(name, None)
-        if window is not None:
-            window.closed_at = time.time()
-        return window
+        return self.windows.close(name)
 
     # -- run control -------------------------------------------------------------------------
 
@@ -442,7 +409,7 @@ class LLMLoadPlugin:
         if groups:
             self.seen_workers.add(client_id)
         self.store.merge_wire(groups)
-        for window in self.windows.values():
+        for window in self.windows:
             window.store.merge_wire(groups)
         self.generator_gauges[client_id] = gauges
         self.backend_gauges[client_id] = {
