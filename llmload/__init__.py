@@ -42,6 +42,7 @@ _EXPORTS = {
     "SummarizationUser": "llmload.users",
     "TargetError": "llmload.errors",
     "ToolCallUser": "llmload.users",
+    "VisionChatUser": "llmload.users",
     "get_plugin": "llmload.plugin",
 }
 
@@ -67,6 +68,7 @@ __all__ = [
     "SummarizationUser",
     "TargetError",
     "ToolCallUser",
+    "VisionChatUser",
     "__version__",
     "get_plugin",
 ]
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
         StructuredOutputUser,
         SummarizationUser,
         ToolCallUser,
+        VisionChatUser,
     )
 
 

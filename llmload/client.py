@@ -127,8 +127,11 @@ class LLMClient:
         keep_text: bool = False,
         t_intended: float | None = None,
         judge: Callable[[RequestRecord], bool] | None = None,
+        media: tuple[int, int] = (0, 0),
     ) -> RequestRecord:
         """Stream one chat completion and return its record.
+
+        ``media`` is the (images, pixels) the messages carry, noted in the record.
 
         ``judge`` (tools or a schema asked for) decides, on the kept answer of a successful
         request, ``record.answer_valid`` before the record is counted.
@@ -145,6 +148,7 @@ class LLMClient:
             keep_text or judge is not None,
             t_intended,
             judge,
+            media,
         )
 
     def complete(
@@ -177,6 +181,7 @@ class LLMClient:
         keep_text: bool,
         t_intended: float | None,
         judge: Callable[[RequestRecord], bool] | None = None,
+        media: tuple[int, int] = (0, 0),
     ) -> RequestRecord:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
@@ -197,6 +202,7 @@ class LLMClient:
                 record = retry
             elif record.ok:
                 caps.stream_options = True
+        record.images, record.image_pixels = media
         if judge is not None and record.ok:
             record.answer_valid = judge(record)
         self._report(record, name or path)

@@ -18,6 +18,7 @@ body is::
      "throughput": {"window_s", "output_tokens_per_s", "requests_per_s"},
      "slo": {"ttft_s", "ttft_of", "stream_rate_tps", "met", "attainment", "attainment_of_ok", "goodput_rps"},
      "answers": (tools or a schema asked for) {"checked", "valid", "valid_share"},
+     "images": (requests with images) {"requests", "images", "pixels", "images_per_request", "pixels_per_image"},
      "reasoning": (groups whose model thought) {"requests", "tokens": {"reasoning", "answer",
          "source", "estimated_requests"}, "ttfa_s", "reasoning_s", "answer_stream_rate_tps"}}
 """
@@ -102,6 +103,15 @@ def group_body(
     }
     if counters["reasoning_requests"]:
         body["reasoning"] = reasoning_body(group)
+    if counters["image_requests"]:
+        n_images = counters["images"]
+        body["images"] = {
+            "requests": counters["image_requests"],
+            "images": n_images,
+            "pixels": counters["image_pixels"],
+            "images_per_request": n_images / counters["image_requests"],
+            "pixels_per_image": counters["image_pixels"] / n_images,
+        }
     checked = counters["answers_checked"]
     if checked:
         body["answers"] = {

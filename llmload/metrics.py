@@ -207,6 +207,9 @@ _COUNTERS = (
     "reasoning_estimated_requests",
     "answers_checked",
     "answers_valid",
+    "image_requests",
+    "images",
+    "image_pixels",
 )
 
 
@@ -254,6 +257,10 @@ class GroupMetrics:
         if self.last_end is None or end_wall > self.last_end:
             self.last_end = end_wall
         counters["prompt_tokens"] += record.prompt_tokens or 0
+        if record.images:
+            counters["image_requests"] += 1
+            counters["images"] += record.images
+            counters["image_pixels"] += record.image_pixels
         counters["output_tokens"] += record.output_tokens
         counters["arrived_output_tokens"] += settled_tokens(record)
         if record.output_estimated:

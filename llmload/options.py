@@ -145,6 +145,10 @@ def add_arguments(parser: Any) -> None:
         default="",
         help="JSON schema file: every chat request asks for a JSON answer valid against it (response_format)",
     )
+    add("--llm-images", default="", help="Images per chat request: N, A-B or a distribution (default: the class's)")
+    add("--llm-image-size", default="", help="Generated image resolution WxH, or a list WxH,WxH drawn per image")
+    add("--llm-image-format", default="", help="Generated image encoding: jpeg (default), png or webp")
+    add("--llm-image-dir", default="", help="Folder of images (.jpg, .png, .webp) to send instead of generated ones")
     add(
         "--llm-lora",
         default="",
@@ -224,6 +228,19 @@ def parse_number(
 def parse_float(value: Any, *, option: str, minimum: float = 0.0, exclusive: bool = False) -> float | None:
     """Parse a number of ``--option``; empty means not set."""
     return parse_number(value, option=f"--{option}", low=minimum, low_open=exclusive)
+
+
+def _image_options(get: Any) -> dict[str, Any]:
+    """Validate the image options (a folder is read once per process)."""
+    from llmload import datasets, images
+
+    out = {
+        name: str(get(f"llm_{name}") or "").strip() for name in ("images", "image_size", "image_format", "image_dir")
+    }
+    if out["images"]:
+        datasets.parse_distribution(out["images"], option="llm-images")
+    images.source_from(sizes=out["image_size"], fmt=out["image_format"], folder=out["image_dir"], seed=0)
+    return out
 
 
 def _structured_options(get: Any) -> dict[str, Any]:
@@ -345,6 +362,10 @@ class LLMOptions:
     rate_rps: float | None = None
     backends: str = ""
     backend_names: str = ""
+    images: str = ""
+    image_size: str = ""
+    image_format: str = ""
+    image_dir: str = ""
     tools: str = ""
     tool_choice: str = ""
     tool_latency: Range | None = None
@@ -401,6 +422,7 @@ class LLMOptions:
             seed=seed,
             lora=parse_named_weights(lora, option="llm-lora") if lora else (),
             **_structured_options(get),
+            **_image_options(get),
             **_workload_options(get),
         )
 

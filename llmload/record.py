@@ -71,6 +71,10 @@ class RequestRecord:
     """False once an attribution was estimated (an event without usage, or one with both texts)."""
     reasoning_tokens_reported: int | None = None
     """``usage.completion_tokens_details.reasoning_tokens``, when the server sends it."""
+    images: int = 0
+    """Images the request carried (vision chat)."""
+    image_pixels: int = 0
+    """Their pixels, summed."""
     tool_calls: list[dict[str, str]] = field(default_factory=list)
     """Tool calls of the answer (kept with the text): ``{"id", "name", "arguments"}`` each, pieces joined."""
     answer_valid: bool | None = None

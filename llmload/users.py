@@ -24,6 +24,7 @@ from locust.env import Environment
 from llmload import backends as _backends
 from llmload import datasets, lora, prompts, structured, targets
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
+from llmload import images as vision
 from llmload.arrivals import get_arrivals
 from llmload.client import LLMClient
 from llmload.errors import LLMRequestError
@@ -79,6 +80,12 @@ class LLMUser(FastHttpUser):
     response_schema: dict[str, Any] | None = None
     """A JSON schema the answer must follow (``response_format``); ``--llm-response-format FILE`` overrides."""
 
+    images: int | tuple[int, int] | str = 0
+    """Images per chat request: N, (low, high) or a distribution string; ``--llm-images`` overrides."""
+
+    image_size: str = "512x512"
+    """Generated images' resolution, ``WxH`` or ``WxH,WxH,...`` drawn per image; ``--llm-image-size`` overrides."""
+
     slo_ttft_of: str | None = None
     """What the TTFT SLO targets for a run with this class, unless ``--llm-slo-ttft-of`` says:
     ``answer`` (the first answer token, for reasoning models) or ``any`` (default)."""
@@ -91,6 +98,18 @@ class LLMUser(FastHttpUser):
         self.network_timeout = self.connection_timeout = options.stream_timeout_s
         self._adapters = lora.picker_for(self._plugin)
         self._ask = self._structured_ask(options)
+        spec = options.images or self.images
+        if isinstance(spec, tuple):
+            spec = f"{spec[0]}-{spec[1]}"
+        self._images = (
+            datasets.parse_distribution(str(spec), option="llm-images") if str(spec) not in ("", "0") else None
+        )
+        self._image_source = vision.source_from(
+            sizes=options.image_size or self.image_size,
+            fmt=options.image_format,
+            folder=options.image_dir,
+            seed=options.seed,
+        )
         picker = _backends.picker_for(self._plugin)
         self.backend_info = picker.next() if picker is not None else None
         if self.backend_info is not None:
@@ -222,8 +241,16 @@ class LLMUser(FastHttpUser):
     ) -> RequestRecord | None:
         """Stream one request for ``prompt`` (after ``history`` in chat) and return its record."""
         if self._endpoint != "completions":
-            messages = [*(history or ()), {"role": "user", "content": prompt}]
-            return self.send_messages(messages, keep_text=keep_text, t_intended=t_intended)
+            count = max(self._images.draw(self.rng), 0) if self._images is not None else 0
+            if not count:
+                messages = [*(history or ()), {"role": "user", "content": prompt}]
+                return self.send_messages(messages, keep_text=keep_text, t_intended=t_intended)
+            drawn = self._image_source.draw(count, self.rng)
+            question = {"role": "user", "content": vision.content(prompt, drawn)}
+            media = (len(drawn), sum(image.pixels for image in drawn))
+            return self.send_messages(
+                [*(history or ()), question], keep_text=keep_text, t_intended=t_intended, media=media
+            )
         model = self._next_model()
         if model is None:
             return None
@@ -232,7 +259,12 @@ class LLMUser(FastHttpUser):
         return self._observed(record, t_intended)
 
     def send_messages(
-        self, messages: list[dict[str, Any]], *, keep_text: bool = True, t_intended: float | None = None
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        keep_text: bool = True,
+        t_intended: float | None = None,
+        media: tuple[int, int] = (0, 0),
     ) -> RequestRecord | None:
         """Stream one chat request of ``messages`` (after the shared system prefix, if any); return its record."""
         model = self._next_model()
@@ -246,6 +278,7 @@ class LLMUser(FastHttpUser):
                 model=model,
                 extra_body=ask.extra_body() if ask.judged else None,
                 judge=ask.judge if ask.judged else None,
+                media=media,
                 **self._request_args(keep_text, t_intended),
             )
         return self._observed(record, t_intended)
@@ -328,6 +361,19 @@ ANSWER_SCHEMA: dict[str, Any] = {
     },
     "required": ["answer", "confidence"],
 }
+
+
+class VisionChatUser(LLMUser):
+    """Chat with images: each question carries one image (512x512 JPEG, generated and seeded).
+
+    ``--llm-images``, ``--llm-image-size``, ``--llm-image-format`` and ``--llm-image-dir``
+    change how many, how large, their encoding, or send a folder's images instead.
+    """
+
+    abstract = True
+    max_tokens = 100
+    think_time = (1.0, 5.0)
+    images = 1
 
 
 class ToolCallUser(LLMUser):

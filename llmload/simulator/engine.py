@@ -143,7 +143,7 @@ class FixedEngine:
     def submit(self, req: SimRequest) -> None:
         """Schedule ``req``'s first token at ``arrival + ttft``."""
         req.scheduled_at = req.queued_at = req.arrival
-        req.first_due = req.arrival + self.ttft_s
+        req.first_due = req.arrival + self.ttft_s + req.encode_s
         req.itl_s = self.itl_s
         self._active += 1
         self._push(req.first_due, req)

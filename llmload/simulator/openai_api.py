@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 
 from llmload.simulator.structured_answer import FixedAnswer, structured_request
-from llmload.simulator.tokens import ApiInputError, Vocabulary, count_chat_tokens, count_prompt_tokens
+from llmload.simulator.tokens import (
+    ApiInputError,
+    Vocabulary,
+    count_chat_tokens,
+    count_images,
+    count_prompt_tokens,
+)
 
 DONE_EVENT = b"data: [DONE]\n\n"
 MALFORMED_EVENT = b"data: {not json\n\n"
@@ -61,6 +67,8 @@ class GenRequest:
     continuous_usage: bool
     model: str = ""
     """The model asked for: the served model, or one of its LoRA adapters (echoed in the answer)."""
+    images: int = 0
+    """Image content parts of a chat request (each charged the vision encoder's time)."""
     structured: tuple[list[str], str | None] | None = None
     """Tools or a JSON schema asked for: the answer's pieces and the tool it calls (None: JSON content)."""
 
@@ -127,6 +135,7 @@ def parse_request(
         continuous_usage=continuous,
         model=model if isinstance(model, str) else served_model,
         structured=structured_request(data) if chat else None,
+        images=count_images(data.get("messages")) if chat else 0,
     )
 
 

@@ -49,6 +49,7 @@ class SimRequest:
         "first_due",
         "itl_s",
         "parked",
+        "encode_s",
     )
 
     def __init__(
@@ -67,6 +68,8 @@ class SimRequest:
         """Tokens to emit before the request ends."""
         self.finish_reason = finish_reason
         """Reported when ``n_target`` is reached: "length", "stop", or None for a fault cut."""
+        self.encode_s = 0.0
+        """The vision encoder's time for the request's images, before its prefill (fixed profile)."""
         self.sink = sink
         self.arrival = arrival
         self.queued_at = arrival

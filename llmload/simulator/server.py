@@ -61,6 +61,8 @@ class SimConfig:
     reasoning_tokens: int = 0
     """Thinking tokens that open each chat answer (streamed as ``reasoning_field`` deltas)."""
     reasoning_field: str = "reasoning"
+    vision_encode_ms: float = 0.0
+    """Fixed profile: the vision encoder's time per image, added to TTFT (image tokens count as prompt)."""
     lora_modules: tuple[str, ...] = ()
     """LoRA adapter names served besides the model (requests may name them as their model)."""
     default_max_tokens: int = 256
@@ -261,6 +263,7 @@ class SimApp:
         req = SimRequest(
             rid=self._next_id, prompt_tokens=gen.prompt_tokens, n_target=n_target, finish_reason=reason, arrival=arrival
         )
+        req.encode_s = gen.images * config.vision_encode_ms / 1000
         offset = self.vocab.start_offset()
         if gen.stream:
             fmt = StreamFormat(

@@ -29,6 +29,8 @@ TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 CHAT_REQUEST_OVERHEAD = 26
 CHAT_MESSAGE_OVERHEAD = 5
 COMPLETION_OVERHEAD = 1
+IMAGE_PATCH_PX = 28
+"""An image costs one prompt token per 28x28-pixel patch (a Qwen2-VL-style encoder: 14-px patches merged 2x2)."""
 
 _WORDS = (
     "the of and to in is that for it as was with be by on not he this are or his from at which but have "
@@ -66,8 +68,49 @@ def _content_tokens(content: Any) -> int:
         for part in content:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 total += count_text_tokens(part["text"])
+            elif isinstance(part, dict) and part.get("type") == "image_url":
+                total += image_tokens(part)
         return total
     raise ApiInputError("message content must be a string, a list of content parts, or null")
+
+
+def image_size(part: dict[str, Any]) -> tuple[int, int]:
+    """Width and height of an ``image_url`` content part's data URL (the simulator fetches nothing)."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+        raise ApiInputError("llmload sim reads images from base64 data URLs only (data:image/...;base64,...)")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(url.split(";base64,", 1)[1], validate=True))) as picture:
+            width, height = picture.size
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
+        raise ApiInputError("an image_url data URL does not hold a readable image") from None
+    return int(width), int(height)
+
+
+def image_tokens(part: dict[str, Any]) -> int:
+    """Prompt tokens of one image: its 28x28 patches (``IMAGE_PATCH_PX``)."""
+    width, height = image_size(part)
+    return -(-width // IMAGE_PATCH_PX) * -(-height // IMAGE_PATCH_PX)
+
+
+def count_images(messages: Any) -> int:
+    """Image content parts in a chat ``messages`` list."""
+    if not isinstance(messages, list):
+        return 0
+    return sum(
+        1
+        for message in messages
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
 
 
 def count_chat_tokens(messages: Any) -> int:

@@ -59,6 +59,7 @@ def test_the_expected_scenarios_exist():
         "reasoning-chat",
         "soak",
         "summarization",
+        "vision-chat",
     ]
     for name in SCENARIOS:
         text = (ROOT / "scenarios" / f"{name}.conf").read_text()

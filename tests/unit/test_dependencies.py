@@ -16,7 +16,12 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Import name -> distribution name, where they differ.
-DISTRIBUTIONS = {"hdrh": "hdrhistogram", "prometheus_client": "prometheus-client", "grafana_client": "grafana-client"}
+DISTRIBUTIONS = {
+    "hdrh": "hdrhistogram",
+    "prometheus_client": "prometheus-client",
+    "grafana_client": "grafana-client",
+    "PIL": "pillow",
+}
 # Run by the vLLM venv's own Python (llmload target), never imported by llmload itself.
 OTHER_INTERPRETER = {"llmload/target/_build_model.py"}
 OPTIONAL = {"uvloop"}  # imported when present, with a fallback

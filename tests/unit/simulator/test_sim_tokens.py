@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llmload.images import generated
 from llmload.simulator.tokens import (
     CHAT_MESSAGE_OVERHEAD,
     CHAT_REQUEST_OVERHEAD,
@@ -37,8 +38,18 @@ def test_chat_overhead_per_request_and_per_message():
     assert count_chat_tokens(one) == 26 + 5 + 7
     two = [{"role": "system", "content": "Be brief."}, *one]
     assert count_chat_tokens(two) == 26 + 5 + 3 + 5 + 7
-    parts = [{"role": "user", "content": [{"type": "text", "text": "Hi there"}, {"type": "image_url"}]}]
-    assert count_chat_tokens(parts) == 26 + 5 + 2
+    image = generated(100, 60, "png", 0, 0)  # 4 x 3 patches of 28 px
+    parts = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi there"}, {"type": "image_url", "image_url": {"url": image.url}}],
+        }
+    ]
+    assert count_chat_tokens(parts) == 26 + 5 + 2 + 12
+    with pytest.raises(ApiInputError, match="base64 data URLs only"):
+        count_chat_tokens(
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]
+        )
     assert count_chat_tokens([{"role": "assistant", "content": None}]) == 31
 
 
