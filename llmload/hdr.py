@@ -132,7 +132,14 @@ class ScaledHistogram:
         total = hist.total_count
         if not total:
             return dict.fromkeys(qs, 0)
-        bottom, top = self._index_range()
+        mask, unit, half_mag, half, length = self._layout
+        # _index_range, inline: this runs for every group on every poll
+        value = hist.max_value
+        bucket = (value | mask).bit_length() - unit - half_mag - 1
+        top = min(((bucket + 1) << half_mag) + (value >> (bucket + unit)) - half, length - 1)
+        value = hist.min_value
+        bucket = (value | mask).bit_length() - unit - half_mag - 1
+        bottom = min(((bucket + 1) << half_mag) + (value >> (bucket + unit)) - half, top)
         running = self._cells[bottom : top + 1].cumsum()
         # hdrh's get_target_count_at_percentile
         targets = [max(int(min(q, 100.0) * total / 100 + 0.5), 1) for q in qs]
@@ -181,8 +188,11 @@ class ScaledHistogram:
         bottom, top = other._index_range()
         self._cells[bottom : top + 1] += other._cells[bottom : top + 1]
         hist.total_count += theirs.total_count
-        hist.max_value = max(hist.max_value, self._cell_bounds(top)[1])
-        hist.min_value = min(hist.min_value, self._cell_bounds(bottom)[0])
+        # Their extremes (as recorded, or of their cells): all that reads them here wants is the cell.
+        if theirs.max_value > hist.max_value:
+            hist.max_value = theirs.max_value
+        if theirs.min_value < hist.min_value:
+            hist.min_value = theirs.min_value
 
     @property
     def total_count(self) -> int:

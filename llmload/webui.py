@@ -102,6 +102,9 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
 
+_NO_TTFA: dict[float, float | None] = {50.0: None, 99.0: None}
+
+
 def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
     """Return one table row: counts, percentiles, and the run-so-far throughput and SLO attainment.
 
@@ -113,7 +116,7 @@ def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
     ttft = dists["ttft_s"].percentiles((50.0, 99.0))
     itl = dists["itl_s"].percentiles((50.0, 99.0))
     rate = dists["stream_rate_tps"].percentiles((10.0, 50.0))
-    ttfa = dists["ttfa_s"].percentiles((50.0, 99.0))
+    ttfa = dists["ttfa_s"].percentiles((50.0, 99.0)) if counters["reasoning_requests"] else _NO_TTFA
     finished = counters["ok"] + counters["failed"]
     met = attainment(counters["slo_met"], finished)
     return {
