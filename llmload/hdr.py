@@ -158,14 +158,14 @@ class ScaledHistogram:
         if not hist.total_count:
             return [0] * len(bounds)
         bottom, top = self._index_range()
-        running = self._cells[bottom : top + 1].cumsum().tolist()
+        running = self._cells[bottom : top + 1].cumsum()  # read by index: no list of every cell
         out: list[int] = []
         for scaled in bounds:
             if scaled < 0:
                 out.append(0)
                 continue
             index = min(self._index_of(scaled), hist.counts_len - 1)
-            below = 0 if index < bottom else running[min(index, top) - bottom]
+            below = 0 if index < bottom else int(running[min(index, top) - bottom])
             out.append(min(below, limit))
         return out
 
