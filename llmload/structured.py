@@ -9,7 +9,8 @@ back (docs/metrics.md, "Tool calls and structured output"):
 * with a schema: the answer text is JSON and valid against the schema;
 * with tools: a complete tool call came back (a known tool; with ``NAME``, that one; its
   arguments are JSON and valid against the tool's ``parameters``); with ``auto`` or
-  ``none``, a non-empty text answer is valid too (the model may answer without a call).
+  ``none``, a non-empty text answer is valid too (the model may answer without a call; with
+  ``none`` a call is invalid).
 
 An invalid answer is not a transport failure: the request succeeded, and it misses the SLO.
 Files are validated when the options load (one clear line and exit 2 for a bad one) and read
@@ -121,7 +122,10 @@ class Ask:
 
     def judge(self, record: RequestRecord) -> bool:
         """Whether the record's kept answer is a complete tool call or a schema-valid answer."""
-        if self.tools:
+        if self.tools and self.tool_choice == "none":  # a call was not allowed
+            if record.tool_calls:
+                return False
+        elif self.tools:
             for call in record.tool_calls:
                 name = call.get("name")
                 if self.tool_choice not in TOOL_CHOICES and name != self.tool_choice:
@@ -129,10 +133,10 @@ class Ask:
                 checker = self._tool_checkers.get(name or "")
                 if checker is not None and _valid_json(call.get("arguments") or "", checker):
                     return True
-            if record.tool_calls or self.tool_choice not in ("auto", "none"):
+            if record.tool_calls or self.tool_choice != "auto":
                 return False
-            if self.schema is None:
-                return bool((record.text or "").strip())
+        if self.tools and self.schema is None:
+            return bool((record.text or "").strip())
         if self.schema is not None:
             return _valid_json(record.text or "", self._schema_checker)
         return True

@@ -165,3 +165,9 @@ def test_console_and_report_show_the_valid_share():
     assert answers.text_lines(doc)[-1] == "  b · m · U: 2 of 3 (66.7%)"
     assert 'data-key="answers.valid_share"' in answers.html_section(doc) and ">66.7%<" in answers.html_section(doc)
     assert answers.text_lines({"groups": [], "total": {}}) == [] and answers.html_section({"groups": []}) == ""
+
+
+def test_with_none_a_call_is_invalid_and_words_are_valid():
+    none = ask(tools=[WEATHER_TOOL], tool_choice="none")
+    assert not none.judge(read(call("get_weather", ['{"city": "Oslo", "unit": "celsius"}'])))
+    assert none.judge(read([{"content": "Sunny"}]))
