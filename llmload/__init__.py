@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from llmload._version import __version__
 
 _EXPORTS = {
-    "AgentUser": "llmload.users",
+    "AgentUser": "llmload.request_kinds",
     "CapacityShape": "llmload.capacity",
     "ChatbotUser": "llmload.users",
     "ConfigError": "llmload.errors",
@@ -36,13 +36,13 @@ _EXPORTS = {
     "LLMUser": "llmload.users",
     "MetricsStore": "llmload.metrics",
     "MultiTurnChatUser": "llmload.users",
-    "ReasoningChatUser": "llmload.users",
+    "ReasoningChatUser": "llmload.request_kinds",
     "RequestRecord": "llmload.record",
-    "StructuredOutputUser": "llmload.users",
+    "StructuredOutputUser": "llmload.request_kinds",
     "SummarizationUser": "llmload.users",
     "TargetError": "llmload.errors",
-    "ToolCallUser": "llmload.users",
-    "VisionChatUser": "llmload.users",
+    "ToolCallUser": "llmload.request_kinds",
+    "VisionChatUser": "llmload.request_kinds",
     "get_plugin": "llmload.plugin",
 }
 
@@ -81,17 +81,14 @@ if TYPE_CHECKING:
     from llmload.options import LLMOptions
     from llmload.plugin import LLMLoadPlugin, get_plugin
     from llmload.record import RequestRecord
-    from llmload.users import (
+    from llmload.request_kinds import (
         AgentUser,
-        ChatbotUser,
-        LLMUser,
-        MultiTurnChatUser,
         ReasoningChatUser,
         StructuredOutputUser,
-        SummarizationUser,
         ToolCallUser,
         VisionChatUser,
     )
+    from llmload.users import ChatbotUser, LLMUser, MultiTurnChatUser, SummarizationUser
 
 
 def __getattr__(name: str) -> Any:

@@ -12,9 +12,9 @@ from llmload.errors import ConfigError
 from llmload.figures import Slo, group_body
 from llmload.metrics import MetricsStore
 from llmload.record import RequestRecord
+from llmload.request_kinds import ANSWER_SCHEMA, WEATHER_TOOL
 from llmload.simulator.structured_answer import instance_of, pieces
 from llmload.stream import StreamReader
-from llmload.users import ANSWER_SCHEMA, WEATHER_TOOL
 
 
 def read(deltas: list[dict]) -> RequestRecord:
