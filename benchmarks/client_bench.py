@@ -65,7 +65,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llmload.metrics import Distribution  # noqa: E402
+from llmload.distribution import Distribution  # noqa: E402
 
 PY = sys.executable
 LOCUST = [PY, "-m", "locust"]

@@ -25,7 +25,8 @@ _EXPORTS = {
     "CapacityShape": "llmload.capacity",
     "ChatbotUser": "llmload.users",
     "ConfigError": "llmload.errors",
-    "Distribution": "llmload.metrics",
+    "Distribution": "llmload.distribution",
+    "EmbeddingsUser": "llmload.request_kinds",
     "GroupMetrics": "llmload.metrics",
     "HostCapabilities": "llmload.client",
     "LLMClient": "llmload.client",
@@ -38,6 +39,8 @@ _EXPORTS = {
     "MultiTurnChatUser": "llmload.users",
     "ReasoningChatUser": "llmload.request_kinds",
     "RequestRecord": "llmload.record",
+    "RerankUser": "llmload.request_kinds",
+    "ScoreUser": "llmload.request_kinds",
     "StructuredOutputUser": "llmload.request_kinds",
     "SummarizationUser": "llmload.users",
     "TargetError": "llmload.errors",
@@ -52,6 +55,7 @@ __all__ = [
     "ChatbotUser",
     "ConfigError",
     "Distribution",
+    "EmbeddingsUser",
     "GroupMetrics",
     "HostCapabilities",
     "LLMClient",
@@ -64,6 +68,8 @@ __all__ = [
     "MultiTurnChatUser",
     "ReasoningChatUser",
     "RequestRecord",
+    "RerankUser",
+    "ScoreUser",
     "StructuredOutputUser",
     "SummarizationUser",
     "TargetError",
@@ -76,14 +82,18 @@ __all__ = [
 if TYPE_CHECKING:
     from llmload.capacity import CapacityShape
     from llmload.client import HostCapabilities, LLMClient
+    from llmload.distribution import Distribution
     from llmload.errors import ConfigError, LLMLoadError, LLMRequestError, TargetError
-    from llmload.metrics import Distribution, GroupMetrics, MetricsStore
+    from llmload.metrics import GroupMetrics, MetricsStore
     from llmload.options import LLMOptions
     from llmload.plugin import LLMLoadPlugin, get_plugin
     from llmload.record import RequestRecord
     from llmload.request_kinds import (
         AgentUser,
+        EmbeddingsUser,
         ReasoningChatUser,
+        RerankUser,
+        ScoreUser,
         StructuredOutputUser,
         ToolCallUser,
         VisionChatUser,

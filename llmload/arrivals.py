@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from locust.runners import MasterRunner
 
+from llmload.distribution import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
 from llmload.extension import Extension
-from llmload.metrics import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
 from llmload.record import RequestRecord
 
 if TYPE_CHECKING:

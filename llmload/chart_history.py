@@ -20,6 +20,7 @@ from typing import Any
 
 from llmload.figures import attainment
 from llmload.metrics import GroupMetrics
+from llmload.pooling import STREAM
 
 MAX_POINTS = 360
 GroupKey = tuple[str, str, str]
@@ -48,6 +49,7 @@ def point_of(end: float, duration_s: float, group: GroupMetrics, figures: Percen
     counters = group.counters
     finished = counters["ok"] + counters["failed"]
     ttft, itl, rate = figures["ttft_s"], figures["itl_s"], figures["stream_rate_tps"]
+    streamed = group.kind == STREAM  # embeddings, score and rerank: no tokens out, no streaming SLO
     return (
         round(end, 3),
         ttft[50.0],
@@ -56,10 +58,10 @@ def point_of(end: float, duration_s: float, group: GroupMetrics, figures: Percen
         itl[99.0],
         rate[50.0],
         rate[10.0],
-        counters["arrived_output_tokens"] / duration_s if duration_s > 0 else None,
+        counters["arrived_output_tokens"] / duration_s if duration_s > 0 and streamed else None,
         finished,
         counters["failed"],
-        attainment(counters["slo_met"], finished),
+        attainment(counters["slo_met"], finished) if streamed else None,
     )
 
 

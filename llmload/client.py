@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from llmload import pooling
 from llmload.errors import LLMRequestError
 from llmload.http_adapter import abort_connection, instrument, raw_response
 from llmload.record import RequestRecord
@@ -31,6 +32,7 @@ from llmload.stream import (
     classify_connect_error,
     classify_status,
     error_message,
+    read_body,
     read_stream,
 )
 from llmload.streamed import StreamsInFlight
@@ -169,6 +171,78 @@ class LLMClient:
             COMPLETIONS_PATH, body, model, max_tokens, ignore_eos, extra_body, name, keep_text, t_intended
         )
 
+    def pool(
+        self,
+        kind: str,
+        texts: list[str],
+        *,
+        model: str,
+        query: str = "",
+        top_n: int = 0,
+        name: str | None = None,
+        t_intended: float | None = None,
+    ) -> RequestRecord:
+        """Send one embeddings, score or rerank request of ``texts`` (``llmload.pooling``); return its record."""
+        path = pooling.PATHS[kind]
+        body = pooling.request_body(kind, model=model, texts=texts, query=query, top_n=top_n)
+        record = RequestRecord(
+            backend=self.backend,
+            model=model,
+            user_class=self.user_class,
+            endpoint=path,
+            t_send=0.0,
+            start_wall=time.time(),
+            t_intended=t_intended,
+            kind=kind,
+            inputs=len(texts),
+            completion_tokens=0,
+        )
+        _response, raw = self._post(record, path, orjson.dumps(body))
+        if raw is not None:
+            answer = read_body(raw, record, received_at=time.perf_counter())
+            if answer is None:
+                abort_connection(raw)
+            else:
+                try:
+                    record.prompt_tokens = pooling.read_answer(kind, answer, inputs=len(texts), top_n=top_n)
+                except pooling.AnswerError as exc:
+                    record.error_kind, record.error_detail = "malformed_answer", str(exc)
+        self._report(record, name or path)
+        return record
+
+    def _post(self, record: RequestRecord, path: str, payload: bytes) -> tuple[Any, Any]:
+        """POST ``payload``; return the 200 response and its raw one, or Nones with the failure in ``record``."""
+        url = f"{self.session.base_url}{path}"
+        started = record.t_send = time.perf_counter()
+        try:
+            response = self.session.client.urlopen(url, method="POST", payload=payload, headers=self._headers)
+        except Exception as exc:  # geventhttpclient raises more than Locust's FAILURE_EXCEPTIONS
+            self._failed_before_response(record, exc)
+            return None, None
+        raw = raw_response(response)
+        if self._timing is not None:
+            t_sent, record.connect_s = self._timing.take(raw)
+            if t_sent is not None:
+                record.t_send = t_sent
+            elif record.connect_s is not None:
+                record.t_send = started + record.connect_s
+        status = response.status_code
+        if not status or raw is None:
+            self._failed_before_response(record, getattr(response, "error", None))
+            return None, None
+        record.status = status
+        if status != 200:
+            try:
+                detail = error_message(raw.read())
+            except Exception:
+                detail = ""
+                abort_connection(raw)
+            record.error_kind = classify_status(status)
+            record.error_detail = f"HTTP {status}" + (f": {detail}" if detail else "")
+            record.t_end = time.perf_counter()
+            return None, None
+        return response, raw
+
     def _request(
         self,
         path: str,
@@ -231,34 +305,8 @@ class LLMClient:
         )
         if self.streams is not None:
             self.streams.opened(record)
-        url = f"{self.session.base_url}{path}"
-        started = record.t_send = time.perf_counter()
-        try:
-            # The session's user agent directly (as FastHttpSession.request calls it, minus the
-            # request-event bookkeeping it would wrap around it, which llmload does itself).
-            response = self.session.client.urlopen(url, method="POST", payload=payload, headers=self._headers)
-        except Exception as exc:  # geventhttpclient raises more than Locust's FAILURE_EXCEPTIONS
-            return self._failed_before_response(record, exc)
-        raw = raw_response(response)
-        if self._timing is not None:
-            t_sent, record.connect_s = self._timing.take(raw)
-            if t_sent is not None:
-                record.t_send = t_sent
-            elif record.connect_s is not None:
-                record.t_send = started + record.connect_s
-        status = response.status_code
-        if not status or raw is None:
-            return self._failed_before_response(record, getattr(response, "error", None))
-        record.status = status
-        if status != 200:
-            try:
-                detail = error_message(raw.read())
-            except Exception:
-                detail = ""
-                abort_connection(raw)
-            record.error_kind = classify_status(status)
-            record.error_detail = f"HTTP {status}" + (f": {detail}" if detail else "")
-            record.t_end = time.perf_counter()
+        response, raw = self._post(record, path, payload)
+        if raw is None:
             return record
         reader = StreamReader(record, chat=path == CHAT_PATH, keep_text=keep_text)
         read_stream(raw, reader)
@@ -279,14 +327,17 @@ class LLMClient:
         return record
 
     def _report(self, record: RequestRecord, name: str) -> None:
-        end = record.token_times[-1] if record.ok and record.token_times else (record.t_end or record.t_send)
+        if record.kind != pooling.STREAM:
+            end = record.t_end or record.t_send
+        else:
+            end = record.token_times[-1] if record.ok and record.token_times else (record.t_end or record.t_send)
         kind = record.error_kind
         exception = None if kind is None else LLMRequestError(kind, record.error_detail, status=record.status)
         self.request_event.fire(
             request_type="POST",
             name=name,
             response_time=(end - record.t_send) * 1000.0,
-            response_length=record.output_tokens,
+            response_length=record.output_tokens if record.kind == pooling.STREAM else record.prompt_tokens or 0,
             exception=exception,
             context=self._context() if self._context else {},
             response=None,

@@ -12,8 +12,7 @@ docs/prometheus-grafana.md.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from locust.runners import STATE_MISSING, MasterRunner
@@ -23,11 +22,24 @@ from prometheus_client.utils import floatToGoString
 
 from llmload._version import __version__
 from llmload.arrivals import get_arrivals
-from llmload.errors import ERROR_KINDS, ConfigError
+from llmload.distribution import POOLING_DISTRIBUTIONS, new_distribution
+from llmload.errors import POOLING_ERROR_KINDS, STREAM_ERROR_KINDS, ConfigError
 from llmload.live import LiveFigures
-from llmload.metrics import Distribution, new_distribution
+from llmload.pooling import STREAM
 from llmload.render.text import redact_url
 from llmload.selfcheck import SelfCheck
+from llmload.series import (
+    BUCKET_SCHEMES,
+    DELAY_BUCKETS,
+    GROUP_LABELS,
+    HISTOGRAMS,
+    MAX_GROUPS,
+    PERCENTILE_GAUGES,
+    SERVER_COUNTERS,
+    SERVER_GAUGES,
+    SERVER_HISTOGRAMS,
+    cumulative_buckets,
+)
 from llmload.server_metrics import ServerMetrics
 from llmload.supervisor import pause
 from llmload.targets import run_targets
@@ -36,106 +48,6 @@ if TYPE_CHECKING:
     from llmload.plugin import LLMLoadPlugin
 
 logger = logging.getLogger("llmload")
-
-# Groups are (backend, model, user class): bounded in practice, but a label per group must stay bounded.
-MAX_GROUPS = 200
-GROUP_LABELS = ("backend", "model", "user_class")
-
-# Upper bounds in seconds, for heatmaps and aggregation across groups only: the percentile panels
-# read the exact gauges (``llmload.live``). Two schemes (``--llm-prometheus-buckets``, see
-# docs/prometheus-grafana.md for their series counts): ``coarse`` (1-2-5 steps, the default, within
-# the budget of 5,000 series at 50 groups) and ``fine`` (consecutive bounds at most 1.25 apart).
-TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
-ITL_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-E2E_BUCKETS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
-DELAY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-FINE_RATIO = 1.25
-
-
-def ratio_bounds(low: float, high: float, *, ratio: float = FINE_RATIO) -> tuple[float, ...]:
-    """Bounds from ``low`` up to at least ``high``, each at most ``ratio`` times the one before.
-
-    Each is rounded down to three significant figures, so the ratio never exceeds ``ratio``.
-    """
-    bounds = [low]
-    while bounds[-1] < high:
-        step = bounds[-1] * ratio
-        magnitude = 10 ** (math.floor(math.log10(step)) - 2)
-        bounds.append(round(math.floor(step / magnitude + 1e-9) * magnitude, 12))
-    return tuple(bounds)
-
-
-BUCKET_SCHEMES: dict[str, dict[str, tuple[float, ...]]] = {
-    "coarse": {"ttft_s": TTFT_BUCKETS, "itl_s": ITL_BUCKETS, "e2e_s": E2E_BUCKETS},
-    "fine": {
-        "ttft_s": ratio_bounds(TTFT_BUCKETS[0], TTFT_BUCKETS[-1]),
-        "itl_s": ratio_bounds(ITL_BUCKETS[0], ITL_BUCKETS[-1]),
-        "e2e_s": ratio_bounds(E2E_BUCKETS[0], E2E_BUCKETS[-1]),
-    },
-}
-"""Bucket scheme -> distribution -> upper bounds of the group histograms (and the from-intended ones)."""
-
-# metric name -> (distribution in the store, help)
-HISTOGRAMS: dict[str, tuple[str, str]] = {
-    "llmload_ttft_seconds": (
-        "ttft_s",
-        "Time to first token: first token-carrying event minus send time (bucketed).",
-    ),
-    "llmload_itl_seconds": (
-        "itl_s",
-        "Inter-token latency: gap between consecutive token-carrying events (bucketed).",
-    ),
-    "llmload_e2e_seconds": (
-        "e2e_s",
-        "End-to-end latency: last token-carrying event minus send time (bucketed).",
-    ),
-}
-
-# metric name -> (distribution, help) of the exact percentile gauges (``llmload.live``)
-PERCENTILE_GAUGES: dict[str, tuple[str, str]] = {
-    "llmload_ttft_percentile_seconds": ("ttft_s", "Time to first token, exact percentile"),
-    "llmload_itl_percentile_seconds": ("itl_s", "Inter-token latency, exact percentile"),
-    "llmload_tpot_percentile_seconds": ("tpot_s", "Time per output token after the first, exact percentile"),
-    "llmload_e2e_percentile_seconds": ("e2e_s", "End-to-end latency, exact percentile"),
-    "llmload_stream_rate_percentile_tokens_per_second": (
-        "stream_rate_tps",
-        "Per-request stream rate, exact percentile",
-    ),
-    "llmload_ttfa_percentile_seconds": (
-        "ttfa_s",
-        "Time to first answer token (reasoning models; groups that thought only), exact percentile",
-    ),
-}
-
-# Server series re-exported under the backend label: name -> (summary key, help).
-SERVER_GAUGES: dict[str, tuple[str, str]] = {
-    "llmload_server_requests_running": ("running", "Requests the server is running (its own gauge)."),
-    "llmload_server_requests_waiting": ("waiting", "Requests waiting in the server's queue (its own gauge)."),
-    "llmload_server_kv_cache_usage_ratio": ("kv_cache_usage", "Server KV-cache usage, 0-1 (its own gauge)."),
-}
-SERVER_COUNTERS: dict[str, tuple[str, str]] = {
-    "llmload_server_generation_tokens": ("generation_tokens", "The server's generated-token counter, as scraped."),
-    "llmload_server_prompt_tokens": ("prompt_tokens", "The server's prompt-token counter, as scraped."),
-    "llmload_server_preemptions": ("preemptions", "The server's preemption counter, as scraped."),
-}
-SERVER_HISTOGRAMS: dict[str, tuple[str, str]] = {
-    "llmload_server_ttft_seconds": ("ttft_s", "The server's time-to-first-token histogram, as scraped."),
-    "llmload_server_itl_seconds": ("itl_s", "The server's inter-token latency histogram, as scraped."),
-    "llmload_server_queue_time_seconds": ("queue_time_s", "The server's queue-time histogram, as scraped."),
-}
-
-
-def cumulative_buckets(dist: Distribution, bounds: Sequence[float]) -> list[tuple[str, float]]:
-    """Return Prometheus ``(le, cumulative count)`` pairs of ``dist``, ending with ``+Inf``.
-
-    A bound falls inside one HdrHistogram cell (3 significant digits); the
-    whole cell counts as below the bound, so a bucket may include values up to
-    0.1% above its bound. ``+Inf`` is the exact sample count.
-    """
-    counts = dist.cumulative_counts(bounds) if dist.count else [0] * len(bounds)
-    out = [(floatToGoString(bound), float(n)) for bound, n in zip(bounds, counts, strict=True)]
-    out.append(("+Inf", float(dist.count)))
-    return out
 
 
 class LLMLoadCollector(Collector):
@@ -215,7 +127,10 @@ class LLMLoadCollector(Collector):
         for name, (dist_name, doc) in HISTOGRAMS.items():
             family = HistogramMetricFamily(name, doc, labels=GROUP_LABELS)
             bounds = self.bounds[dist_name]
+            pooled = dist_name in POOLING_DISTRIBUTIONS
             for group, labels in labelled:
+                if (group.kind != STREAM) != pooled:
+                    continue
                 dist = group.dists[dist_name]
                 family.add_metric(labels, cumulative_buckets(dist, bounds), dist.total)
             yield family
@@ -244,6 +159,11 @@ class LLMLoadCollector(Collector):
             "Successful requests that met the stream-rate SLO.",
             labels=GROUP_LABELS,
         )
+        inputs = CounterMetricFamily(
+            "llmload_inputs",
+            "Embeddings, score and rerank: inputs of successful requests (texts, pairs or documents), by kind.",
+            labels=[*GROUP_LABELS, "kind"],
+        )
         reasoning = CounterMetricFamily(
             "llmload_reasoning_tokens",
             "Output tokens of reasoning models, by part: reasoning (thinking) or answer (groups that thought only).",
@@ -256,14 +176,18 @@ class LLMLoadCollector(Collector):
                 reasoning.add_metric([*labels, "answer"], counters["answer_tokens"])
             requests.add_metric([*labels, "ok", ""], counters["ok"])
             # Every known kind is exported, zero included, so error panels and rates have a series to show.
-            for kind in (*ERROR_KINDS, *sorted(set(group.errors) - set(ERROR_KINDS))):
+            known = STREAM_ERROR_KINDS if group.kind == STREAM else POOLING_ERROR_KINDS
+            for kind in (*known, *sorted(set(group.errors) - set(known))):
                 requests.add_metric([*labels, "failed", kind], group.errors.get(kind, 0))
-            output.add_metric(labels, counters["arrived_output_tokens"])
             prompt.add_metric(labels, counters["prompt_tokens"])
+            if group.kind != STREAM:
+                inputs.add_metric([*labels, group.kind], counters["inputs"])
+                continue
+            output.add_metric(labels, counters["arrived_output_tokens"])
             slo_met.add_metric(labels, counters["slo_met"])
             ttft_met.add_metric(labels, counters["slo_ttft_met"])
             rate_met.add_metric(labels, counters["slo_stream_rate_met"])
-        yield from (requests, output, prompt, slo_met, ttft_met, rate_met, reasoning)
+        yield from (requests, output, prompt, slo_met, ttft_met, rate_met, reasoning, inputs)
 
     def _percentiles(self, groups: list[Any]) -> Iterator[Any]:
         live = self.plugin.extensions.get(LiveFigures)

@@ -5,7 +5,7 @@
     ├── TargetError (RuntimeError)     a local target (simulator, vLLM) could not start
     └── LLMRequestError                one failed LLM request; ``kind`` is its error class
         (http_429, http_4xx, http_5xx, connect, timeout, disconnect,
-         malformed_event, incomplete_stream)
+         malformed_event, incomplete_stream, malformed_answer)
 
 Request errors are reported to Locust through the request event's
 ``exception=`` so they show in its failure table; their message is stable
@@ -23,7 +23,12 @@ ERROR_KINDS = (
     "disconnect",
     "malformed_event",
     "incomplete_stream",
+    "malformed_answer",
 )
+STREAM_ERROR_KINDS = tuple(kind for kind in ERROR_KINDS if kind != "malformed_answer")
+"""What can go wrong with a streamed request."""
+POOLING_ERROR_KINDS = tuple(kind for kind in ERROR_KINDS if kind not in ("malformed_event", "incomplete_stream"))
+"""What can go wrong with an embeddings, score or rerank request (one JSON answer, no events)."""
 
 
 class LLMLoadError(Exception):

@@ -21,10 +21,11 @@ import gevent
 import gevent.event
 from prometheus_client import CollectorRegistry, start_http_server
 
-from llmload.collector import BUCKET_SCHEMES, MAX_GROUPS, LLMLoadCollector
+from llmload.collector import LLMLoadCollector
 from llmload.errors import ConfigError
 from llmload.extension import Extension, exit_on_config_error
 from llmload.options import parse_number
+from llmload.series import BUCKET_SCHEMES, MAX_GROUPS
 
 if TYPE_CHECKING:
     from locust.env import Environment

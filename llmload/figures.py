@@ -21,6 +21,21 @@ body is::
      "images": (requests with images) {"requests", "images", "pixels", "images_per_request", "pixels_per_image"},
      "reasoning": (groups whose model thought) {"requests", "tokens": {"reasoning", "answer",
          "source", "estimated_requests"}, "ttfa_s", "reasoning_s", "answer_stream_rate_tps"}}
+
+A group of embeddings, score or rerank requests (``kind`` other than ``stream``; no token
+stream, so no streaming distribution and no streaming SLO) has instead::
+
+    {"kind": "embeddings" | "score" | "rerank",
+     "requests": {"ok", "failed", "errors"},
+     "tokens": {"prompt", "prompt_per_input"},
+     "inputs": {"count", "per_request"},
+     "latency_s": {"count", "mean", "min", "p10", "p50", "p90", "p99", "max"},
+     "dispatch_lag_s" | "connect_s": (when measured),
+     "timestamps": {"clock", "kernel_requests"},
+     "throughput": {"window_s", "requests_per_s", "inputs_per_s", "prompt_tokens_per_s"}}
+
+A streamed group's body says ``"kind": "stream"``; bodies of files written before the kinds
+existed have no ``kind`` and are streamed.
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from llmload.pooling import STREAM
 
 if TYPE_CHECKING:
     from llmload.metrics import GroupMetrics, MetricsStore
@@ -73,10 +90,13 @@ def group_body(
     request sent to its last one finished). ``skipped`` open-loop arrivals that were never
     sent count as finished requests that missed the SLO (a capacity step in rate mode).
     """
+    if group.kind != STREAM:
+        return pooled_body(group, window_s=window_s)
     counters = group.counters
     ok, failed, met = counters["ok"], counters["failed"], counters["slo_met"]
     window = group.window_s if window_s is None else window_s
     body: dict[str, Any] = {
+        "kind": STREAM,
         "requests": {"ok": ok, "failed": failed, "errors": dict(sorted(group.errors.items()))},
         "tokens": {
             "prompt": counters["prompt_tokens"],
@@ -87,15 +107,7 @@ def group_body(
     }
     for name in distributions:
         body[name] = group.dists[name].summary()
-    for name in ("dispatch_lag_s", "connect_s"):  # present when measured (and kept by the group's store)
-        dist = group.dists.get(name)
-        if dist is not None and dist.count:
-            body[name] = dist.summary()
-    kernel = counters["kernel_clock_requests"]
-    body["timestamps"] = {
-        "clock": "kernel" if kernel and kernel == ok + failed else "mixed" if kernel else "user",
-        "kernel_requests": kernel,
-    }
+    _measured_extras(group, body)
     body["throughput"] = {
         "window_s": window,
         "output_tokens_per_s": per_second(counters["output_tokens"], window),
@@ -131,6 +143,48 @@ def group_body(
     return body
 
 
+def _measured_extras(group: GroupMetrics, body: dict[str, Any]) -> None:
+    """Dispatch lag and connection set-up when measured (and kept by the group's store); the clock."""
+    for name in ("dispatch_lag_s", "connect_s"):
+        dist = group.dists.get(name)
+        if dist is not None and dist.count:
+            body[name] = dist.summary()
+    counters = group.counters
+    kernel, finished = counters["kernel_clock_requests"], counters["ok"] + counters["failed"]
+    body["timestamps"] = {
+        "clock": "kernel" if kernel and kernel == finished else "mixed" if kernel else "user",
+        "kernel_requests": kernel,
+    }
+
+
+def pooled_body(group: GroupMetrics, *, window_s: float | None = None) -> dict[str, Any]:
+    """The figures of a group of embeddings, score or rerank requests (docs/metrics.md)."""
+    counters = group.counters
+    ok, failed = counters["ok"], counters["failed"]
+    window = group.window_s if window_s is None else window_s
+    inputs, prompt = counters["inputs"], counters["prompt_tokens"]
+    body: dict[str, Any] = {
+        "kind": group.kind,
+        "requests": {"ok": ok, "failed": failed, "errors": dict(sorted(group.errors.items()))},
+        "tokens": {"prompt": prompt, "prompt_per_input": prompt / inputs if inputs else None},
+        "inputs": {"count": inputs, "per_request": inputs / ok if ok else None},
+        "latency_s": group.dists["latency_s"].summary(),
+    }
+    _measured_extras(group, body)
+    body["throughput"] = {
+        "window_s": window,
+        "requests_per_s": per_second(ok + failed, window),
+        "inputs_per_s": per_second(inputs, window),
+        "prompt_tokens_per_s": per_second(prompt, window),
+    }
+    return body
+
+
+def is_streamed(body: dict[str, Any]) -> bool:
+    """Whether a group body (of any results file) is of streamed requests."""
+    return bool(body.get("kind", STREAM) == STREAM)
+
+
 def reasoning_body(group: GroupMetrics) -> dict[str, Any]:
     """The reasoning figures of a group whose model thought (docs/metrics.md, "Reasoning models")."""
     counters = group.counters
@@ -161,3 +215,15 @@ def store_bodies(store: MetricsStore, *, max_groups: int | None = None, **kwargs
         {"backend": g.backend, "model": g.model, "user_class": g.user_class, **group_body(g, slo=slo, **kwargs)}
         for g in groups
     ]
+
+
+def main_kind(store: MetricsStore) -> str:
+    """The kind of a run's ``total``: streamed requests when there are any, else the run's first pooling kind."""
+    kinds = store.kinds()
+    return kinds[0] if kinds else STREAM
+
+
+def kind_totals(store: MetricsStore) -> dict[str, dict[str, Any]]:
+    """The total of each kind of request of a store (a run that mixes kinds shows one per kind)."""
+    slo = Slo.of(store)
+    return {kind: group_body(store.total(kind=kind), slo=slo) for kind in store.kinds()}

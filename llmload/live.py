@@ -49,6 +49,7 @@ LIVE_DISTRIBUTIONS: dict[str, tuple[float, ...]] = {
     "e2e_s": (50.0, 90.0, 99.0),
     "stream_rate_tps": (10.0, 50.0, 90.0, 99.0),
     "ttfa_s": (50.0, 90.0, 99.0),  # reasoning models only: groups without thinking export no series
+    "latency_s": (50.0, 90.0, 99.0),  # embeddings, score and rerank groups only
 }
 DEFAULT_SPAN_S = 60.0
 SLICES = 6

@@ -12,178 +12,19 @@ the same samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from llmload.hdr import ScaledHistogram
+from llmload.distribution import (
+    DISTRIBUTIONS,
+    POOLING_DISTRIBUTIONS,
+    REASONING_DISTRIBUTIONS,
+    Distribution,
+    new_distribution,
+)
+from llmload.pooling import KINDS, STREAM
 from llmload.record import RequestRecord
 from llmload.streamed import settled_tokens
-
-SIGNIFICANT_DIGITS = 3
-PERCENTILES = (10.0, 50.0, 90.0, 99.0)
-# Latencies are stored in microseconds up to one hour; rates in milli-tokens/s up to 1M tok/s.
-LATENCY_SCALE = 1e6
-LATENCY_HIGHEST = 3_600_000_000
-RATE_SCALE = 1e3
-RATE_HIGHEST = 1_000_000_000
-
-# name -> (scale, highest trackable value)
-DISTRIBUTIONS: dict[str, tuple[float, int]] = {
-    "ttft_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "itl_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "tpot_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "e2e_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "stream_rate_tps": (RATE_SCALE, RATE_HIGHEST),
-    "decode_rate_tps": (RATE_SCALE, RATE_HIGHEST),
-    "dispatch_lag_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "connect_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "ttfa_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "reasoning_s": (LATENCY_SCALE, LATENCY_HIGHEST),
-    "answer_stream_rate_tps": (RATE_SCALE, RATE_HIGHEST),
-}
-REASONING_DISTRIBUTIONS = ("ttfa_s", "reasoning_s", "answer_stream_rate_tps")
-"""Filled by requests of reasoning models only (``RequestRecord.thinks``)."""
-
-
-class Distribution:
-    """One metric's samples: an HdrHistogram plus exact count, sum, min and max.
-
-    The histogram (about 184 KiB for a latency) is allocated on the first sample: a group keeps
-    every distribution, and many stay empty in a run (dispatch lag in closed-loop runs,
-    connection set-up on kept-alive connections, reasoning figures of models that do not think).
-    """
-
-    __slots__ = ("_hist", "_scale", "_highest", "count", "total", "min", "max")
-
-    def __init__(self, *, scale: float, highest: int) -> None:
-        self._hist: ScaledHistogram | None = None
-        self._scale = scale
-        self._highest = highest
-        self.count = 0
-        self.total = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
-
-    def _allocated(self) -> ScaledHistogram:
-        hist = self._hist
-        if hist is None:
-            hist = self._hist = ScaledHistogram(highest=self._highest, significant_digits=SIGNIFICANT_DIGITS)
-        return hist
-
-    def clear(self) -> None:
-        """Forget every sample, keeping the histogram's memory."""
-        if self._hist is not None:
-            self._hist.clear()
-        self.count = 0
-        self.total = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
-
-    def record(self, value: float) -> None:
-        """Add one sample, in the metric's base unit (seconds or tokens/s)."""
-        self.count += 1
-        self.total += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-        (self._hist or self._allocated()).record(int(round(value * self._scale)))
-
-    def record_many(self, values: Iterable[float]) -> None:
-        """Add several samples (one pass; the same result as ``record`` on each, much cheaper)."""
-        if not isinstance(values, list):
-            values = list(values)
-        if not values:
-            return
-        (self._hist or self._allocated()).record_scaled_floats(values, self._scale)
-        lo, hi = min(values), max(values)
-        self.count += len(values)
-        total = self.total
-        for value in values:  # in order, so that the sum equals that of ``record`` on each value
-            total += value
-        self.total = total
-        if lo < self.min:
-            self.min = lo
-        if hi > self.max:
-            self.max = hi
-
-    def percentile(self, q: float) -> float | None:
-        """Return the value at percentile ``q`` (0-100), or None without samples."""
-        if not self.count or self._hist is None:
-            return None
-        return self._hist.value_at_percentile(q) / self._scale
-
-    def percentiles(self, qs: Sequence[float]) -> dict[float, float | None]:
-        """Return the value at each percentile of ``qs`` (0-100), in one pass; None without samples."""
-        if not self.count or self._hist is None:
-            return dict.fromkeys(qs)
-        values = self._hist.values_at_percentiles(qs)
-        return {q: values[q] / self._scale for q in qs}
-
-    def cumulative_counts(self, bounds: Sequence[float]) -> list[int]:
-        """Return, for each ascending bound, how many samples lie at or below it.
-
-        A bound falls inside one HdrHistogram cell; the whole cell counts as below
-        it, so a count may include samples up to 0.1% above its bound.
-        """
-        if self._hist is None:
-            return [0] * len(bounds)
-        return self._hist.cumulative_counts((int(round(b * self._scale)) for b in bounds), limit=self.count)
-
-    @property
-    def histogram(self) -> ScaledHistogram:
-        """The underlying histogram, in the metric's scaled integer units (allocated if it was not yet)."""
-        return self._allocated()
-
-    @property
-    def mean(self) -> float | None:
-        return self.total / self.count if self.count else None
-
-    def summary(self) -> dict[str, float | int | None]:
-        """Return count, mean, min, p10, p50, p90, p99 and max, as the results JSON shows them."""
-        out: dict[str, float | int | None] = {
-            "count": self.count,
-            "mean": self.mean,
-            "min": self.min if self.count else None,
-        }
-        for q, value in self.percentiles(PERCENTILES).items():
-            out[f"p{q:g}"] = value
-        out["max"] = self.max if self.count else None
-        return out
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "h": self._hist.encode() if self.count and self._hist is not None else b"",
-            "n": self.count,
-            "s": self.total,
-            "lo": self.min if self.count else None,
-            "hi": self.max if self.count else None,
-        }
-
-    def merge_wire(self, wire: dict[str, Any]) -> None:
-        """Add a distribution serialized by ``to_wire``."""
-        if not wire["n"]:
-            return
-        self._allocated().add_encoded(wire["h"])
-        self.count += wire["n"]
-        self.total += wire["s"]
-        self.min = min(self.min, wire["lo"])
-        self.max = max(self.max, wire["hi"])
-
-    def merge(self, other: Distribution) -> None:
-        """Add another distribution of the same metric."""
-        if other.count and other._hist is not None:
-            self._allocated().add(other._hist)
-            self.count += other.count
-            self.total += other.total
-            self.min = min(self.min, other.min)
-            self.max = max(self.max, other.max)
-
-
-def new_distribution(name: str) -> Distribution:
-    """An empty distribution of one of ``DISTRIBUTIONS``."""
-    scale, highest = DISTRIBUTIONS[name]
-    return Distribution(scale=scale, highest=highest)
 
 
 def _new_distributions(names: Iterable[str]) -> dict[str, Distribution]:
@@ -210,19 +51,31 @@ _COUNTERS = (
     "image_requests",
     "images",
     "image_pixels",
+    "inputs",
 )
 
 
 class GroupMetrics:
-    """Token metrics of one (backend, model, user class) group."""
+    """Token metrics of one (backend, model, user class) group, whose requests are all of one kind."""
 
     def __init__(
-        self, backend: str, model: str, user_class: str, *, distributions: Iterable[str] = DISTRIBUTIONS
+        self,
+        backend: str,
+        model: str,
+        user_class: str,
+        *,
+        distributions: Iterable[str] = DISTRIBUTIONS,
+        kind: str = STREAM,
     ) -> None:
         self.backend = backend
         self.model = model
         self.user_class = user_class
-        self.dists = _new_distributions(distributions)
+        self.kind = kind
+        """``stream``, or the pooling kind (``llmload.pooling``) of every request of the group."""
+        names = tuple(distributions)
+        if kind != STREAM:
+            names = (*names, *(name for name in POOLING_DISTRIBUTIONS if name not in names))
+        self.dists = _new_distributions(names)
         """The group's distributions: every one of ``DISTRIBUTIONS``, or those a window asked for."""
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.errors: dict[str, int] = {}
@@ -279,6 +132,12 @@ class GroupMetrics:
             self.errors[kind] = self.errors.get(kind, 0) + 1
             return
         counters["ok"] += 1
+        if record.kind != STREAM:
+            counters["inputs"] += record.inputs
+            latency = record.latency_s
+            if latency is not None:
+                dists["latency_s"].record(latency)
+            return
         times = record.token_times
         if not times:
             return
@@ -363,6 +222,7 @@ class GroupMetrics:
     def to_wire(self) -> dict[str, Any]:
         return {
             "key": list(self.key),
+            "kind": self.kind,
             "dists": {name: dist.to_wire() for name, dist in self.dists.items() if dist.count},
             "counters": dict(self.counters),
             "errors": dict(self.errors),
@@ -406,27 +266,31 @@ class MetricsStore:
         self._emptied: dict[tuple[str, str, str], GroupMetrics] = {}
         """Groups of before the last ``clear``, emptied, for ``group`` to take back instead of allocating."""
 
-    def group(self, backend: str, model: str, user_class: str) -> GroupMetrics:
+    def group(self, backend: str, model: str, user_class: str, kind: str = STREAM) -> GroupMetrics:
         key = (backend, model, user_class)
         group = self.groups.get(key)
         if group is None:
             group = self._emptied.pop(key, None)
-            if group is None:
-                group = GroupMetrics(backend, model, user_class, distributions=self.distributions)
+            if group is None or group.kind != kind:
+                group = GroupMetrics(backend, model, user_class, distributions=self.distributions, kind=kind)
             self.groups[key] = group
         return group
 
     def record(self, record: RequestRecord) -> None:
         """Fold one finished request into its group."""
-        self.group(record.backend, record.model, record.user_class).record(
+        self.group(record.backend, record.model, record.user_class, record.kind).record(
             record,
             slo_ttft_s=self.slo_ttft_s,
             slo_stream_rate_tps=self.slo_stream_rate_tps,
             slo_ttft_of=self.slo_ttft_of,
         )
 
-    def total(self, distributions: Iterable[str] | None = None, *, into: GroupMetrics | None = None) -> GroupMetrics:
-        """Return all groups merged into one, with ``distributions`` (default: those this store keeps).
+    def total(
+        self, distributions: Iterable[str] | None = None, *, into: GroupMetrics | None = None, kind: str = STREAM
+    ) -> GroupMetrics:
+        """Return the groups of ``kind`` merged into one, with ``distributions`` (default: those this store keeps).
+
+        Streamed requests and each pooling kind have their own total: their figures do not add up.
 
         ``into`` (emptied first) is reused instead of a new group: a caller that totals on every
         poll keeps one set of histograms rather than allocating and freeing them each time.
@@ -436,11 +300,17 @@ class MetricsStore:
             total = into
         else:
             total = GroupMetrics(
-                "*", "*", "*", distributions=self.distributions if distributions is None else distributions
+                "*", "*", "*", distributions=self.distributions if distributions is None else distributions, kind=kind
             )
         for group in self.groups.values():
-            total.merge(group)
+            if group.kind == kind:
+                total.merge(group)
         return total
+
+    def kinds(self) -> list[str]:
+        """The kinds of this store's groups, streamed first, then in ``pooling.KINDS`` order."""
+        present = {group.kind for group in self.groups.values()}
+        return [kind for kind in KINDS if kind in present]
 
     def counter_totals(self) -> dict[str, int]:
         """Every counter summed over the groups (``total().counters`` without merging histograms)."""
@@ -483,4 +353,5 @@ class MetricsStore:
     def merge_wire(self, wire: list[dict[str, Any]]) -> None:
         """Add groups serialized by ``to_wire`` (a worker's delta)."""
         for group_wire in wire:
-            self.group(*group_wire["key"]).merge_wire(group_wire)
+            backend, model, user_class = group_wire["key"]
+            self.group(backend, model, user_class, group_wire.get("kind", STREAM)).merge_wire(group_wire)

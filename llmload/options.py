@@ -150,6 +150,11 @@ def add_arguments(parser: Any) -> None:
     add("--llm-image-format", default="", help="Generated image encoding: jpeg (default), png or webp")
     add("--llm-image-dir", default="", help="Folder of images (.jpg, .png, .webp) to send instead of generated ones")
     add(
+        "--llm-batch-size",
+        default="",
+        help="Embeddings: texts per request; score and rerank: documents per request: N, A-B or a distribution",
+    )
+    add(
         "--llm-lora",
         default="",
         help="Spread requests over LoRA adapters: name=weight,... (the request's model; weight 1 if omitted)",
@@ -241,6 +246,15 @@ def _image_options(get: Any) -> dict[str, Any]:
         datasets.parse_distribution(out["images"], option="llm-images")
     images.source_from(sizes=out["image_size"], fmt=out["image_format"], folder=out["image_dir"], seed=0)
     return out
+
+
+def _batch_size_option(get: Any) -> str:
+    from llmload import pooling
+
+    spec = str(get("llm_batch_size") or "").strip()
+    if spec:
+        pooling.batch_distribution(spec)
+    return spec
 
 
 def _structured_options(get: Any) -> dict[str, Any]:
@@ -366,6 +380,8 @@ class LLMOptions:
     image_size: str = ""
     image_format: str = ""
     image_dir: str = ""
+    batch_size: str = ""
+    """Inputs per embeddings request, documents per score or rerank request (a distribution)."""
     tools: str = ""
     tool_choice: str = ""
     tool_latency: Range | None = None
@@ -423,6 +439,7 @@ class LLMOptions:
             lora=parse_named_weights(lora, option="llm-lora") if lora else (),
             **_structured_options(get),
             **_image_options(get),
+            batch_size=_batch_size_option(get),
             **_workload_options(get),
         )
 

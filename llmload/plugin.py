@@ -31,9 +31,10 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_S
 from llmload import http_adapter, results
 from llmload.client import HostCapabilities
 from llmload.cpu import CpuMeter
+from llmload.distribution import DISTRIBUTIONS
 from llmload.errors import ConfigError
 from llmload.extension import Registry, exit_on_config_error
-from llmload.metrics import DISTRIBUTIONS, MetricsStore
+from llmload.metrics import MetricsStore
 from llmload.options import LLMOptions, Range
 from llmload.record import RequestRecord
 from llmload.render.table import format_table

@@ -24,6 +24,10 @@ deltas, the answer as ``content`` or ``tool_calls``):
   texts is split by their lengths (estimated);
 - answer tokens: ``n_out`` minus reasoning tokens;
 - answer stream rate: answer tokens / E2E.
+
+Embeddings, score and rerank requests (``kind`` other than ``stream``; ``llmload.pooling``)
+have no token events: their latency is the answer's last byte minus ``t_send``, their inputs
+the texts embedded or the documents scored, their prompt tokens ``usage.prompt_tokens``.
 """
 
 from __future__ import annotations
@@ -79,6 +83,10 @@ class RequestRecord:
     """Tool calls of the answer (kept with the text): ``{"id", "name", "arguments"}`` each, pieces joined."""
     answer_valid: bool | None = None
     """With tools or a schema asked for: whether a complete tool call or valid answer came (``llmload.structured``)."""
+    kind: str = "stream"
+    """``stream`` (chat, completions) or a pooling kind: ``embeddings``, ``score``, ``rerank``."""
+    inputs: int = 0
+    """Pooling requests: the texts embedded, or the documents scored or ranked."""
 
     @property
     def ok(self) -> bool:
@@ -134,6 +142,13 @@ class RequestRecord:
         if decode_s <= 0:
             return None
         return (n_out - 1) / decode_s
+
+    @property
+    def latency_s(self) -> float | None:
+        """Pooling requests: from the request sent to the last byte of its answer."""
+        if self.t_end is None:
+            return None
+        return self.t_end - self.t_send
 
     @property
     def dispatch_lag_s(self) -> float | None:

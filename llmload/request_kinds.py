@@ -1,9 +1,11 @@
-"""User classes of the request kinds beyond plain chat: reasoning, vision, tool calls, structured output, agents.
+"""User classes of the request kinds beyond plain chat: reasoning, vision, tool calls, structured output, agents,
+and the pooling services: embeddings, score and rerank.
 
 Each is an ``llmload.users.LLMUser`` that sets the class attributes of its kind (the
 ``--llm-*`` options override them): what the TTFT SLO targets, images per request, tools and
 tool choice, a response schema. ``AgentUser`` holds conversations whose tool calls get a result
-back after the tool's latency.
+back after the tool's latency. ``EmbeddingsUser``, ``ScoreUser`` and ``RerankUser`` send batches of
+texts to vLLM's pooling endpoints (``llmload.pooling``), one JSON answer each.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import gevent
 import orjson
 from locust.env import Environment
 
+from llmload import pooling, prompts
+from llmload.record import RequestRecord
 from llmload.users import LLMUser, MultiTurnChatUser, as_range
 
 
@@ -159,3 +163,82 @@ def tool_result(call: dict[str, Any]) -> str:
     return orjson.dumps(
         {"tool": call["function"]["name"], "arguments": call["function"]["arguments"], "result": "ok"}
     ).decode()
+
+
+class PoolingUser(LLMUser):
+    """A user of a pooling service: each request sends a batch of texts and gets one JSON answer.
+
+    ``batch_size`` (``--llm-batch-size``) is the texts per request: inputs to embed, or documents
+    to score or rank against a short query; ``prompt_tokens`` (``--llm-input-tokens``,
+    ``--llm-prompt-tokens``) each text's length. Datasets give their prompts as the texts.
+    """
+
+    abstract = True
+    kind = pooling.EMBEDDINGS
+    batch_size: int | tuple[int, int] | str = 1
+    """Texts per request: N, (low, high) or a distribution string; ``--llm-batch-size`` overrides."""
+    prompt_tokens = (64, 256)
+    think_time = (0.5, 2.0)
+    top_n = 0
+    """Rerank: the best documents the answer lists (0: all of them)."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        spec = self._plugin.options.batch_size or self.batch_size
+        if isinstance(spec, tuple):
+            spec = f"{spec[0]}-{spec[1]}"
+        self._batch = pooling.batch_distribution(str(spec))
+
+    def make_text(self) -> str:
+        """One input or document: a dataset prompt, or synthetic text of the drawn length."""
+        entry = self.dataset_entry()
+        if entry is not None:
+            return entry.prompt
+        return prompts.synthetic_text(self.draw_prompt_tokens() or 1, self.rng)
+
+    def turn(self) -> None:
+        t_intended = self.next_arrival()
+        texts = [self.make_text() for _ in range(self._batch.draw(self.rng))]
+        query = prompts.short_question(self.rng) if self.kind != pooling.EMBEDDINGS else ""
+        self.pool(texts, query=query, t_intended=t_intended)
+
+    def pool(self, texts: list[str], *, query: str = "", t_intended: float | None = None) -> RequestRecord | None:
+        """Send one request of this user's kind for ``texts``; return its record."""
+        model = self._next_model()
+        if model is None:
+            return None
+        with self._plugin.request_in_flight():
+            record = self.llm.pool(
+                self.kind,
+                texts,
+                model=model,
+                query=query,
+                top_n=self.top_n,
+                name=self.request_name,
+                t_intended=t_intended,
+            )
+        return self._observed(record, t_intended)
+
+
+class EmbeddingsUser(PoolingUser):
+    """An embeddings service (``/v1/embeddings``): batches of 1-8 texts of 64-256 tokens each."""
+
+    abstract = True
+    kind = pooling.EMBEDDINGS
+    batch_size = (1, 8)
+
+
+class ScoreUser(PoolingUser):
+    """A scoring service (vLLM's ``/score``): a query against 4-16 documents, one score per pair."""
+
+    abstract = True
+    kind = pooling.SCORE
+    batch_size = (4, 16)
+
+
+class RerankUser(PoolingUser):
+    """A reranker (vLLM's ``/rerank``): a query and 8-32 documents, ranked by relevance."""
+
+    abstract = True
+    kind = pooling.RERANK
+    batch_size = (8, 32)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmload import backends
 from llmload._version import __version__
-from llmload.figures import Slo, group_body, store_bodies
+from llmload.figures import Slo, group_body, kind_totals, main_kind, store_bodies
 from llmload.render.document import SCHEMA, check_writable, read, write
 from llmload.targets import run_targets
 
@@ -74,7 +74,8 @@ def build(plugin: LLMLoadPlugin) -> dict[str, Any]:
             "timing": TIMING,
         },
         "groups": store_bodies(store),
-        "total": group_body(store.total(), slo=Slo.of(store)),
+        "total": group_body(store.total(kind=main_kind(store)), slo=Slo.of(store)),
+        **({"kind_totals": kind_totals(store)} if len(store.kinds()) > 1 else {}),
         "timeline": list(plugin.timeline.points),
         **plugin.extensions.results_sections(),
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmload.metrics import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
+from llmload.distribution import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
 from llmload.options import parse_number
 
 DEFAULT_CPU_PERCENT = 90.0

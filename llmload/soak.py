@@ -40,6 +40,7 @@ from llmload.figures import Slo
 from llmload.metrics import GroupMetrics
 from llmload.options import parse_number
 from llmload.plugin import SAMPLE_INTERVAL_S
+from llmload.pooling import STREAM
 from llmload.soak_verdict import (
     ABSOLUTE_FLOORS,
     RELATIVE_THRESHOLD,
@@ -153,6 +154,8 @@ class SoakMonitor(Extension):
         groups = window.store.groups.values() if window is not None else ()
         counts: dict[str, Counts] = {}
         for group in groups:
+            if group.kind != STREAM:  # the soak's SLO is the streaming one; pooling requests have none
+                continue
             counts.setdefault(group.backend, Counts()).add_group(group)
             merged = self._current.get(group.backend)
             if merged is None:

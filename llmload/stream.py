@@ -365,3 +365,53 @@ def _read_stream_by_line(raw: Any, reader: StreamReader) -> None:
         _classify_read_error(record, exc)
     finally:
         record.t_end = perf_counter()
+
+
+def read_body(raw: Any, record: RequestRecord, *, received_at: float) -> bytes | None:
+    """Read a whole (non-streamed) answer; ``record.t_end`` becomes when its last byte arrived.
+
+    ``received_at`` is when the response's head was read (the bytes that came with it arrived
+    then). A broken connection, or no byte for the read timeout, is classified into the record
+    and None returned.
+    """
+    body = StreamingBody.of(raw)
+    record.t_end = received_at
+    if body is None:
+        try:
+            data = bytes(raw.read())
+        except READ_ERRORS as exc:
+            _classify_read_error(record, exc)
+            data = None
+        record.t_end = time.perf_counter()
+        return data
+    stall_s = body.stall_timeout()
+    watch = None
+    try:
+        if stall_s and not body.complete:
+            watch = _StallWatch(stall_s)
+            body.set_timeout(None)
+        while not body.complete:
+            chunk = body.recv()
+            if chunk is None:
+                continue
+            record.t_end = body.arrived_at
+            if watch is not None:
+                watch.last = body.read_at
+            body.feed(chunk)
+            if not chunk and not body.complete:
+                raise HTTPConnectionClosed("connection closed mid-body.")
+        data = bytes(body.buffer)
+        del body.buffer[:]
+        return data
+    except READ_ERRORS as exc:
+        _classify_read_error(record, exc)
+        record.t_end = time.perf_counter()
+        return None
+    finally:
+        if watch is not None:
+            watch.close()
+            body.set_timeout(stall_s)
+        if body.kernel:
+            record.read_lateness_s = body.lateness
+            if not body.unstamped:
+                record.clock = "kernel"

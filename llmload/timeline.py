@@ -22,6 +22,7 @@ from typing import Any
 
 from llmload.figures import Slo, group_body
 from llmload.metrics import MetricsStore
+from llmload.pooling import STREAM
 
 MAX_POINTS = 3600
 WINDOW = "timeline"
@@ -80,6 +81,8 @@ class Timeline:
         """Add the point of now: cumulative counts of ``store`` and the figures of ``interval``."""
         totals = dict.fromkeys(("ok", "failed", "output_tokens", "arrived_output_tokens", "slo_met"), 0)
         for group in store.groups.values():
+            if group.kind != STREAM:  # the timeline follows streamed requests (tokens, SLO)
+                continue
             for name in totals:
                 totals[name] += group.counters[name]
         figures = group_body(interval.total(), slo=Slo.of(interval), distributions=INTERVAL_DISTRIBUTIONS)

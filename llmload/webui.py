@@ -16,6 +16,9 @@ On the master (or a local process) with a web UI:
   name, so it works under ``--web-base-path``), so the tab refreshes with
   Locust's own polling. One row per group (backend, model, user class), plus
   a Total row when there are several, from the merged ``plugin.store``.
+- A run whose user classes include embeddings, score or rerank users gets a second tab,
+  "LLM embeddings & rerank", with their columns (latency, inputs and prompt tokens per second)
+  and a Total row per kind; the "LLM" tab then shows the streamed groups only.
 - ``template_args["extended_csv_files"]`` links the LLM table as CSV and the
   live HTML report (``llmload.report``), served by a Blueprint mounted at the
   web base path.
@@ -39,6 +42,7 @@ import orjson
 from flask import Blueprint, make_response, request
 
 from llmload import cockpit, results
+from llmload.distribution import POOLING_DISTRIBUTIONS
 from llmload.errors import ConfigError
 from llmload.extension import Extension
 from llmload.figures import attainment, per_second
@@ -52,6 +56,7 @@ from llmload.locust_compat import (
     use_web_ui_build,
 )
 from llmload.metrics import GroupMetrics, MetricsStore
+from llmload.pooling import POOLING_KINDS, STREAM
 from llmload.render import html
 from llmload.render.text import group_label
 from llmload.steering import Change, Steering, SteeringRefused
@@ -80,6 +85,21 @@ COLUMNS = (
     ("stream_rate_p10_tps", "Stream rate p10 (tok/s)"),
     ("output_tokens_per_s", "Output tok/s"),
     ("slo_attainment_pct", "SLO attainment (%)"),
+)
+POOLED_TAB_KEY = "llm_pooling"
+POOLED_TAB_TITLE = "LLM embeddings & rerank"
+POOLED_COLUMNS = (
+    ("group", "Group (backend · model · user class)"),
+    ("kind", "Kind"),
+    ("requests", "# Requests"),
+    ("failures", "# Fails"),
+    ("latency_p50_ms", "Latency p50 (ms)"),
+    ("latency_p90_ms", "Latency p90 (ms)"),
+    ("latency_p99_ms", "Latency p99 (ms)"),
+    ("inputs_per_request", "Inputs per request"),
+    ("requests_per_s", "Requests/s"),
+    ("inputs_per_s", "Inputs/s"),
+    ("prompt_tokens_per_s", "Prompt tok/s"),
 )
 MAX_ROWS = 200  # like Locust's own 500-row cap: a table this long is unreadable anyway
 CACHE_S = 1.0  # several browsers polling every 2 s share one computation
@@ -136,14 +156,54 @@ def group_row(label: str, group: GroupMetrics) -> dict[str, Any]:
     }
 
 
+def pooled_row(label: str, group: GroupMetrics) -> dict[str, Any]:
+    """One row of the embeddings & rerank tab: the figures of the results' ``pooled_body``, rounded."""
+    counters = group.counters
+    latency = group.dists["latency_s"].percentiles((50.0, 90.0, 99.0))
+    finished, inputs, window = counters["ok"] + counters["failed"], counters["inputs"], group.window_s
+    return {
+        "group": label,
+        "kind": group.kind,
+        "requests": finished,
+        "failures": counters["failed"],
+        "latency_p50_ms": _ms(latency[50.0]),
+        "latency_p90_ms": _ms(latency[90.0]),
+        "latency_p99_ms": _ms(latency[99.0]),
+        "inputs_per_request": round(inputs / counters["ok"], 2) if counters["ok"] else None,
+        "requests_per_s": round(per_second(finished, window), 2),
+        "inputs_per_s": round(per_second(inputs, window), 1),
+        "prompt_tokens_per_s": round(per_second(counters["prompt_tokens"], window), 1),
+    }
+
+
+def pooled_rows(store: MetricsStore, *, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
+    """The embeddings & rerank tab: a row per pooling group (sorted), then a Total per kind with several."""
+    groups = sorted((g for g in store.groups.values() if g.kind != STREAM), key=lambda g: g.key)
+    rows = [
+        pooled_row(group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class}), g)
+        for g in groups[:max_rows]
+    ]
+    for kind in POOLING_KINDS:
+        if sum(1 for g in groups if g.kind == kind) > 1:
+            rows.append(pooled_row(f"Total {kind}", store.total(POOLING_DISTRIBUTIONS, kind=kind)))
+    return rows
+
+
+def has_pooling_users(environment: Environment) -> bool:
+    """Whether the run's user classes include embeddings, score or rerank users."""
+    from llmload.request_kinds import PoolingUser
+
+    return any(isinstance(cls, type) and issubclass(cls, PoolingUser) for cls in environment.user_classes or ())
+
+
 def table_rows(
     store: MetricsStore, *, max_rows: int = MAX_ROWS, total_into: GroupMetrics | None = None
 ) -> list[dict[str, Any]]:
-    """Return the LLM table: one row per group (sorted), then Total when there are several groups.
+    """Return the LLM table: one row per streamed group (sorted), then Total when there are several.
 
     ``total_into`` is the group the Total row is merged into (reused from poll to poll).
     """
-    groups = sorted(store.groups.values(), key=lambda g: g.key)
+    groups = sorted((g for g in store.groups.values() if g.kind == STREAM), key=lambda g: g.key)
     rows = [
         group_row(group_label({"backend": g.backend, "model": g.model, "user_class": g.user_class}), g)
         for g in groups[:max_rows]
@@ -184,6 +244,9 @@ class LLMWebUI(Extension):
         self.web_ui = web_ui
         self.secret_names: set[str] = set()
         self._cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._pooled_cache: list[dict[str, Any]] = []
+        self.pooled = has_pooling_users(plugin.environment)
+        """Whether the page has the embeddings & rerank tab."""
         self._total = GroupMetrics("*", "*", "*", distributions=TAB_DISTRIBUTIONS)
         """The Total row's merged histograms, reused by every poll."""
         self._state_cache: tuple[float, dict[str, Any]] | None = None
@@ -203,10 +266,15 @@ class LLMWebUI(Extension):
     def install(self) -> LLMWebUI:
         """Add the tab, the routes and the hooks; call before the web UI serves its first request."""
         web_ui, app, base = self.web_ui, self.web_ui.app, self.base_path
-        web_ui.template_args["extended_tabs"] = [{"title": TAB_TITLE, "key": TAB_KEY}]
-        web_ui.template_args["extended_tables"] = [
-            {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}
-        ]
+        tabs = [{"title": TAB_TITLE, "key": TAB_KEY}]
+        tables = [{"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
+        if self.pooled:
+            tabs.append({"title": POOLED_TAB_TITLE, "key": POOLED_TAB_KEY})
+            tables.append(
+                {"key": POOLED_TAB_KEY, "structure": [{"key": key, "title": title} for key, title in POOLED_COLUMNS]}
+            )
+        web_ui.template_args["extended_tabs"] = tabs
+        web_ui.template_args["extended_tables"] = tables
         web_ui.template_args["extended_csv_files"] = [
             {"href": f"{base}{CSV_ROUTE}", "title": "Download LLM token metrics CSV"},
             {"href": f"{base}{REPORT_ROUTE}", "title": "Download LLM HTML report"},
@@ -235,7 +303,15 @@ class LLMWebUI(Extension):
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > CACHE_S:
             self._cache = (now, table_rows(self.plugin.store, total_into=self._total))
+            self._pooled_cache = pooled_rows(self.plugin.store) if self.pooled else []
         return self._cache[1]
+
+    def extended_stats(self) -> list[dict[str, Any]]:
+        """The tabs' rows as Locust's page reads them (``extended_stats`` of ``/stats/requests``)."""
+        stats = [{"key": TAB_KEY, "data": self.rows()}]
+        if self.pooled:
+            stats.append({"key": POOLED_TAB_KEY, "data": self._pooled_cache})
+        return stats
 
     # -- request hooks and views --------------------------------------------------------------------
 
@@ -243,7 +319,7 @@ class LLMWebUI(Extension):
         if request.endpoint != REQUEST_STATS_ENDPOINT or response.status_code != 200 or not response.is_json:
             return response
         payload = orjson.loads(response.get_data())
-        payload["extended_stats"] = [{"key": TAB_KEY, "data": self.rows()}]
+        payload["extended_stats"] = self.extended_stats()
         # Locust memoizes this Response object; replacing the key keeps repeated hooks idempotent.
         response.set_data(orjson.dumps(payload))
         return response

@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from llmload.metrics import DISTRIBUTIONS, MetricsStore
+from llmload.distribution import DISTRIBUTIONS
+from llmload.metrics import MetricsStore
 from llmload.record import RequestRecord
 
 

@@ -10,6 +10,11 @@ or from ``--backends FILE``, matched by backend name.
 
     cost per million output tokens = price_per_hour / (output tokens/s * 3600) * 1e6
     users per dollar-hour          = users at SLO / price_per_hour
+
+Groups of embeddings, score and rerank requests (no token stream) get rows of their own, in a
+second table: latency, requests, inputs and prompt tokens per second, and
+
+    cost per million prompt tokens = price_per_hour / (prompt tokens/s * 3600) * 1e6
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from llmload.render.pooled import is_streamed
 from llmload.render.soak import backend_soak, verdict_text
 from llmload.render.text import slo_conditions, slo_sentence
 
@@ -54,6 +60,20 @@ class Row:
     server_ttft_p50_s: float | None = None
     """The backend's own TTFT p50 from its /metrics (``--llm-server-metrics``), next to the client's."""
     server_restarts: int | None = None
+    kind: str = "stream"
+    """``stream``, or the pooling kind of the group (embeddings, score, rerank): its own table."""
+    latency_p50_s: float | None = None
+    latency_p99_s: float | None = None
+    requests_per_s: float | None = None
+    inputs_per_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+
+    @property
+    def cost_per_million_prompt_tokens(self) -> float | None:
+        """USD per million prompt tokens at the measured throughput (pooling rows)."""
+        if self.price_per_hour is None or not self.prompt_tokens_per_s:
+            return None
+        return self.price_per_hour / (self.prompt_tokens_per_s * 3600.0) * 1e6
 
     @property
     def cost_per_million_output_tokens(self) -> float | None:
@@ -120,6 +140,9 @@ def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict
     peak = (doc.get("run") or {}).get("peak_users")
     duration = (doc.get("run") or {}).get("duration_s")
     for group in doc.get("groups", []):
+        if not is_streamed(group):
+            rows.append(_pooled_row(doc, group, source=source, extra=extra))
+            continue
         slo = group.get("slo") or {}
         row = Row(
             source=source,
@@ -151,6 +174,28 @@ def rows_from_results(doc: dict[str, Any], *, source: str, extra: dict[str, dict
             _fill(row, _backend_info(doc, row.backend, extra))
         rows.append(row)
     return rows
+
+
+def _pooled_row(doc: dict[str, Any], group: dict[str, Any], *, source: str, extra: dict[str, dict[str, Any]]) -> Row:
+    """The row of an embeddings, score or rerank group: its latency and rates."""
+    run = doc.get("run") or {}
+    duration, peak = run.get("duration_s"), run.get("peak_users")
+    latency, throughput = group.get("latency_s") or {}, group.get("throughput") or {}
+    backend = group.get("backend", "")
+    row = Row(
+        source=source,
+        backend=f"{backend} ({group.get('user_class')})",
+        model=group.get("model", ""),
+        kind=str(group.get("kind")),
+        latency_p50_s=latency.get("p50"),
+        latency_p99_s=latency.get("p99"),
+        requests_per_s=throughput.get("requests_per_s"),
+        inputs_per_s=throughput.get("inputs_per_s"),
+        prompt_tokens_per_s=throughput.get("prompt_tokens_per_s"),
+        window=f"whole run ({duration:.0f} s, {peak} users)" if duration and peak else "whole run",
+    )
+    _fill(row, _backend_info(doc, backend, extra))
+    return row
 
 
 def _fill(row: Row, info: dict[str, Any]) -> None:
@@ -206,6 +251,27 @@ CSV_COLUMNS = (
     "soak_longest_recovery_s",
     "server_ttft_p50_s",
     "server_restarts",
+    "kind",
+    "latency_p50_s",
+    "latency_p99_s",
+    "requests_per_s",
+    "inputs_per_s",
+    "prompt_tokens_per_s",
+    "cost_per_million_prompt_tokens",
+)
+POOLED_COLUMNS = (
+    "Backend",
+    "Kind",
+    "GPU",
+    "Engine",
+    "Latency p50 / p99 (ms)",
+    "Requests/s",
+    "Inputs/s",
+    "Prompt tok/s",
+    "$/hour",
+    "$ per 1M prompt tokens",
+    "Measured over",
+    "Results file",
 )
 
 
@@ -254,11 +320,48 @@ def _cells(row: Row, *, soak: bool = False, server: bool = False) -> list[str]:
     ]
 
 
-def to_markdown(rows: list[Row]) -> str:
-    """Render the comparison as a Markdown section: a table, the SLO, the formulas and a one-line summary."""
+def _line(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+def _pooled_markdown(rows: list[Row]) -> list[str]:
+    """The table of embeddings, score and rerank rows, with its formula."""
+    out = ["## Embeddings, score and rerank", "", _line(list(POOLED_COLUMNS))]
+    out.append("| " + " | ".join("---" if i < 4 or i >= 10 else "---:" for i in range(len(POOLED_COLUMNS))) + " |")
+    for row in rows:
+        p99_ms = None if row.latency_p99_s is None else row.latency_p99_s * 1000
+        latency = "-" if row.latency_p50_s is None else f"{row.latency_p50_s * 1000:,.1f} / {_num(p99_ms)}"
+        cells = [
+            row.backend,
+            row.kind,
+            row.gpu or "-",
+            row.engine or "-",
+            latency,
+            _num(row.requests_per_s, 2),
+            _num(row.inputs_per_s, 1),
+            _num(row.prompt_tokens_per_s, 0),
+            _num(row.price_per_hour, 2, money=True),
+            _num(row.cost_per_million_prompt_tokens, 3, money=True),
+            row.window,
+            os.path.basename(row.source),
+        ]
+        out.append(_line(cells))
+    out += [
+        "",
+        "Latency: request sent to the answer's last byte. Inputs: texts embedded, query-document pairs scored, "
+        "or documents ranked. Cost per million prompt tokens = price per hour / (prompt tokens/s x 3600) x 1,000,000.",
+    ]
+    return out
+
+
+def to_markdown(rows: list[Row]) -> str:
+    """Render the comparison as Markdown: the streamed rows' table, the SLO, the formulas and a one-line summary;
+    then the embeddings, score and rerank rows' table, when there are any."""
+    pooled = [row for row in rows if row.kind != "stream"]
+    rows = [row for row in rows if row.kind == "stream"]
+    if not rows:
+        return "\n".join(_pooled_markdown(pooled)) + "\n"
+    line = _line
 
     soak = any(row.soak for row in rows)
     server = any(row.server_ttft_p50_s is not None for row in rows)
@@ -302,6 +405,8 @@ def to_markdown(rows: list[Row]) -> str:
         if served:
             best_users, best = max(served, key=lambda pair: pair[0])
             out.append(f"Most users within the SLO per dollar-hour: **{best.backend}** ({best_users:,.1f}).")
+    if pooled:
+        out += ["", *_pooled_markdown(pooled)]
     return "\n".join(out) + "\n"
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
-from llmload.render import answers, charts, reasoning
+from llmload.render import answers, charts, pooled, reasoning
 from llmload.render import soak as soak_text
 from llmload.render.cells import cell, fmt, kv_table, text_of, value_at
 from llmload.render.text import slo_sentence
@@ -423,17 +423,19 @@ def _server_section(doc: dict[str, Any]) -> str:
     )
 
 
-SECTIONS: tuple[Callable[[dict[str, Any]], str], ...] = (
-    _run_section,
-    _summary_section,
-    reasoning.html_section,
-    answers.html_section,
-    _phases_section,
-    _distribution_section,
-    _timeline_section,
-    _soak_section,
-    _capacity_section,
-    _server_section,
+# (section, whether it shows streamed groups only: it gets the document without pooled groups)
+SECTIONS: tuple[tuple[Callable[[dict[str, Any]], str], bool], ...] = (
+    (_run_section, False),
+    (_summary_section, True),
+    (pooled.html_section, False),
+    (reasoning.html_section, True),
+    (answers.html_section, True),
+    (_phases_section, True),
+    (_distribution_section, True),
+    (_timeline_section, False),
+    (_soak_section, False),
+    (_capacity_section, False),
+    (_server_section, True),
 )
 
 
@@ -445,7 +447,14 @@ def build_html(doc: dict[str, Any], *, secrets: Sequence[str] = ()) -> str:
     """
     run = doc.get("run") or {}
     title = f"llmload report: {charts.redact(run.get('host') or '') or 'run'} {run.get('started_at') or ''}".strip()
-    body = "".join(section(doc) for section in SECTIONS)
+    streamed = pooled.streamed_view(doc)
+    parts = []
+    for section, streamed_only in SECTIONS:
+        if not streamed_only:
+            parts.append(section(doc))
+        elif streamed is not None:
+            parts.append(section(streamed))
+    body = "".join(parts)
     generated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     page = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -1,5 +1,6 @@
 """The end-of-run console table of token metrics, one row per group plus the total.
 
+Groups of embeddings, score and rerank requests have their own table (``llmload.render.pooled``).
 Under it: the reasoning figures (``llmload.render.reasoning``), client vs server TTFT (with
 server figures) and the soak verdict (``llmload.render.soak``, once the run had a full soak
 window).
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmload.render import answers, reasoning
+from llmload.render import answers, pooled, reasoning
 from llmload.render.soak import format_soak
 from llmload.render.text import fixed_width, ms, num, slo_sentence
 
@@ -57,17 +58,25 @@ def _row(label: str, body: dict[str, Any]) -> list[str]:
 
 def format_table(doc: dict[str, Any]) -> str:
     """Render a results document as a fixed-width table (times in ms, rates in tokens/s)."""
-    rows = [_row(_label(group), group) for group in doc["groups"]]
-    rows.append(_row("Total", doc["total"]))
-    slo_text = slo_sentence(doc["total"]["slo"], empty="none")
-    title = (
-        "LLM token metrics (times in ms, rates in tokens/s; p10* = 10th percentile stream rate"
-        f"; SLO: {slo_text}; SLO = share of finished requests that met it)"
-    )
-    out = [title, *fixed_width([c for c, _ in COLUMNS], rows, right=[r for _, r in COLUMNS])]
-    estimated = doc["total"]["tokens"]["estimated_requests"]
-    if estimated:
-        out.append(f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage).")
+    streamed = pooled.streamed_groups(doc)
+    total = pooled.kind_total(doc, pooled.STREAM)
+    out: list[str] = []
+    if streamed or not pooled.pooled_groups(doc):
+        total = total or doc["total"]
+        rows = [_row(_label(group), group) for group in streamed]
+        rows.append(_row("Total", total))
+        slo_text = slo_sentence(total["slo"], empty="none")
+        title = (
+            "LLM token metrics (times in ms, rates in tokens/s; p10* = 10th percentile stream rate"
+            f"; SLO: {slo_text}; SLO = share of finished requests that met it)"
+        )
+        out += [title, *fixed_width([c for c, _ in COLUMNS], rows, right=[r for _, r in COLUMNS])]
+        estimated = total["tokens"]["estimated_requests"]
+        if estimated:
+            out.append(
+                f"Note: output tokens of {estimated} requests were estimated by counting events (no server usage)."
+            )
+    out += pooled.text_lines(doc)
     out += reasoning.text_lines(doc)
     out += answers.text_lines(doc)
     out += format_server_ttft(doc)
@@ -79,7 +88,7 @@ def format_server_ttft(doc: dict[str, Any]) -> list[str]:
     """Render client TTFT next to the server's own (from its /metrics), one line per group; [] without server data."""
     server = doc.get("server") or {}
     rows = []
-    for group in doc["groups"]:
+    for group in pooled.streamed_groups(doc):
         body = server.get(group["backend"])
         if not body or not body.get("ttft_s"):
             continue

@@ -102,7 +102,7 @@ class StepEngine:
                 assert req.last_token_at is not None  # set when its first token was emitted
                 metrics.itl(end - req.last_token_at)
             req.last_token_at = end
-        metrics.generation_tokens += len(emitted)
+        metrics.generation_tokens += sum(1 for req in emitted if not req.pooled)
         for req in emitted:
             req.sink.on_tokens(1, req.finished)
             if req.finished:
@@ -217,7 +217,8 @@ class FixedEngine:
             metrics.itl_h.observe(0.0, count - 1)
         req.generated = generated = generated + count
         req.last_token_at = now
-        metrics.generation_tokens += count
+        if not req.pooled:
+            metrics.generation_tokens += count
         done = generated >= n_target
         if done:
             req.finished = True

@@ -50,6 +50,7 @@ class SimRequest:
         "itl_s",
         "parked",
         "encode_s",
+        "pooled",
     )
 
     def __init__(
@@ -70,6 +71,8 @@ class SimRequest:
         """Reported when ``n_target`` is reached: "length", "stop", or None for a fault cut."""
         self.encode_s = 0.0
         """The vision encoder's time for the request's images, before its prefill (fixed profile)."""
+        self.pooled = False
+        """An embeddings, score or rerank request: its one "token" is the answer, not a generated token."""
         self.sink = sink
         self.arrival = arrival
         self.queued_at = arrival

@@ -1,7 +1,8 @@
 """The simulator application: OpenAI routes, per-request sinks, and ``serve()``.
 
 Routes: ``GET /health``, ``/v1/models``, ``/version``, ``/metrics``;
-``POST /v1/chat/completions`` and ``/v1/completions`` (streaming and not).
+``POST /v1/chat/completions`` and ``/v1/completions`` (streaming and not); the pooling
+endpoints ``/v1/embeddings``, ``/score`` and ``/rerank`` (``pooling_api``).
 A generation request is validated, may be picked for an injected fault, and
 is then handed to the engine with a sink that turns the engine's tokens into
 SSE events (or one JSON body) on its connection.
@@ -32,6 +33,8 @@ from llmload.simulator.openai_api import (
     parse_request,
 )
 from llmload.simulator.perfmodel import PerfModel
+from llmload.simulator.pooling_api import ROUTES as POOLING_ROUTES
+from llmload.simulator.pooling_api import PoolRequest, parse_pool_request, pool_response
 from llmload.simulator.profiles import FIXED_PROFILE, get_gpu_profile, get_model_profile
 from llmload.simulator.scheduler import Scheduler, SimRequest
 from llmload.simulator.structured_answer import FixedAnswer
@@ -166,6 +169,37 @@ class FullSink:
         self.conn.send(200, body)
 
 
+class PoolSink:
+    """Sends a pooling answer once the engine has processed its inputs (its one "token")."""
+
+    __slots__ = ("app", "conn", "pool", "req", "fault", "timer")
+    paused = False
+
+    def __init__(self, app: SimApp, conn: Connection, pool: PoolRequest, req: SimRequest, fault: str | None) -> None:
+        self.app, self.conn, self.pool, self.req, self.fault = app, conn, pool, req, fault
+        self.timer: asyncio.TimerHandle | None = None
+
+    def on_tokens(self, count: int, done: bool) -> None:
+        if not done:
+            return
+        body = pool_response(self.pool)
+        fault, conn = self.fault, self.conn
+        if fault is None:
+            conn.send(200, body)
+        elif fault == "malformed":
+            conn.send(200, b"{not json")
+        elif fault == "incomplete":
+            conn.write(
+                conn._head(200, [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)])
+                + body[: len(body) // 2]
+            )
+            conn.close()
+        elif fault == "stall":
+            self.timer = self.app.loop.call_later(self.app.config.fault.stall_s, conn.close)
+        else:
+            conn.close()
+
+
 class SimApp:
     """Routes requests to the engine and owns the simulator's state."""
 
@@ -205,6 +239,11 @@ class SimApp:
             if method != "POST":
                 return conn.send(405, NOT_ALLOWED)
             return self.generate(conn, request, chat=path == "/v1/chat/completions")
+        kind = POOLING_ROUTES.get(path)
+        if kind is not None:
+            if method != "POST":
+                return conn.send(405, NOT_ALLOWED)
+            return self.pool(conn, request, kind)
         if method != "GET":
             known = path in ("/health", "/v1/models", "/version", "/metrics")
             return conn.send(405 if known else 404, NOT_ALLOWED if known else NOT_FOUND)
@@ -290,6 +329,32 @@ class SimApp:
             self.loop.call_soon(self._cut_before_first_token, req)
         else:
             engine.submit(req)
+
+    def pool(self, conn: Connection, request: HttpRequest, kind: str) -> None:
+        """Validate an embeddings, score or rerank request and hand its prefill to the engine."""
+        try:
+            pool = parse_pool_request(
+                kind, request.body, served_model=self.model_name, max_model_len=self.max_model_len
+            )
+        except ApiError as exc:
+            return conn.send(exc.status, exc.body(), extra=exc.headers)
+        fault = self.faults.draw()
+        if fault in HTTP_FAULTS:
+            return self.http_fault(conn, fault)
+        self._next_id += 1
+        req = SimRequest(
+            rid=self._next_id,
+            prompt_tokens=pool.prompt_tokens,
+            n_target=1,
+            finish_reason="stop",
+            arrival=self.loop.time(),
+        )
+        req.pooled = True
+        req.sink = PoolSink(self, conn, pool, req, fault)
+        engine = self.engine
+        conn.on_lost = lambda: self._lost(req)
+        conn.on_resume = lambda: engine.unpark(req)
+        engine.submit(req)
 
     def _cut_before_first_token(self, req: SimRequest) -> None:
         req.finished = True

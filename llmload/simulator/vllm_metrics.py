@@ -263,7 +263,7 @@ class SimMetrics:
             self.inference.observe(max(0.0, now - scheduled))
             self.tpot.observe(0.0)
         self.prompt_h.observe(req.prompt_tokens)
-        self.generation_h.observe(n)
+        self.generation_h.observe(0 if req.pooled else n)
 
     # -- exposition -----------------------------------------------------------------
 

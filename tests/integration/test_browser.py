@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from llmload.simulator.process import SimulatorProcess
-from llmload.webui import COLUMNS
+from llmload.webui import COLUMNS, POOLED_COLUMNS, POOLED_TAB_TITLE
 from tests.support.chunks import DONE, chat_chunk, usage_chunk
 from tests.support.processes import ROOT, ProcessGroup, free_port, locust_command, run_locust
 from tests.support.scripted_server import ScriptedServer, plain_response, sse_response
@@ -384,3 +384,81 @@ def test_blank_key_field_keeps_the_key_and_it_reaches_the_workers(tmp_path):
                 break
             time.sleep(0.5)
         assert rows and rows[0]["requests"] > 0 and rows[0]["failures"] == 0 and rows[0]["ttft_p50_ms"] > 0, rows
+
+
+EMBED_AND_CHAT = """
+from llmload import ChatbotUser, EmbeddingsUser
+
+
+class Chat(ChatbotUser):
+    max_tokens = 10
+
+
+class Embedder(EmbeddingsUser):
+    batch_size = 4
+"""
+
+
+@pytest.mark.browser
+def test_embeddings_group_has_its_own_tab_and_report_section(tmp_path):
+    started = time.monotonic()
+    ARTIFACTS.mkdir(exist_ok=True)
+    titles = dict(POOLED_COLUMNS)
+    locustfile = tmp_path / "embed_and_chat.py"
+    locustfile.write_text(EMBED_AND_CHAT)
+    with SimulatorProcess(profile="fixed", extra_args=FIXED) as sim, ProcessGroup() as group:
+        port = free_port()
+        log = tmp_path / "locust.log"
+        group.start(
+            locust_command(
+                str(locustfile),
+                sim.base_url,
+                *("--web-host", "127.0.0.1", "--web-port", str(port), "--llm-think-time", "0.05"),
+            ),
+            tmp_path,
+            log,
+        )
+        url = f"http://127.0.0.1:{port}/"
+        wait_http(url, log)
+        with chromium(tmp_path) as context:
+            page = context.new_page()
+            page.goto(url)
+            page.fill("input[name=userCount]", "4")
+            page.fill("input[name=spawnRate]", "4")
+            page.get_by_role("button", name="Start").click()
+            page.get_by_role("tab", name=POOLED_TAB_TITLE, exact=True).click()
+            row: dict[str, str] = {}
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                rows = read_table(page)
+                row = rows[0] if rows else {}
+                if _number(row.get(titles["requests"], "")) >= 10:
+                    break
+                page.wait_for_timeout(500)
+            assert list(row) == [title for _, title in POOLED_COLUMNS], row
+            assert row[titles["group"]].endswith("Embedder") and row[titles["kind"]] == "embeddings"
+            assert _number(row[titles["inputs_per_request"]]) == 4.0
+            assert 45 <= _number(row[titles["latency_p50_ms"]]) <= 80  # the fixed profile's 50 ms prefill
+            for key in ("latency_p99_ms", "requests_per_s", "inputs_per_s", "prompt_tokens_per_s"):
+                assert _number(row[titles[key]]) > 0, (key, row)
+            page.screenshot(path=str(ARTIFACTS / "llm-embeddings-tab.png"))
+            page.get_by_role("tab", name="LLM", exact=True).click()
+            page.wait_for_timeout(2500)
+            streamed = [r[dict(COLUMNS)["group"]] for r in read_table(page)]
+            assert streamed and all(not g.endswith("Embedder") for g in streamed), streamed
+            page.get_by_role("button", name="Stop").click()
+            page.get_by_text("STOPPED").first.wait_for(timeout=10_000)
+            report = tmp_path / "live-report.html"
+            with urllib.request.urlopen(f"{url}llmload/report.html", timeout=10) as response:
+                report.write_bytes(response.read())
+            results = get_json(f"{url}llmload/results.json")
+            page.goto(report.as_uri())
+            cells = page.evaluate("""() => [...document.querySelectorAll('#pooled tbody tr')].map(tr =>
+                Object.fromEntries([...tr.querySelectorAll('td[data-key]')].map(td =>
+                    [td.dataset.key, td.dataset.value])))""")
+            page.screenshot(path=str(ARTIFACTS / "report-embeddings.png"), full_page=True)
+    (body,) = [g for g in results["groups"] if g["kind"] == "embeddings"]
+    assert len(cells) == 1 and cells[0]["kind"] == "'embeddings'", cells
+    assert float(cells[0]["latency_s.p50"]) == pytest.approx(body["latency_s"]["p50"])
+    assert float(cells[0]["throughput.inputs_per_s"]) == pytest.approx(body["throughput"]["inputs_per_s"])
+    assert time.monotonic() - started < 60

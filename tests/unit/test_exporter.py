@@ -13,9 +13,9 @@ from locust.env import Environment
 from locust.event import Events
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmload import collector, exporter, selfcheck
+from llmload import collector, exporter, selfcheck, series
+from llmload.distribution import Distribution
 from llmload.errors import ConfigError
-from llmload.metrics import Distribution
 from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
 from llmload.record import RequestRecord
@@ -81,8 +81,8 @@ def test_ttft_histogram_exact(plugin):
     # 0.125 s lands in le=0.2, 0.25 s in le=0.5.
     counts = [0] * 5 + [1] + [2] * 9
     expected = [
-        f"llmload_ttft_seconds_bucket{{{with_le(collector.floatToGoString(le))}}} {float(n)}"
-        for le, n in zip(collector.TTFT_BUCKETS, counts, strict=True)
+        f"llmload_ttft_seconds_bucket{{{with_le(series.floatToGoString(le))}}} {float(n)}"
+        for le, n in zip(series.TTFT_BUCKETS, counts, strict=True)
     ]
     expected += [
         f"llmload_ttft_seconds_bucket{{{with_le('+Inf')}}} 2.0",
@@ -188,7 +188,7 @@ def test_buckets_are_cumulative_and_end_at_the_exact_count():
     dist = Distribution(scale=1e6, highest=3_600_000_000)
     values = [0.0004, 0.0005, 0.001, 0.0011, 0.05, 0.2, 9.0, 99.0]
     dist.record_many(values)
-    buckets = collector.cumulative_buckets(dist, collector.ITL_BUCKETS)
+    buckets = series.cumulative_buckets(dist, series.ITL_BUCKETS)
     counts = [n for _, n in buckets]
     assert counts == sorted(counts) and buckets[-1] == ("+Inf", 8.0)
     for le, n in buckets[:-1]:
@@ -232,15 +232,15 @@ def test_options_parse_and_one_line_errors():
 
 
 def test_fine_buckets_are_at_most_1_25_apart_and_count_exactly(plugin):
-    for name, bounds in collector.BUCKET_SCHEMES["fine"].items():
-        coarse = collector.BUCKET_SCHEMES["coarse"][name]
+    for name, bounds in series.BUCKET_SCHEMES["fine"].items():
+        coarse = series.BUCKET_SCHEMES["coarse"][name]
         assert bounds[0] == coarse[0] and bounds[-1] >= coarse[-1], name
         assert all(1 < b / a <= 1.25 + 1e-12 for a, b in zip(bounds, bounds[1:], strict=False)), name
     text = exposition(plugin, buckets="fine")
     buckets = lines_of(text, "llmload_ttft_seconds_bucket")
-    assert len(buckets) == len(collector.BUCKET_SCHEMES["fine"]["ttft_s"]) + 1
+    assert len(buckets) == len(series.BUCKET_SCHEMES["fine"]["ttft_s"]) + 1
     # TTFTs 0.125 and 0.25 s: counted from the first bound at or above each.
-    for line, le in zip(buckets[:-1], collector.BUCKET_SCHEMES["fine"]["ttft_s"], strict=True):
+    for line, le in zip(buckets[:-1], series.BUCKET_SCHEMES["fine"]["ttft_s"], strict=True):
         expected = (le >= 0.125) + (le >= 0.25)
         assert line.endswith(f" {float(expected)}"), line
 
@@ -338,3 +338,41 @@ def test_self_check_limits_in_force_are_exported():
         'llmload_generator_limit{check="read_lateness_p99_s"} 0.01',
     ]
     assert lines_of(text, "llmload_generator_trustworthy") == ['llmload_generator_trustworthy{worker="local"} 1.0']
+
+
+def test_pooling_groups_export_latency_and_inputs_not_streaming_series(plugin):
+    embed = RequestRecord(
+        backend=BACKEND,
+        model="m",
+        user_class="Embed",
+        endpoint="/v1/embeddings",
+        t_send=0.0,
+        start_wall=100.0,
+        t_end=0.125,
+        completion_tokens=0,
+        prompt_tokens=40,
+        kind="embeddings",
+        inputs=4,
+    )
+    plugin.record(embed)
+    text = exposition(plugin)
+    embed_labels = 'backend="http://gpu-a:8000",model="m",user_class="Embed"'
+    assert lines_of(text, "llmload_inputs_total") == [
+        'llmload_inputs_total{backend="http://gpu-a:8000",kind="embeddings",model="m",user_class="Embed"} 4.0'
+    ]
+    assert lines_of(text, f"llmload_prompt_tokens_total{{{embed_labels}") == [
+        f"llmload_prompt_tokens_total{{{embed_labels}}} 40.0"
+    ]
+    assert (
+        'llmload_request_latency_seconds_bucket{backend="http://gpu-a:8000",le="0.2",model="m",user_class="Embed"} 1.0'
+        in text
+    )
+    assert f"llmload_request_latency_seconds_sum{{{embed_labels}}} 0.125" in text
+    for streaming in ("llmload_ttft_seconds", "llmload_output_tokens_total", "llmload_slo_met_requests_total"):
+        assert lines_of(text, streaming), streaming
+        assert not [line for line in lines_of(text, streaming) if 'user_class="Embed"' in line], streaming
+    latency = lines_of(text, "llmload_request_latency_seconds")
+    assert latency and all('user_class="Embed"' in line for line in latency)  # streamed groups have none
+    embed_lines = [line for line in lines_of(text, "llmload_requests_total") if 'user_class="Embed"' in line]
+    errors = {line.split('error="')[1].split('"')[0] for line in embed_lines}
+    assert "malformed_answer" in errors and "incomplete_stream" not in errors

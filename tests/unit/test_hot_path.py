@@ -21,7 +21,7 @@ from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
 
 from llmload.client import HostCapabilities, LLMClient
-from llmload.metrics import Distribution
+from llmload.distribution import Distribution
 from llmload.record import RequestRecord
 from llmload.sse import SSEDecoder
 from llmload.stream import StreamReader, read_stream

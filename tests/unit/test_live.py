@@ -9,9 +9,9 @@ from locust.event import Events
 from prometheus_client import CollectorRegistry, generate_latest
 
 from llmload import collector
+from llmload.distribution import Distribution
 from llmload.hdr import ScaledHistogram
 from llmload.live import SLICES, LiveFigures
-from llmload.metrics import Distribution
 from llmload.options import LLMOptions
 from llmload.plugin import LLMLoadPlugin
 from llmload.record import RequestRecord

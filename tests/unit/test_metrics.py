@@ -5,7 +5,8 @@ import random
 import msgpack
 import pytest
 
-from llmload.metrics import Distribution, MetricsStore
+from llmload.distribution import Distribution
+from llmload.metrics import MetricsStore
 from llmload.record import RequestRecord
 
 LATENCY = dict(scale=1e6, highest=3_600_000_000)
