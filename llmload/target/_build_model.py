@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    # Installed only in the vLLM venv this script runs in, not in llmload's own environment.
-    from tokenizers import Tokenizer  # type: ignore[import-not-found]
+    # transformers is installed only in the vLLM venv this script runs in, not in llmload's own.
+    from tokenizers import Tokenizer
     from transformers import LlamaConfig  # type: ignore[import-not-found]
 
     #: The model description from ``ModelShape.spec()``, as parsed JSON.
@@ -185,7 +185,11 @@ def save_tokenizer(tokenizer: Tokenizer, out: Path, spec: Spec) -> dict[str, int
     if config.get("chat_template") != CHAT_TEMPLATE:
         config["chat_template"] = CHAT_TEMPLATE
         config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {name: tokenizer.token_to_id(name) for name in (BOS, EOS_TEXT, EOT)}
+    ids = {name: tokenizer.token_to_id(name) for name in (BOS, EOS_TEXT, EOT)}
+    missing = [name for name, token_id in ids.items() if token_id is None]
+    if missing:
+        raise SystemExit(f"the trained tokenizer lacks {', '.join(missing)}")
+    return {name: int(token_id) for name, token_id in ids.items() if token_id is not None}
 
 
 def save_config(out: Path, spec: Spec, ids: dict[str, int]) -> LlamaConfig:

@@ -64,13 +64,15 @@ class VLLMProcess:
         python: str | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         say: Say = _stderr,
+        model_path: Path | str | None = None,
     ) -> None:
         """Describe the server; nothing starts until ``start()`` or ``with``.
 
         ``port`` None or 0 picks a free port. ``extra_args`` go to vLLM after
         llmload's own flags. ``python`` is an interpreter that imports vLLM
         (default: ``$LLMLOAD_VLLM_PYTHON`` or the cached venv). ``say`` gets
-        the progress lines.
+        the progress lines. ``model_path`` serves that model folder instead of
+        building the shape's random model (the shape still sets the dtype and limits).
         """
         self.shape = get_shape(shape)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -84,7 +86,7 @@ class VLLMProcess:
         self.startup_timeout = startup_timeout
         self.say = say
         self.vllm: VLLMPython | None = None
-        self.model_path: Path | None = None
+        self.model_path: Path | None = Path(model_path) if model_path else None
         self.log_path: Path | None = None
         self.startup_s: float | None = None
         """Seconds from starting the server process to the first healthy ``/health``."""

@@ -4,10 +4,7 @@ vLLM's CPU build serves the test suite's tiny Llama as an embedding model (``--r
 --convert embed``: last-token pooling, normalised), and answers ``/score`` and ``/rerank`` on it
 with the cosine of the query's and each document's embeddings. Each run's prompt tokens (the
 answers' ``usage.prompt_tokens``) must equal the delta of vLLM's own ``vllm:prompt_tokens``
-counter. Not tested against a real server: images, which need a vision-language model with a
-vision tower and an image processor that the CPU build would load from a local folder; a random
-one cannot be built here without the processor files of a real model (no download), so vision
-chat is tested against the simulator only.
+counter. Images against a real vision-language model: ``test_vllm_vision.py``.
 """
 
 from __future__ import annotations
