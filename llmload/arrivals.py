@@ -1,14 +1,13 @@
 """Open-loop arrivals: requests on a seeded schedule, whatever the server's speed.
 
-With ``--llm-arrival poisson|constant --llm-rate R`` the run sends R requests
-per second in total. The master (or the single local process) divides R among
-the load-generator processes: worker slot ``i`` of ``N`` (ordered by Locust's
-worker index) gets R/N. Poisson slots draw exponential gaps from a generator
-seeded by ``--llm-seed``, the slot and the assignment's epoch (independent
-Poisson processes at R/N sum to one at R); constant slots send at
-``t0 + (k*N + i)/R``, so together they are evenly spaced at 1/R. When the
-number of workers changes, the master sends every worker a new assignment
-(custom message ``llmload_arrivals``) and the schedule restarts at its ``t0``.
+With ``--llm-arrival poisson|constant|gamma --llm-rate R`` (or ``--llm-rate-profile``) the
+run sends R requests per second in total; with ``--llm-trace FILE`` it sends the trace's
+requests at their recorded times. Every process computes the same global schedule
+(``llmload.schedule``) and sends the arrivals dealt to its slot: worker slot ``i`` of ``N``
+(ordered by Locust's worker index). When the number of workers changes, the master deals
+again from the schedule's current offset (custom message ``llmload_arrivals``): the new
+deal takes over at ``t0``, ``HANDOVER_S`` later, when each process stops its old deal, so
+each arrival is sent by one process at most. A change of rate starts a new schedule.
 
 In each process one greenlet keeps the schedule (from the moment the process
 has started its users) and hands each arrival to an idle user (the Locust
@@ -29,19 +28,25 @@ p99 above ``LAG_WARN_P99_S``.
 from __future__ import annotations
 
 import logging
-import math
-import random
+import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from locust.runners import MasterRunner
 
-from llmload.distribution import LATENCY_HIGHEST, LATENCY_SCALE, Distribution
+from llmload import schedule
 from llmload.extension import Extension
+from llmload.open_loop import (
+    HANDOVER_S,
+    SKIP_AFTER_S,
+    ArrivalExecutor,
+    ArrivalStats,
+    Assignment,
+)
 from llmload.record import RequestRecord
+from llmload.trace_replay import trace_of
+from llmload.traces import Trace
 
 if TYPE_CHECKING:
     import gevent
@@ -57,212 +62,8 @@ MESSAGE = "llmload_arrivals"
 WIRE_KEY = "llmload_arrivals"
 #: A dispatch-lag p99 above this (seconds) means the generator could not keep the schedule.
 LAG_WARN_P99_S = 0.1
-#: An arrival that found no free user is skipped once it is this late (seconds).
-SKIP_AFTER_S = 1.0
-#: Arrivals start once this process has started its users, or after this many seconds.
-SPAWN_WAIT_S = 60.0
-#: A master's t0 further than this from a worker's clock (machines' clocks differ) is replaced by "now".
-MAX_CLOCK_SKEW_S = 1.0
-FROM_INTENDED = ("ttft_from_intended_s", "e2e_from_intended_s")
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """One process's share of the schedule."""
-
-    epoch: int
-    mode: str  # poisson | constant
-    rate_rps: float  # for the whole test
-    slot: int
-    slots: int
-    t0_wall: float
-    seed: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "mode": self.mode,
-            "rate_rps": self.rate_rps,
-            "slot": self.slot,
-            "slots": self.slots,
-            "t0_wall": self.t0_wall,
-            "seed": self.seed,
-        }
-
-
-def offsets(assignment: Assignment) -> Iterator[float]:
-    """Yield this slot's arrival times, in seconds after ``t0``, forever."""
-    a = assignment
-    if a.mode == "constant":
-        k = 0
-        while True:
-            yield (k * a.slots + a.slot) / a.rate_rps
-            k += 1
-    rng = random.Random(f"llmload-arrivals:{a.seed}:{a.epoch}:{a.slot}:{a.slots}")
-    rate = a.rate_rps / a.slots
-    t = 0.0
-    while True:
-        t += rng.expovariate(rate)
-        yield t
-
-
-def exponential_fit(gaps: list[float], rate: float) -> tuple[float, float]:
-    """Kolmogorov-Smirnov test of inter-arrival gaps against an exponential of ``rate``: ``(D, p-value)``.
-
-    The p-value uses Stephens' small-sample correction of the Kolmogorov
-    distribution, accurate to a few percent for n >= 5; a Poisson schedule
-    should give p well above 0.01.
-    """
-    xs = sorted(gaps)
-    n = len(xs)
-    if n == 0:
-        raise ValueError("no gaps")
-    d = 0.0
-    for i, x in enumerate(xs):
-        cdf = 1.0 - math.exp(-rate * max(x, 0.0))
-        d = max(d, cdf - i / n, (i + 1) / n - cdf)
-    root = math.sqrt(n)
-    lam = (root + 0.12 + 0.11 / root) * d
-    p = 2.0 * sum((-1) ** (k - 1) * math.exp(-2.0 * k * k * lam * lam) for k in range(1, 101))
-    return d, min(max(p, 0.0), 1.0)
-
-
-class ArrivalStats:
-    """Counts and from-intended latencies; a worker's delta or the merged totals."""
-
-    def __init__(self) -> None:
-        self.scheduled = 0
-        self.sent = 0
-        self.skipped = 0
-        self.dists = {name: Distribution(scale=LATENCY_SCALE, highest=LATENCY_HIGHEST) for name in FROM_INTENDED}
-
-    def observe(self, record: RequestRecord) -> None:
-        """Add one finished open-loop request's latencies from its intended time."""
-        if record.t_intended is None or not record.ok or not record.token_times:
-            return
-        self.dists["ttft_from_intended_s"].record(max(record.token_times[0] - record.t_intended, 0.0))
-        self.dists["e2e_from_intended_s"].record(max(record.token_times[-1] - record.t_intended, 0.0))
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "scheduled": self.scheduled,
-            "sent": self.sent,
-            "skipped": self.skipped,
-            "dists": {name: d.to_wire() for name, d in self.dists.items()},
-        }
-
-    def merge_wire(self, wire: dict[str, Any]) -> None:
-        self.scheduled += wire["scheduled"]
-        self.sent += wire["sent"]
-        self.skipped += wire["skipped"]
-        for name, dist in wire["dists"].items():
-            self.dists[name].merge_wire(dist)
-
-    def is_empty(self) -> bool:
-        return not (self.scheduled or self.dists["ttft_from_intended_s"].count)
-
-
-class ArrivalExecutor:
-    """Keeps one process's schedule and hands each arrival to an idle user.
-
-    An arrival that finds no idle user waits in a backlog for the next user to
-    become free; one still waiting ``SKIP_AFTER_S`` after its intended time is
-    skipped (counted, never sent), so a saturated pool cannot build an
-    unbounded queue.
-    """
-
-    def __init__(self, stats: ArrivalStats, *, spawn: Spawn) -> None:
-        """Keep the schedule in a greenlet started by ``spawn(name, func, *args)`` (a supervisor's)."""
-        from gevent.event import Event
-
-        self.spawn = spawn
-        self.stats = stats
-        self.pool_ready = Event()  # set when this process has started its users (spawning_complete)
-        self.assignment: Assignment | None = None
-        self._idle: deque[Any] = deque()
-        self._backlog: deque[float] = deque()
-        self._greenlet: Any = None
-
-    def assign(self, assignment: Assignment) -> None:
-        """Start following ``assignment`` (a new epoch replaces the current schedule)."""
-        if self.assignment is not None and self.assignment.epoch == assignment.epoch and self._greenlet:
-            return
-        self.stop()
-        self.assignment = assignment
-        self._greenlet = self.spawn("open-loop schedule", self._run, assignment)
-
-    def stop(self, *, release: BaseException | None = None) -> None:
-        """Stop scheduling; drop the backlog (due after the test) and raise ``release`` in waiting users."""
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
-        self._backlog.clear()
-        if release is not None:
-            while self._idle:
-                waiter = self._idle.popleft()
-                if not waiter.ready():
-                    waiter.set_exception(release)
-
-    def _run(self, assignment: Assignment) -> None:
-        import gevent
-
-        now_wall, now = time.time(), time.perf_counter()
-        skew = assignment.t0_wall - now_wall
-        base = now + (skew if abs(skew) <= MAX_CLOCK_SKEW_S else 0.0)
-        # The users are the pool: arrivals due while this process is still starting them are not
-        # part of the test (the schedule keeps its t0, so constant slots stay interleaved).
-        self.pool_ready.wait(timeout=SPAWN_WAIT_S)
-        start = time.perf_counter()
-        for offset in offsets(assignment):
-            due = base + offset
-            if due < start:
-                continue
-            delay = due - time.perf_counter()
-            if delay > 0:
-                gevent.sleep(delay)
-            self._dispatch(due)
-
-    def _dispatch(self, due: float) -> None:
-        self.stats.scheduled += 1
-        while self._idle:
-            waiter = self._idle.popleft()
-            if not waiter.ready():
-                waiter.set(due)
-                self.stats.sent += 1
-                return
-        backlog = self._backlog
-        backlog.append(due)
-        while due - backlog[0] > SKIP_AFTER_S:
-            backlog.popleft()
-            self.stats.skipped += 1
-
-    def wait(self) -> float:
-        """Block the calling user until an arrival is handed to it; return its intended time."""
-        backlog = self._backlog
-        if backlog:
-            now = time.perf_counter()
-            while backlog:
-                due = backlog.popleft()
-                if now - due <= SKIP_AFTER_S:
-                    self.stats.sent += 1
-                    return due
-                self.stats.skipped += 1
-        from gevent.event import AsyncResult
-
-        waiter = AsyncResult()
-        self._idle.append(waiter)
-        try:
-            return float(waiter.get())
-        finally:
-            if not waiter.ready():
-                try:
-                    self._idle.remove(waiter)
-                except ValueError:
-                    pass
-
-    @property
-    def idle_users(self) -> int:
-        return len(self._idle)
+#: After a trace's last request is due, the test stops once nothing is in flight this long after.
+TRACE_DRAIN_S = 4.0
 
 
 class Arrivals(Extension):
@@ -275,12 +76,14 @@ class Arrivals(Extension):
         self.plugin = plugin
         self.delta = ArrivalStats()  # this process's unreported figures
         self.total = ArrivalStats()  # merged figures (master or local)
-        self.executor = ArrivalExecutor(self.delta, spawn=plugin.supervisor.spawn)
+        self.executor = ArrivalExecutor(self.delta, spawn=plugin.supervisor.spawn, trace=self.trace)
         self.rate_override: float | None = None
         self._epoch = 0
         self._slots_key: tuple[str, ...] | None = None
         self._running = False
         self._warned = False
+        self.deals: list[tuple[float, float, schedule.ScheduleSpec]] = []
+        """The master's deals: (t0 wall, schedule time at t0, spec), to count the arrivals due."""
 
     # -- options ---------------------------------------------------------------------------
 
@@ -294,18 +97,60 @@ class Arrivals(Extension):
 
     # -- assignment --------------------------------------------------------------------------
 
-    def _assignment(self, slot: int, slots: int, t0: float) -> Assignment:
-        options = self.plugin.options
-        return Assignment(self._epoch, options.arrival, float(self.rate_rps or 0.0), slot, slots, t0, options.seed)
+    def trace(self) -> Trace | None:
+        """The run's trace (trace replay), read once per process."""
+        return trace_of(self.plugin.options) if self.plugin.options.arrival == "trace" else None
 
-    def redistribute(self, *, force: bool = False) -> None:
-        """Divide the rate among the active processes again (master) or restart the local schedule."""
+    def _spec(self) -> schedule.ScheduleSpec:
+        options = self.plugin.options
+        return schedule.ScheduleSpec(
+            mode=options.arrival,
+            rate_rps=float(self.rate_rps or 0.0),
+            burstiness=options.burstiness,
+            profile="" if self.rate_override is not None else options.rate_profile,
+            seed=options.seed,
+            speed=options.trace_speed,
+        )
+
+    def _next_deal(self, *, restart: bool) -> tuple[float, float, schedule.ScheduleSpec]:
+        """The next deal's (t0, schedule time at t0, spec): the same schedule goes on unless it changed."""
+        spec, now = self._spec(), time.time()
+        if self.deals and not restart and self.deals[-1][2] == spec:
+            t0_prev, start_prev, _spec = self.deals[-1]
+            t0 = now + HANDOVER_S
+            return t0, start_prev + (t0 - t0_prev), spec
+        # Workers get a deal by message: it starts once every one has it.
+        distributed = isinstance(self.environment.runner, MasterRunner)
+        return (now + HANDOVER_S if self.deals or distributed else now), 0.0, spec
+
+    def _assignment(self, slot: int, slots: int, deal: tuple[float, float, schedule.ScheduleSpec]) -> Assignment:
+        t0, start_s, spec = deal
+        return Assignment(
+            self._epoch,
+            spec.mode,
+            spec.rate_rps,
+            slot,
+            slots,
+            t0,
+            spec.seed,
+            start_s=start_s,
+            burstiness=spec.burstiness,
+            profile=spec.profile,
+            speed=spec.speed,
+        )
+
+    def redistribute(self, *, force: bool = False, restart: bool = False) -> None:
+        """Deal the schedule to the active processes again (master), from where it is; ``restart``: anew."""
         if not (self._running and self.enabled):
             return
         runner = self.environment.runner
         if not isinstance(runner, MasterRunner):
+            if self.deals and not restart and not force:
+                return
             self._epoch += 1
-            self.executor.assign(self._assignment(0, 1, time.time()))
+            deal = self._next_deal(restart=restart)
+            self.deals.append(deal)
+            self.executor.assign(self._assignment(0, 1, deal))
             return
         nodes = runner.clients.ready + runner.clients.spawning + runner.clients.running
         ids = tuple(sorted((n.id for n in nodes), key=runner.get_worker_index))
@@ -313,9 +158,10 @@ class Arrivals(Extension):
             return
         self._slots_key = ids
         self._epoch += 1
-        t0 = time.time()
+        deal = self._next_deal(restart=restart)
+        self.deals.append(deal)
         for slot, client_id in enumerate(ids):
-            runner.send_message(MESSAGE, self._assignment(slot, len(ids), t0).to_wire(), client_id=client_id)
+            runner.send_message(MESSAGE, self._assignment(slot, len(ids), deal).to_wire(), client_id=client_id)
         logger.debug(
             "llmload: open-loop rate %.3g/s divided among %d workers (epoch %d)", self.rate_rps, len(ids), self._epoch
         )
@@ -326,10 +172,10 @@ class Arrivals(Extension):
         self.rate_override = rate_rps
         if previous != rate_rps:
             self.plugin.run_events.emit("rate_changed", detail=f"{previous or 0:g} -> {rate_rps:g} requests/s")
-        self.redistribute(force=True)
+        self.redistribute(force=True, restart=True)
 
-    def wait_for_arrival(self) -> float:
-        """Block a user until its next arrival; return the intended time (perf counter)."""
+    def wait_for_arrival(self) -> tuple[float, int]:
+        """Block a user until its next arrival; return its intended time (perf counter) and global index."""
         return self.executor.wait()
 
     def observe(self, record: RequestRecord) -> None:
@@ -351,10 +197,51 @@ class Arrivals(Extension):
             self.total = ArrivalStats()
             self.delta = self.executor.stats = ArrivalStats()
             self._running, self._slots_key, self._warned = True, None, False
-            self.redistribute(force=True)
+            self.deals = []
+            if self.plugin.options.arrival != "trace":
+                self.redistribute(force=True)
 
     def _on_spawning_complete(self, **_kwargs: Any) -> None:
         self.executor.pool_ready.set()
+        # A trace starts once every user exists, so that none of its requests is due before.
+        if not self.plugin.is_worker and self._running and self.plugin.options.arrival == "trace" and not self.deals:
+            self.redistribute(force=True)
+            self.plugin.supervisor.spawn("end of trace", self._end_of_trace)
+
+    def _end_of_trace(self) -> None:
+        """Stop the test once the trace's last request is due and no request is in flight any more."""
+        import gevent
+
+        trace = self.trace()
+        if trace is None:
+            return
+        last = trace.requests[-1].at_s / self.plugin.options.trace_speed
+        last_due: float | None = None
+        limit = self.plugin.options.stream_timeout_s + SKIP_AFTER_S + 10
+        while self._running:
+            t0, start_s, _spec = self.deals[-1]
+            wait = t0 + (last - start_s) - time.time()
+            if wait > 0:
+                gevent.sleep(min(wait, 1.0))
+                continue
+            now = time.monotonic()
+            last_due = last_due or now
+            # Workers report requests in flight every few seconds: trust a 0 once a report came since.
+            in_flight = sum(g.get("in_flight", 0) for g in self.plugin.generator_gauges.values())
+            if (in_flight == 0 and now - last_due > TRACE_DRAIN_S) or now - last_due > limit:
+                break
+            gevent.sleep(0.5)
+        if not self._running:
+            return
+        logger.info("llmload: the trace's last request has finished; stopping the test")
+        self.plugin.run_events.emit("trace_ended", detail=f"{len(trace.requests)} requests")
+        runner = self.environment.runner
+        if runner is None:
+            return
+        if getattr(self.environment.parsed_options, "headless", False):
+            runner.quit()
+        else:
+            runner.stop()
 
     def _on_test_stopping(self, **_kwargs: Any) -> None:
         # Users waiting for an arrival stop at once instead of waiting out --stop-timeout.
@@ -401,6 +288,17 @@ class Arrivals(Extension):
             self.delta = self.executor.stats = ArrivalStats()
         return self.total
 
+    def due(self, ended: float) -> int:
+        """The arrivals of the schedule that were due from the first deal until ``ended`` (wall time)."""
+        trace = self.trace()
+        times = [row.at_s for row in trace.requests] if trace is not None else []
+        count = 0
+        for i, (t0, start_s, spec) in enumerate(self.deals):
+            until = self.deals[i + 1][0] if i + 1 < len(self.deals) else ended
+            if until > t0:
+                count += schedule.due_between(spec, start_s, start_s + (until - t0), trace_times=times)
+        return count
+
     def results_section(self) -> dict[str, Any] | None:
         return self.summary()
 
@@ -427,13 +325,33 @@ class Arrivals(Extension):
                 f"dispatch lag p99 {lag_p99 * 1000:.0f} ms exceeds {LAG_WARN_P99_S * 1000:.0f} ms "
                 f"(the load generator is short of CPU: add workers)"
             )
+        options = self.plugin.options
+        trace = self.trace()
+        due = self.due(ended) if trace is not None else None
+        if due is not None and due > total.sent + total.skipped:
+            warnings.append(f"{due - total.sent - total.skipped} arrivals lost (dealt to a worker that left)")
         return {
-            "mode": self.plugin.options.arrival,
+            "mode": options.arrival,
             "rate_rps": self.rate_rps,
-            "seed": self.plugin.options.seed,
-            "scheduled": total.scheduled,
+            "rate_profile": options.rate_profile or None,
+            "burstiness": options.burstiness if options.arrival == "gamma" else None,
+            "seed": options.seed,
+            "scheduled": due if due is not None else total.scheduled,
             "sent": total.sent,
             "skipped": total.skipped,
+            "lost": max(due - total.sent - total.skipped, 0) if due is not None else None,
+            "trace": None
+            if trace is None
+            else {
+                "file": os.path.basename(trace.path),
+                "format": trace.format,
+                "requests": len(trace.requests),
+                "rows": trace.rows,
+                "failed_rows": trace.failed_rows,
+                "duration_s": trace.duration_s,
+                "speed": options.trace_speed,
+                "start_s": options.trace_start_s,
+            },
             "sent_rps": total.sent / duration if duration else None,
             "dispatch_lag_s": lag.summary(),
             **{name: dist.summary() for name, dist in total.dists.items()},

@@ -31,6 +31,7 @@ EXTENSIONS = (
     "llmload.exporter",
     "llmload.server_metrics",
     "llmload.arrivals",
+    "llmload.trace_replay",
     "llmload.backends",
     "llmload.lora",
     "llmload.capacity",

@@ -21,7 +21,7 @@ from llmload.weights import parse_named_weights
 
 API_KEY_ENV = "LLMLOAD_API_KEY"
 ENDPOINTS = ("chat", "completions")
-ARRIVALS = ("closed", "poisson", "constant")
+ARRIVALS = ("closed", "poisson", "constant", "gamma", "trace")
 TIMESTAMPS = ("kernel", "user")
 TTFT_OF = ("any", "answer")
 """What the TTFT SLO targets: the first token of any kind, or the first answer token (reasoning models)."""
@@ -124,9 +124,32 @@ def add_arguments(parser: Any) -> None:
     add(
         "--llm-arrival",
         default="closed",
-        help="closed (users with think time), poisson or constant (open loop at --llm-rate)",
+        help="closed (users with think time); open loop: poisson, constant or gamma at --llm-rate "
+        "(or --llm-rate-profile); trace (--llm-trace)",
     )
     add("--llm-rate", default="", help="Open loop: requests/s for the whole test, divided among workers")
+    add(
+        "--llm-burstiness",
+        default="",
+        help="gamma arrivals: shape of the gaps, 1 = Poisson, < 1 burstier, > 1 more regular (vLLM's --burstiness)",
+    )
+    add(
+        "--llm-rate-profile",
+        default="",
+        help="Open loop: the rate over time instead of --llm-rate: step:0=2,10m=5,... or ramp:0=1,30m=10,...",
+    )
+    add("--llm-trace", default="", help="Replay a trace file's requests at their recorded times (docs/scenarios.md)")
+    add("--llm-trace-format", default="auto", help="Trace format: auto, mooncake, azure, burstgpt or llmload")
+    add("--llm-trace-speed", default="1", help="Trace replay: time runs this many times faster (10 = 10x)")
+    add("--llm-trace-start", default="0", help="Trace replay: skip this much of the trace's time first (e.g. 10m)")
+    add("--llm-trace-duration", default="", help="Trace replay: replay this much of the trace's time only")
+    add("--llm-trace-max-requests", default="", help="Trace replay: send at most this many requests")
+    add("--llm-block-tokens", default="512", help="Trace replay: tokens per hash_ids block (Mooncake: 512)")
+    add(
+        "--llm-tokenizer",
+        default="",
+        help="Local tokenizer.json (or its folder) for prompts exact in tokens; never downloaded",
+    )
     add("--llm-backends", default="", help="TOML file of backends to spread users over (docs/scenarios.md)")
     add("--llm-backend", default="", help="Use only these backends (comma-separated names) of --llm-backends")
     add("--llm-tools", default="", help="JSON file of OpenAI tool definitions every chat request sends (tools)")
@@ -297,12 +320,9 @@ def _workload_options(get: Any) -> dict[str, Any]:
     arrival = str(get("llm_arrival", "closed") or "closed").strip().lower()
     if arrival not in ARRIVALS:
         raise ConfigError(f"--llm-arrival: expected one of {', '.join(ARRIVALS)}, got {arrival!r}")
-    rate = parse_float(get("llm_rate"), option="llm-rate", exclusive=True)
-    if arrival != "closed" and rate is None:
-        raise ConfigError(f"--llm-arrival {arrival}: needs --llm-rate (requests/s for the whole test)")
-    if arrival == "closed" and rate is not None:
-        raise ConfigError("--llm-rate: only with --llm-arrival poisson or constant")
-    out["arrival"], out["rate_rps"] = arrival, rate
+    from llmload import schedule
+
+    out.update(schedule.schedule_options(get, arrival))
     out["backends"] = str(get("llm_backends") or "").strip()
     out["backend_names"] = str(get("llm_backend") or "").strip()
     if out["backends"]:
@@ -374,6 +394,18 @@ class LLMOptions:
     turns: str = ""
     arrival: str = "closed"
     rate_rps: float | None = None
+    rate_profile: str = ""
+    """Open loop: the rate over time (``llmload.schedule.parse_rate_profile``) instead of ``rate_rps``."""
+    burstiness: float = 1.0
+    trace: str = ""
+    trace_format: str = "auto"
+    trace_speed: float = 1.0
+    trace_start_s: float = 0.0
+    trace_duration_s: float | None = None
+    trace_max_requests: int | None = None
+    block_tokens: int = 512
+    tokenizer: str = ""
+    """A local tokenizer (``--llm-tokenizer``) for prompts exact in tokens."""
     backends: str = ""
     backend_names: str = ""
     images: str = ""

@@ -25,6 +25,7 @@ EVENTS = (
     "capacity_step",
     "worker_lost",
     "backend_restarted",
+    "trace_ended",
 )
 MAX_KEPT = 1000
 

@@ -13,6 +13,7 @@ conversations that send the real previous answers back as context.
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 from locust import task
@@ -20,7 +21,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
 from llmload import backends as _backends
-from llmload import datasets, lora, prompts, structured, targets
+from llmload import datasets, lora, prompts, structured, targets, trace_replay
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload import images as vision
 from llmload.arrivals import get_arrivals
@@ -137,7 +138,11 @@ class LLMUser(FastHttpUser):
         self._dataset = datasets.load_dataset(options.dataset, **datasets_filters(options)) if options.dataset else None
         self._dataset_max_tokens: int | None = None
         self._prefix = datasets.shared_prefix(options.shared_prefix_tokens, options.seed)
+        self._fixed_length: int | None = None
+        """Trace replay: the output length of the request being sent (its row's)."""
         self._arrivals = get_arrivals(self._plugin) if options.arrival != "closed" else None
+        self.arrival_index = 0
+        self._replay = trace_replay.replay_for(self._plugin)
         host = self.host or ""
         if self.backend_info is not None:
             target = targets.for_backend(self.backend_info)
@@ -177,8 +182,14 @@ class LLMUser(FastHttpUser):
         return think_time.draw(self.rng) if think_time else 0.0
 
     def next_arrival(self) -> float | None:
-        """Open loop: block until the schedule hands this user a request; return its intended time."""
-        return self._arrivals.wait_for_arrival() if self._arrivals is not None else None
+        """Open loop: block until the schedule hands this user a request; return its intended time.
+
+        The arrival's global index is kept in ``arrival_index`` (trace replay: the trace's request).
+        """
+        if self._arrivals is None:
+            return None
+        due, self.arrival_index = self._arrivals.wait_for_arrival()
+        return due
 
     def resolve_model(self) -> str | None:
         """Return the model to request, asking the host once when none is configured."""
@@ -284,9 +295,10 @@ class LLMUser(FastHttpUser):
 
     def _request_args(self, keep_text: bool, t_intended: float | None) -> dict[str, Any]:
         """What every request of this user carries besides its prompt and model."""
+        fixed = self._fixed_length
         return {
-            "max_tokens": self.draw_max_tokens(),
-            "ignore_eos": self._ignore_eos,
+            "max_tokens": fixed if fixed is not None else self.draw_max_tokens(),
+            "ignore_eos": self._ignore_eos or fixed is not None,
             "name": self.request_name,
             "keep_text": keep_text,
             "t_intended": t_intended,
@@ -303,7 +315,38 @@ class LLMUser(FastHttpUser):
 
     @task
     def generate(self) -> None:
-        self.turn()
+        if self._replay is not None:
+            self.replay_turn(self._replay)
+        else:
+            self.turn()
+
+    def replay_turn(self, replay: trace_replay.TraceReplay) -> None:
+        """Trace replay: send the trace's request this arrival stands for (any class's ``turn`` aside).
+
+        Its prompt and output length are the trace's (``ignore_eos``, so the answer has that
+        length); a session's turn waits for the session's previous turn and carries the
+        conversation so far.
+        """
+        t_intended = self.next_arrival()
+        row = replay.request(self.arrival_index)
+        prompt = replay.prompt(row, self.rng)
+        session = replay.begin_turn(row.session) if row.session is not None else None
+        if session is not None and t_intended is not None:
+            t_intended = max(t_intended, time.perf_counter())  # sent once the previous turn ended
+        self._fixed_length = max(row.output_tokens or 1, 1) if row.output_tokens is not None else None
+        record = None
+        try:
+            if session is not None:
+                record = self.send_messages(
+                    [*session.history, {"role": "user", "content": prompt}], t_intended=t_intended
+                )
+            else:
+                record = self.send(prompt, t_intended=t_intended)
+        finally:
+            self._fixed_length = None
+            if session is not None:
+                ok = record is not None and record.ok
+                replay.end_turn(session, prompt, record.text if ok and record is not None else None)
 
     def turn(self) -> None:
         """Send this user's next request (after its open-loop arrival, if any); subclasses override this."""

@@ -104,6 +104,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--max-model-len", type=int, default=None, help="override the longest prompt + output")
     p.add_argument(
+        "--block-size",
+        type=int,
+        default=16,
+        help="KV-cache block size in tokens: paging and prefix-cache blocks (default: 16, vLLM's)",
+    )
+    p.add_argument(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="automatic prefix caching as vLLM V1: cached leading prompt blocks skip prefill "
+        "(default: on; --no-enable-prefix-caching turns it off)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="PATH",
+        help="a local Hugging Face tokenizer (tokenizer.json or a folder holding it) to count prompt tokens "
+        "instead of the word rule (output tokens stay one word each)",
+    )
+    p.add_argument(
         "--fault", choices=FAULT_KINDS, default=None, metavar="KIND", help=f"inject a fault: {', '.join(FAULT_KINDS)}"
     )
     p.add_argument("--fault-rate", type=float, default=1.0, help="share of requests hit by --fault (default 1.0)")
@@ -144,6 +164,12 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         raise ConfigError(f"--reasoning-tokens must be >= 0, got {args.reasoning_tokens}")
     if args.slow_after is not None and (args.slow_after < 0 or args.slow_factor <= 0):
         raise ConfigError("--slow-after must be >= 0 and --slow-factor > 0")
+    if args.block_size < 1:
+        raise ConfigError(f"--block-size must be >= 1, got {args.block_size}")
+    if args.tokenizer is not None:
+        from llmload.simulator.tokens import load_tokenizer
+
+        load_tokenizer(args.tokenizer)  # raises TokenizerError: one line, exit 2 (see run)
     fault = FaultConfig(kind=args.fault, rate=args.fault_rate, after=args.fault_after, stall_s=args.stall_s)
     config = SimConfig(
         profile=args.profile,
@@ -169,6 +195,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         max_model_len=args.max_model_len,
         slow_after_s=args.slow_after,
         slow_factor=args.slow_factor,
+        block_size=args.block_size,
+        enable_prefix_caching=args.enable_prefix_caching,
+        tokenizer=args.tokenizer,
     )
     config.perf_model()  # fail now on an impossible GPU/model combination
     return config
@@ -212,7 +241,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulator until SIGINT or SIGTERM; return the exit code."""
     if args.list_profiles:
         return list_profiles()
-    config = config_from_args(args)
+    from llmload.simulator.tokens import TokenizerError
+
+    try:
+        config = config_from_args(args)
+    except TokenizerError as exc:  # a bad path is a usage error: one line, argparse's exit status
+        print(f"llmload sim: error: {exc}", file=sys.stderr)
+        return 2
     from llmload.simulator.server import serve
 
     _prepare_process()

@@ -21,6 +21,7 @@ import asyncio
 import heapq
 import math
 
+from llmload.simulator.prefix_cache import PrefixCache
 from llmload.simulator.scheduler import Scheduler, SimRequest, StepPlan
 from llmload.simulator.vllm_metrics import SimMetrics
 
@@ -117,9 +118,22 @@ class StepEngine:
 
 
 class FixedEngine:
-    """Fixed TTFT and inter-token latency per request, no batching effects."""
+    """Fixed TTFT and inter-token latency per request, no batching effects.
 
-    def __init__(self, *, ttft_s: float, itl_s: float, metrics: SimMetrics, loop: asyncio.AbstractEventLoop) -> None:
+    A prefix cache, when given, is looked up and filled at submit (the request's
+    scheduling) for its counters only: cached tokens do not shorten the fixed TTFT.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttft_s: float,
+        itl_s: float,
+        metrics: SimMetrics,
+        loop: asyncio.AbstractEventLoop,
+        prefix_cache: PrefixCache | None = None,
+    ) -> None:
+        self.prefix_cache = prefix_cache
         self.ttft_s = ttft_s
         self.itl_s = itl_s
         self.metrics = metrics
@@ -143,6 +157,8 @@ class FixedEngine:
     def submit(self, req: SimRequest) -> None:
         """Schedule ``req``'s first token at ``arrival + ttft``."""
         req.scheduled_at = req.queued_at = req.arrival
+        if self.prefix_cache is not None:
+            self.prefix_cache.lookup(req)
         req.first_due = req.arrival + self.ttft_s + req.encode_s
         req.itl_s = self.itl_s
         self._active += 1

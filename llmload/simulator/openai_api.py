@@ -9,18 +9,22 @@ Field order and null fields follow vLLM's pydantic serialisation (chat chunks
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from llmload.simulator.structured_answer import FixedAnswer, structured_request
 from llmload.simulator.tokens import (
+    WORD_TOKENIZER,
     ApiInputError,
+    PromptTokenizer,
     Vocabulary,
+    chat_token_sequence,
     count_chat_tokens,
     count_images,
     count_prompt_tokens,
+    prompt_token_sequence,
 )
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -71,6 +75,8 @@ class GenRequest:
     """Image content parts of a chat request (each charged the vision encoder's time)."""
     structured: tuple[list[str], str | None] | None = None
     """Tools or a JSON schema asked for: the answer's pieces and the tool it calls (None: JSON content)."""
+    prompt_ids: list[Any] | None = field(default=None, compare=False, repr=False)
+    """The prompt's token sequence (asked for with ``sequence`` or a tokenizer; else None)."""
 
 
 def parse_request(
@@ -82,8 +88,14 @@ def parse_request(
     default_max_tokens: int,
     reject_stream_options: bool,
     adapters: frozenset[str] = frozenset(),
+    tokenizer: PromptTokenizer | None = None,
+    sequence: bool = False,
 ) -> GenRequest:
-    """Validate a chat or completions body; raise ApiError with vLLM's status and message."""
+    """Validate a chat or completions body; raise ApiError with vLLM's status and message.
+
+    With ``sequence`` (or a ``tokenizer``) the prompt's token sequence is kept in
+    ``prompt_ids`` and its length is the prompt's token count.
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -97,8 +109,18 @@ def parse_request(
     model = data.get("model")
     if model is not None and model != served_model and model not in adapters:
         raise ApiError(404, f"The model `{model}` does not exist.", err_type="NotFoundError", param="model")
+    prompt_ids: list[Any] | None = None
     try:
-        prompt_tokens = count_chat_tokens(data.get("messages")) if chat else count_prompt_tokens(data.get("prompt"))
+        if sequence or tokenizer is not None:
+            tok = tokenizer or WORD_TOKENIZER
+            prompt_ids = (
+                chat_token_sequence(data.get("messages"), tok)
+                if chat
+                else prompt_token_sequence(data.get("prompt"), tok)
+            )
+            prompt_tokens = len(prompt_ids)
+        else:
+            prompt_tokens = count_chat_tokens(data.get("messages")) if chat else count_prompt_tokens(data.get("prompt"))
     except ApiInputError as exc:
         raise ApiError(400, str(exc)) from None
     stream = data.get("stream") is True
@@ -136,6 +158,7 @@ def parse_request(
         model=model if isinstance(model, str) else served_model,
         structured=structured_request(data) if chat else None,
         images=count_images(data.get("messages")) if chat else 0,
+        prompt_ids=prompt_ids,
     )
 
 

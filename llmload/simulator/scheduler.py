@@ -15,15 +15,23 @@ shape latency:
   none is free, the most recently admitted request is preempted: its blocks are
   freed and it goes back to the head of the queue to recompute prompt and
   generated tokens later (vLLM's recompute preemption).
+* With a prefix cache (``prefix_cache.PrefixCache``), a request admitted with
+  nothing computed starts at ``num_computed`` = its cached prefix tokens, so its
+  prefill computes only the rest (attending to the cached prefix); its full prompt
+  blocks are then cached. Its KV blocks are still all reserved for it: blocks
+  shared with other running requests are counted once per request.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmload.simulator.perfmodel import PerfModel
+
+if TYPE_CHECKING:
+    from llmload.simulator.prefix_cache import PrefixCache
 
 
 class SimRequest:
@@ -51,6 +59,8 @@ class SimRequest:
         "parked",
         "encode_s",
         "pooled",
+        "block_hashes",
+        "cache_queried",
     )
 
     def __init__(
@@ -73,6 +83,10 @@ class SimRequest:
         """The vision encoder's time for the request's images, before its prefill (fixed profile)."""
         self.pooled = False
         """An embeddings, score or rerank request: its one "token" is the answer, not a generated token."""
+        self.block_hashes: list[int] | None = None
+        """Chained hashes of the prompt's full blocks; None: kept out of the prefix cache (pooling, or no cache)."""
+        self.cache_queried = False
+        """Whether the prefix cache has counted this request (once, when first scheduled)."""
         self.sink = sink
         self.arrival = arrival
         self.queued_at = arrival
@@ -105,8 +119,9 @@ class StepPlan:
 class Scheduler:
     """Waiting queue, running batch and paged KV cache of one simulated engine."""
 
-    def __init__(self, *, perf: PerfModel) -> None:
+    def __init__(self, *, perf: PerfModel, prefix_cache: PrefixCache | None = None) -> None:
         self.perf = perf
+        self.prefix_cache = prefix_cache
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.total_blocks = perf.num_kv_blocks
@@ -187,11 +202,18 @@ class Scheduler:
                 plan.prefill_tokens += n
             i += 1
         if plan.preempted == 0:
+            cache = self.prefix_cache
             while self.waiting and budget > 0 and len(self.running) < perf.max_num_seqs:
                 req = self.waiting[0]
+                hit = 0
+                if cache is not None and req.num_computed == 0 and req.block_hashes is not None:
+                    hit = req.num_computed = cache.match(req.block_hashes, req.num_tokens)
                 n = min(req.num_tokens - req.num_computed, budget)
                 if not self._grow(req, n):
+                    req.num_computed -= hit
                     break
+                if cache is not None and req.block_hashes is not None:
+                    cache.admit(req, hit)
                 self.waiting.popleft()
                 self.running.append(req)
                 budget -= n

@@ -35,10 +35,11 @@ from llmload.simulator.openai_api import (
 from llmload.simulator.perfmodel import PerfModel
 from llmload.simulator.pooling_api import ROUTES as POOLING_ROUTES
 from llmload.simulator.pooling_api import PoolRequest, parse_pool_request, pool_response
+from llmload.simulator.prefix_cache import FIXED_PROFILE_CACHE_TOKENS, PrefixCache
 from llmload.simulator.profiles import FIXED_PROFILE, get_gpu_profile, get_model_profile
 from llmload.simulator.scheduler import Scheduler, SimRequest
 from llmload.simulator.structured_answer import FixedAnswer
-from llmload.simulator.tokens import Vocabulary
+from llmload.simulator.tokens import HFTokenizer, Vocabulary, load_tokenizer
 from llmload.simulator.vllm_metrics import SimMetrics
 
 METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -77,6 +78,20 @@ class SimConfig:
     slow_after_s: float | None = None
     """Seconds after start when every request becomes ``slow_factor`` times slower (None: never)."""
     slow_factor: float = 1.0
+    block_size: int = 16
+    """KV-cache block size in tokens (paging and prefix-cache blocks), vLLM's ``--block-size``."""
+    enable_prefix_caching: bool = True
+    """Automatic prefix caching, on by default as in vLLM V1."""
+    tokenizer: str | None = None
+    """A local Hugging Face tokenizer (tokenizer.json or its folder) counting prompt tokens; None: the word rule."""
+
+    def prefix_cache(self) -> PrefixCache | None:
+        """A new prefix cache holding the KV cache's blocks, or None when prefix caching is off."""
+        if not self.enable_prefix_caching:
+            return None
+        perf = self.perf_model()
+        tokens = perf.kv_cache_tokens if perf is not None else (self.kv_cache_tokens or FIXED_PROFILE_CACHE_TOKENS)
+        return PrefixCache(capacity_blocks=tokens // self.block_size, block_size=self.block_size)
 
     def perf_model(self) -> PerfModel | None:
         """Return the performance model, or None for the ``fixed`` profile."""
@@ -87,6 +102,7 @@ class SimConfig:
             gpu=gpu,
             model=get_model_profile(self.model_profile),
             gpu_memory_utilization=self.gpu_memory_utilization,
+            block_size=self.block_size,
             max_num_seqs=self.max_num_seqs or gpu.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             kv_cache_tokens_override=self.kv_cache_tokens,
@@ -210,12 +226,21 @@ class SimApp:
         self.perf = config.perf_model()
         self.max_model_len = self.perf.max_model_len if self.perf else (config.max_model_len or 131072)
         self.metrics = SimMetrics(model_name=self.model_name, max_model_len=self.max_model_len)
+        self.prefix_cache = config.prefix_cache()
+        self.metrics.prefix_cache = self.prefix_cache
+        self.tokenizer: HFTokenizer | None = load_tokenizer(config.tokenizer) if config.tokenizer else None
         if self.perf is None:
             self.engine: StepEngine | FixedEngine = FixedEngine(
-                ttft_s=config.ttft_ms / 1e3, itl_s=config.itl_ms / 1e3, metrics=self.metrics, loop=loop
+                ttft_s=config.ttft_ms / 1e3,
+                itl_s=config.itl_ms / 1e3,
+                metrics=self.metrics,
+                loop=loop,
+                prefix_cache=self.prefix_cache,
             )
         else:
-            self.engine = StepEngine(scheduler=Scheduler(perf=self.perf), metrics=self.metrics, loop=loop)
+            self.engine = StepEngine(
+                scheduler=Scheduler(perf=self.perf, prefix_cache=self.prefix_cache), metrics=self.metrics, loop=loop
+            )
         self.metrics.gauges = self.engine.gauges
         self.vocab = Vocabulary(seed=config.seed)
         self.faults = FaultPlan(config=config.fault, seed=config.seed)
@@ -274,6 +299,8 @@ class SimApp:
                 default_max_tokens=config.default_max_tokens,
                 reject_stream_options=config.reject_stream_options,
                 adapters=frozenset(config.lora_modules),
+                tokenizer=self.tokenizer,
+                sequence=self.prefix_cache is not None,
             )
         except ApiError as exc:
             return conn.send(exc.status, exc.body(), extra=exc.headers)
@@ -303,6 +330,9 @@ class SimApp:
             rid=self._next_id, prompt_tokens=gen.prompt_tokens, n_target=n_target, finish_reason=reason, arrival=arrival
         )
         req.encode_s = gen.images * config.vision_encode_ms / 1000
+        cache = self.prefix_cache
+        if cache is not None and gen.prompt_ids is not None:  # keyed by model: LoRA adapters share no blocks
+            req.block_hashes = cache.block_hashes(gen.prompt_ids, seed=gen.model or self.model_name)
         offset = self.vocab.start_offset()
         if gen.stream:
             fmt = StreamFormat(
@@ -349,7 +379,7 @@ class SimApp:
             finish_reason="stop",
             arrival=self.loop.time(),
         )
-        req.pooled = True
+        req.pooled = True  # block_hashes stays None: pooling requests never use the prefix cache
         req.sink = PoolSink(self, conn, pool, req, fault)
         engine = self.engine
         conn.on_lost = lambda: self._lost(req)

@@ -11,6 +11,17 @@ Counting rule (also in docs/simulator.md):
 * a completions prompt adds ``COMPLETION_OVERHEAD`` (1, the BOS token); a
   prompt given as token ids counts one token per id.
 
+Token sequences (for the prefix cache, ``prefix_cache.py``): the same rule gives
+each prompt's tokens in order, as strings, with the overhead tokens as fixed
+marker strings where a template puts them: BOS first for completions; for chat,
+BOS and the default system header (22 tokens) first, the role header (4 tokens)
+before each message's content and end-of-turn (1) after it, the assistant
+generation prompt (4) last. An image is its patch count of one marker derived
+from its data. With ``--tokenizer`` (a Hugging Face ``tokenizer.json``) texts are
+that tokenizer's ids instead (completions: ``encode(prompt,
+add_special_tokens=True)``; chat contents without special tokens, the template
+markers around them as above).
+
 Output tokens are single words drawn from a seeded vocabulary, one word per
 token: " word" (with a leading space) except the first token of an answer. So
 the answer text re-tokenized by the same rule gives back exactly the number of
@@ -19,11 +30,16 @@ tokens sent.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
-from typing import Any
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
+
+from llmload.errors import ConfigError
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 CHAT_REQUEST_OVERHEAD = 26
@@ -49,8 +65,91 @@ _WORDS = (
 SEQUENCE_LEN = 4096
 
 
+BOS = "<|begin_of_text|>"
+_HEADER = ("<|start_header_id|>", "<|end_header_id|>", "\n\n")
+_EOT = "<|eot_id|>"
+CHAT_PREFIX: tuple[str, ...] = (
+    BOS,
+    _HEADER[0],
+    "system",
+    *_HEADER[1:],
+    *(f"<|system_header:{i}|>" for i in range(16)),  # "Cutting Knowledge Date: ...\nToday Date: ..."
+    _EOT,
+)
+"""Chat template tokens before the first message: BOS and the default system header."""
+CHAT_SUFFIX: tuple[str, ...] = (_HEADER[0], "assistant", *_HEADER[1:])
+"""Chat template tokens after the last message: the assistant generation prompt."""
+assert len(CHAT_PREFIX) + len(CHAT_SUFFIX) == CHAT_REQUEST_OVERHEAD
+assert len(_HEADER) + 2 == CHAT_MESSAGE_OVERHEAD  # role header (with the role) + end-of-turn
+
+
 class ApiInputError(ValueError):
     """A request body the simulator cannot count (mapped to HTTP 400)."""
+
+
+class TokenizerError(ConfigError):
+    """``--tokenizer`` names no usable tokenizer file."""
+
+
+class PromptTokenizer(Protocol):
+    """Turns texts into token sequences (the word rule, or a Hugging Face tokenizer)."""
+
+    def text(self, text: str) -> list[Any]:
+        """Tokens of ``text`` alone (no special tokens)."""
+        ...
+
+    def prompt(self, text: str) -> list[Any]:
+        """Tokens of a completions prompt, special tokens (BOS) included."""
+        ...
+
+
+class WordTokenizer:
+    """The simulator's own rule: ``TOKEN_RE`` tokens as strings, BOS as a marker."""
+
+    def text(self, text: str) -> list[Any]:
+        return TOKEN_RE.findall(text)
+
+    def prompt(self, text: str) -> list[Any]:
+        return [BOS, *TOKEN_RE.findall(text)]
+
+
+WORD_TOKENIZER = WordTokenizer()
+
+
+class HFTokenizer:
+    """A local Hugging Face tokenizer (``tokenizers`` package): token ids."""
+
+    def __init__(self, tokenizer: Any, path: str) -> None:
+        self._tok = tokenizer
+        self.path = path
+
+    def text(self, text: str) -> list[Any]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def prompt(self, text: str) -> list[Any]:
+        return list(self._tok.encode(text, add_special_tokens=True).ids)
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(path: str) -> HFTokenizer:
+    """Load ``path`` (a ``tokenizer.json`` file or a folder holding one); raise TokenizerError."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "tokenizer.json"
+        if not file.is_file():
+            raise TokenizerError(f"--tokenizer {path}: no tokenizer.json in that folder")
+    elif not file.is_file():
+        raise TokenizerError(f"--tokenizer {path}: no such file")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise TokenizerError("--tokenizer needs the 'tokenizers' package (pip install tokenizers)") from None
+    try:
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as exc:  # the Rust side raises plain Exception on any bad file
+        detail = " ".join(str(exc).split())[:200]
+        raise TokenizerError(f"--tokenizer {path}: not a Hugging Face tokenizer file ({detail})") from None
+    return HFTokenizer(tokenizer, str(file))
 
 
 def count_text_tokens(text: str) -> int:
@@ -94,6 +193,14 @@ def image_size(part: dict[str, Any]) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def image_marker(part: dict[str, Any]) -> str:
+    """The token an image stands for in a token sequence: derived from its data, one per patch."""
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    digest = hashlib.blake2b(str(url).encode(), digest_size=8).hexdigest()
+    return f"<|image:{digest}|>"
+
+
 def image_tokens(part: dict[str, Any]) -> int:
     """Prompt tokens of one image: its 28x28 patches (``IMAGE_PATCH_PX``)."""
     width, height = image_size(part)
@@ -123,6 +230,57 @@ def count_chat_tokens(messages: Any) -> int:
             raise ApiInputError("each message must be an object with a string 'role'")
         total += CHAT_MESSAGE_OVERHEAD + _content_tokens(message.get("content"))
     return total
+
+
+def _content_sequence(content: Any, tokenizer: PromptTokenizer) -> list[Any]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return tokenizer.text(content)
+    if isinstance(content, list):
+        out: list[Any] = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out += tokenizer.text(part["text"])
+            elif isinstance(part, dict) and part.get("type") == "image_url":
+                out += [image_marker(part)] * image_tokens(part)
+        return out
+    raise ApiInputError("message content must be a string, a list of content parts, or null")
+
+
+def chat_token_sequence(messages: Any, tokenizer: PromptTokenizer = WORD_TOKENIZER) -> list[Any]:
+    """The prompt tokens of a chat ``messages`` list in order, template markers included.
+
+    With the word rule its length is ``count_chat_tokens(messages)``.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ApiInputError("'messages' must be a non-empty list")
+    out: list[Any] = list(CHAT_PREFIX)
+    start, end, nl = _HEADER
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ApiInputError("each message must be an object with a string 'role'")
+        out += (start, message["role"], end, nl)
+        out += _content_sequence(message.get("content"), tokenizer)
+        out.append(_EOT)
+    out += CHAT_SUFFIX
+    return out
+
+
+def prompt_token_sequence(prompt: Any, tokenizer: PromptTokenizer = WORD_TOKENIZER) -> list[Any]:
+    """The tokens of a completions ``prompt`` in order (BOS first for a text; token ids as given).
+
+    With the word rule its length is ``count_prompt_tokens(prompt)``.
+    """
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return tokenizer.prompt(prompt)
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+        return list(prompt)
+    if isinstance(prompt, list) and len(prompt) > 1:
+        raise ApiInputError("llmload sim serves one prompt per request")
+    raise ApiInputError("'prompt' must be a non-empty string or list of token ids")
 
 
 def count_prompt_tokens(prompt: Any) -> int:

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
+    from llmload.simulator.prefix_cache import PrefixCache
     from llmload.simulator.scheduler import SimRequest
 
 TTFT_BUCKETS = (
@@ -219,6 +220,8 @@ class SimMetrics:
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.preemptions = 0
+        self.prefix_cache: PrefixCache | None = None
+        """Source of ``vllm:prefix_cache_queries``/``_hits`` (None: prefix caching off, both stay 0, as vLLM)."""
         self.success = dict.fromkeys(FINISHED_REASONS, 0)
         token_buckets = build_1_2_5_buckets(max_model_len)
         for attr, _, _, bounds in _HISTOGRAMS:
@@ -272,6 +275,8 @@ class SimMetrics:
         labels = self.labels
         names = ["model_name", "engine"]
         running, waiting, kv_usage = self.gauges()
+        cache = self.prefix_cache
+        queries, hits = (cache.queries, cache.hits) if cache is not None else (0, 0)
         for name, doc, value in (
             ("vllm:num_requests_running", "Number of requests in model execution batches.", running),
             ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting),
@@ -287,9 +292,9 @@ class SimMetrics:
             (
                 "vllm:prefix_cache_queries",
                 "Prefix cache queries, in terms of number of queried tokens.",
-                self.prompt_tokens,
+                queries,
             ),
-            ("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", 0),
+            ("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", hits),
         ):
             c = CounterMetricFamily(name, doc, labels=names)
             c.add_metric(labels, value)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from llmload.arrivals import exponential_fit
+from llmload.open_loop import exponential_fit
 from llmload.simulator.process import SimulatorProcess
 from tests.support.chunks import DONE, chat_chunk, usage_chunk
 from tests.support.processes import free_port, run_locust

@@ -12,9 +12,11 @@ import gevent.queue
 import pytest
 
 from llmload import arrivals
+from llmload import open_loop as deal
 from llmload import plugin as plugin_module
-from llmload.arrivals import ArrivalExecutor, Arrivals, ArrivalStats, Assignment, exponential_fit, offsets
+from llmload.arrivals import Arrivals
 from llmload.errors import ConfigError
+from llmload.open_loop import ArrivalExecutor, ArrivalStats, Assignment, exponential_fit, offsets
 from llmload.options import LLMOptions
 from llmload.record import RequestRecord
 from tests.support.environments import (
@@ -34,7 +36,7 @@ def assignment(**kwargs) -> Assignment:
 
 
 def take(a: Assignment, n: int) -> list[float]:
-    return list(itertools.islice(offsets(a), n))
+    return [t for t, _index in itertools.islice(offsets(a), n)]
 
 
 def test_constant_slots_interleave_exactly():
@@ -62,8 +64,12 @@ def test_poisson_slots_divide_the_rate_and_sum_to_a_poisson_process():
 def test_schedules_are_seeded():
     assert take(assignment(seed=5, slot=1, slots=2), 20) == take(assignment(seed=5, slot=1, slots=2), 20)
     assert take(assignment(seed=5), 20) != take(assignment(seed=6), 20)
-    assert take(assignment(epoch=1), 20) != take(assignment(epoch=2), 20)
     assert take(assignment(slot=0, slots=2), 20) != take(assignment(slot=1, slots=2), 20)
+    # One global schedule: a new deal (epoch) goes on with the same arrivals, from its start_s.
+    whole = list(itertools.islice(offsets(assignment(epoch=1)), 200))
+    later = list(itertools.islice(offsets(assignment(epoch=2, start_s=whole[100][0])), 100))
+    assert [k for _t, k in later] == [k for _t, k in whole[100:]]
+    assert [t + whole[100][0] for t, _k in later] == pytest.approx([t for t, _k in whole[100:]])
 
 
 def test_exponential_fit_rejects_wrong_rates_and_shapes():
@@ -82,7 +88,7 @@ def test_exponential_fit_rejects_wrong_rates_and_shapes():
 class ScriptedSchedule:
     """An executor's schedule that the test writes: ``dispatch(due)`` makes one arrival due now.
 
-    ``llmload.arrivals`` gets a fake clock (``time.perf_counter``) and an ``offsets`` that
+    ``llmload.open_loop`` gets a fake clock (``time.perf_counter``) and an ``offsets`` that
     waits for the test's next due time, moves the clock to it and hands it to the executor.
     """
 
@@ -93,19 +99,19 @@ class ScriptedSchedule:
         self.dues: gevent.queue.Queue = gevent.queue.Queue()
         self.spawned: list[str] = []
         fake_time = SimpleNamespace(time=lambda: 0.0, perf_counter=lambda: self.now)
-        monkeypatch.setattr(arrivals, "time", fake_time)
-        monkeypatch.setattr(arrivals, "offsets", self.offsets)
+        monkeypatch.setattr(deal, "time", fake_time)
+        monkeypatch.setattr(deal, "offsets", self.offsets)
 
     def spawn(self, name, func, *args):
         self.spawned.append(name)
         return gevent.spawn(func, *args)
 
-    def offsets(self, _assignment):
+    def offsets(self, _assignment, trace=None):
         base = self.now  # the executor's base: the clock when its schedule started
         while True:
             due = self.dues.get()
             self.now = max(self.now, due)
-            yield due - base
+            yield due - base, 0
 
     def start(self, executor: ArrivalExecutor, epoch: int = 1) -> None:
         executor.pool_ready.set()
@@ -127,7 +133,7 @@ def test_arrival_goes_to_an_idle_user_else_waits_in_the_backlog_then_is_skipped(
     executor = ArrivalExecutor(stats, spawn=schedule.spawn)
     schedule.start(executor)
     got = []
-    user = gevent.spawn(lambda: got.append(executor.wait()))
+    user = gevent.spawn(lambda: got.append(executor.wait()[0]))
     gevent.sleep(0)
     assert executor.idle_users == 1
     schedule.dispatch(executor, 1001.0)
@@ -137,16 +143,16 @@ def test_arrival_goes_to_an_idle_user_else_waits_in_the_backlog_then_is_skipped(
     now = 1002.0
     schedule.dispatch(executor, now)
     assert executor.idle_users == 0 and stats.sent == 1
-    assert executor.wait() == now and stats.sent == 2
+    assert executor.wait()[0] == now and stats.sent == 2
     # An arrival older than SKIP_AFTER_S is skipped when a user finally asks.
-    schedule.dispatch(executor, now - arrivals.SKIP_AFTER_S - 0.5)
+    schedule.dispatch(executor, now - deal.SKIP_AFTER_S - 0.5)
     schedule.dispatch(executor, now)
-    assert executor.wait() == now and (stats.scheduled, stats.sent, stats.skipped) == (4, 3, 1)
+    assert executor.wait()[0] == now and (stats.scheduled, stats.sent, stats.skipped) == (4, 3, 1)
     # The backlog never holds more than SKIP_AFTER_S of arrivals: of these five, the last two.
     for k in range(5):
-        schedule.dispatch(executor, now + k * arrivals.SKIP_AFTER_S * 0.6)
+        schedule.dispatch(executor, now + k * deal.SKIP_AFTER_S * 0.6)
     assert stats.skipped == 4 and stats.scheduled == 9
-    assert [executor.wait(), executor.wait()] == pytest.approx([now + 1.8, now + 2.4])
+    assert [executor.wait()[0], executor.wait()[0]] == pytest.approx([now + 1.8, now + 2.4])
     waiting = gevent.spawn(executor.wait)
     gevent.sleep(0)
     assert executor.idle_users == 1 and (stats.scheduled, stats.sent, stats.skipped) == (9, 5, 4)
@@ -154,7 +160,7 @@ def test_arrival_goes_to_an_idle_user_else_waits_in_the_backlog_then_is_skipped(
     executor.stop(release=LookupError("stop"))
     waiting.join(timeout=1)
     assert isinstance(waiting.exception, LookupError) and executor.idle_users == 0
-    # ... and the backlog is dropped (due after the test), not counted as skipped.
+    # ... and the backlog is dropped: due, never sent, so counted as skipped.
     schedule.start(executor, epoch=2)
     schedule.dispatch(executor, schedule.now + 0.1)
     executor.stop()
@@ -163,7 +169,7 @@ def test_arrival_goes_to_an_idle_user_else_waits_in_the_backlog_then_is_skipped(
     assert executor.idle_users == 1  # nothing left to take
     executor.stop(release=LookupError("stop"))
     waiting.join(timeout=1)
-    assert stats.skipped == 4 and stats.scheduled == 10 and stats.sent == 5
+    assert stats.skipped == 5 and stats.scheduled == 10 and stats.sent == 5
     assert schedule.spawned == ["open-loop schedule", "open-loop schedule"]
 
 
@@ -177,7 +183,7 @@ def test_a_killed_waiting_user_leaves_the_pool(monkeypatch):
     assert executor.idle_users == 0
     schedule.dispatch(executor, 1001.0)
     assert executor.stats.sent == 0 and executor.stats.skipped == 0
-    assert executor.wait() == 1001.0 and executor.stats.sent == 1  # it waited in the backlog
+    assert executor.wait()[0] == 1001.0 and executor.stats.sent == 1  # it waited in the backlog
     executor.stop()
 
 
@@ -194,17 +200,17 @@ def test_executor_runs_the_schedule_after_the_pool_is_ready():
 
     def user():
         while True:
-            got.append(executor.wait())
+            got.append(executor.wait()[0])
 
     users = [gevent.spawn(user) for _ in range(3)]
-    executor.assign(assignment(mode="constant", rate_rps=200, t0_wall=arrivals.time.time()))
+    executor.assign(assignment(mode="constant", rate_rps=200, t0_wall=deal.time.time()))
     gevent.sleep(0.1)
     assert got == []  # users not all started yet (no spawning_complete)
-    ready = arrivals.time.perf_counter()
+    ready = deal.time.perf_counter()
     executor.pool_ready.set()
     gevent.sleep(0.25)
     executor.stop()
-    elapsed = arrivals.time.perf_counter() - ready
+    elapsed = deal.time.perf_counter() - ready
     gevent.killall(users)
     # Arrivals due before the pool was ready are not part of the test; then 200/s (+-2 at the edges).
     assert got[0] >= ready - 0.001 and stats.skipped == 0
@@ -390,9 +396,28 @@ def test_summary_and_warnings(monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(llm_arrival="burst"), "--llm-arrival: expected one of closed, poisson, constant, got 'burst'"),
-        (dict(llm_arrival="poisson"), "--llm-arrival poisson: needs --llm-rate (requests/s for the whole test)"),
-        (dict(llm_rate="5"), "--llm-rate: only with --llm-arrival poisson or constant"),
+        (
+            dict(llm_arrival="burst"),
+            "--llm-arrival: expected one of closed, poisson, constant, gamma, trace, got 'burst'",
+        ),
+        (
+            dict(llm_arrival="poisson"),
+            "--llm-arrival poisson: needs --llm-rate (requests/s for the whole test) or --llm-rate-profile",
+        ),
+        (dict(llm_arrival="trace"), "--llm-arrival trace: needs --llm-trace FILE"),
+        (
+            dict(llm_arrival="poisson", llm_rate="5", llm_trace="t.jsonl"),
+            "--llm-trace: replays at the trace's times; it cannot be combined with --llm-arrival poisson",
+        ),
+        (
+            dict(llm_arrival="poisson", llm_rate="5", llm_burstiness="0.5"),
+            "--llm-burstiness: only with --llm-arrival gamma",
+        ),
+        (
+            dict(llm_arrival="gamma", llm_rate_profile="ramp:5=1"),
+            "--llm-rate-profile: the first point must be at time 0; got 'ramp:5=1'",
+        ),
+        (dict(llm_rate="5"), "--llm-rate: only with --llm-arrival poisson, constant or gamma"),
         (dict(llm_arrival="constant", llm_rate="0"), "--llm-rate: expected a number > 0, got '0'"),
     ],
 )
