@@ -69,6 +69,7 @@ class LLMClient:
         streams: StreamsInFlight | None = None,
         context: Callable[[], dict] | None = None,
         kernel_stamps: bool = True,
+        count_output: Callable[[str], int] | None = None,
     ) -> None:
         self.session = session
         self.request_event = request_event
@@ -78,6 +79,8 @@ class LLMClient:
         self.recorder = recorder
         self.streams = streams
         self._context = context
+        self._count_output = count_output
+        """Counts an answer's tokens when the server sent no usage (``--llm-tokenizer``)."""
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
@@ -265,6 +268,7 @@ class LLMClient:
             body.update(extra_body)
         caps = self.capabilities
         with_options = caps.stream_options is not False
+        keep_text = keep_text or (self._count_output is not None and caps.stream_options is not True)
         record = self._attempt(path, body, model, with_options, keep_text, t_intended)
         if with_options and caps.stream_options is None:
             if record.status == 400:
@@ -277,6 +281,14 @@ class LLMClient:
             elif record.ok:
                 caps.stream_options = True
         record.images, record.image_pixels = media
+        if (
+            self._count_output is not None
+            and record.ok
+            and record.completion_tokens is None
+            and record.text is not None
+        ):
+            record.completion_tokens = self._count_output(record.text)
+            record.output_tokenized = True
         if judge is not None and record.ok:
             record.answer_valid = judge(record)
         self._report(record, name or path)

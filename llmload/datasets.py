@@ -37,7 +37,7 @@ import math
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -213,6 +213,7 @@ class Entry:
     turns: tuple[tuple[str, str], ...]  # (role, text), roles user/assistant/system
     input_tokens: int  # of the first user turn (with any system turn before it)
     output_tokens: int | None  # of the first assistant reply, or the entry's output_tokens
+    output_given: bool = False  # output_tokens came from the file, not from counting the reply
 
     @property
     def prompt(self) -> str:
@@ -289,11 +290,12 @@ def _entry_from_object(obj: Any, path: str, line: int) -> Entry | None:
     if not any(role == "user" for role, _ in turns):
         return None
     first_user = next(i for i, (role, _) in enumerate(turns) if role == "user")
+    given = output_tokens is not None
     input_tokens = sum(estimate_tokens(text) for _, text in turns[: first_user + 1])
     if output_tokens is None:
         reply = next((text for role, text in turns[first_user + 1 :] if role == "assistant"), None)
         output_tokens = estimate_tokens(reply) if reply is not None else None
-    return Entry(tuple(turns), input_tokens, output_tokens)
+    return Entry(tuple(turns), input_tokens, output_tokens, output_given=given)
 
 
 _SPACE = re.compile(r"\s*")
@@ -362,9 +364,16 @@ def load_dataset(
     format: str = "auto",
     input_tokens: tuple[int, int] | None = None,
     output_tokens: tuple[int, int] | None = None,
+    tokenizer: str = "",
 ) -> Dataset:
-    """Load and filter a dataset file, once per process (cached by path, mtime and filters)."""
-    return _load_cached(path, file_version(path, option="--llm-dataset"), format, input_tokens, output_tokens)
+    """Load and filter a dataset file, once per process (cached by path, mtime and filters).
+
+    With ``tokenizer`` (``--llm-tokenizer``) the lengths the filters compare are exact counts
+    (content tokens, special tokens aside); else estimates (words and punctuation marks).
+    """
+    return _load_cached(
+        path, file_version(path, option="--llm-dataset"), format, input_tokens, output_tokens, tokenizer
+    )
 
 
 @lru_cache(maxsize=8)
@@ -374,6 +383,7 @@ def _load_cached(
     format: str,
     input_tokens: tuple[int, int] | None,
     output_tokens: tuple[int, int] | None,
+    tokenizer: str = "",
 ) -> Dataset:
     if format not in DATASET_FORMATS:
         raise ConfigError(f"--llm-dataset-format: expected one of {', '.join(DATASET_FORMATS)}, got {format!r}")
@@ -392,9 +402,11 @@ def _load_cached(
         raise ConfigError(f"--llm-dataset {path}: cannot read ({exc.strerror})") from None
     fmt = detect_format(path, text) if format == "auto" else format
     items = _iter_json_array(text, path) if fmt == "sharegpt" else _iter_jsonl(text, path)
+    parsed = [_entry_from_object(obj, path, line) for line, obj in items]
+    if tokenizer:
+        parsed = _counted(parsed, tokenizer)
     entries, skipped = [], 0
-    for line, obj in items:
-        entry = _entry_from_object(obj, path, line)
+    for entry in parsed:
         if entry is None or not (
             _within(entry.input_tokens, input_tokens) and _within(entry.output_tokens, output_tokens)
         ):
@@ -405,6 +417,31 @@ def _load_cached(
         why = f" after the length filters ({skipped} dropped)" if skipped else ""
         raise ConfigError(f"--llm-dataset {path}: no usable entries{why}")
     return Dataset(path=path, format=fmt, entries=tuple(entries), skipped=skipped)
+
+
+def _counted(entries: list[Entry | None], tokenizer: str) -> list[Entry | None]:
+    """The entries with their lengths counted by the tokenizer (one batch for inputs, one for replies)."""
+    from llmload.token_text import count_content
+
+    real = [e for e in entries if e is not None]
+    inputs = count_content(tokenizer, [_input_text(e) for e in real])
+    replies = {i: _reply(e) for i, e in enumerate(real) if not e.output_given}
+    reply_counts = dict(zip(replies, count_content(tokenizer, [r or "" for r in replies.values()]), strict=True))
+    counted = {}
+    for i, entry in enumerate(real):
+        output = entry.output_tokens if entry.output_given or replies.get(i) is None else reply_counts[i]
+        counted[id(entry)] = replace(entry, input_tokens=inputs[i], output_tokens=output)
+    return [None if e is None else counted[id(e)] for e in entries]
+
+
+def _input_text(entry: Entry) -> str:
+    first_user = next(i for i, (role, _) in enumerate(entry.turns) if role == "user")
+    return "\n".join(text for _role, text in entry.turns[: first_user + 1])
+
+
+def _reply(entry: Entry) -> str | None:
+    first_user = next(i for i, (role, _) in enumerate(entry.turns) if role == "user")
+    return next((text for role, text in entry.turns[first_user + 1 :] if role == "assistant"), None)
 
 
 # -- shared prefix ---------------------------------------------------------------------------

@@ -101,8 +101,13 @@ def group_body(
         "tokens": {
             "prompt": counters["prompt_tokens"],
             "output": counters["output_tokens"],
-            "output_source": "estimated" if counters["estimated_requests"] else "usage",
+            "output_source": "estimated"
+            if counters["estimated_requests"]
+            else "tokenizer"
+            if counters["tokenized_requests"]
+            else "usage",
             "estimated_requests": counters["estimated_requests"],
+            "tokenizer_counted_requests": counters["tokenized_requests"],
         },
     }
     for name in distributions:

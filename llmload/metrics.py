@@ -52,6 +52,7 @@ _COUNTERS = (
     "images",
     "image_pixels",
     "inputs",
+    "tokenized_requests",
 )
 
 
@@ -118,6 +119,8 @@ class GroupMetrics:
         counters["arrived_output_tokens"] += settled_tokens(record)
         if record.output_estimated:
             counters["estimated_requests"] += 1
+        elif record.output_tokenized:
+            counters["tokenized_requests"] += 1
         dists = self.dists
         lag = record.dispatch_lag_s
         if lag is not None and "dispatch_lag_s" in dists:

@@ -309,7 +309,8 @@ def _workload_options(get: Any) -> dict[str, Any]:
     out["dataset_format"] = str(get("llm_dataset_format") or "auto").strip().lower()
     out["dataset"] = str(get("llm_dataset") or "").strip()
     if out["dataset"]:
-        datasets.load_dataset(out["dataset"], **datasets_filters(out))
+        tokenizer = str(get("llm_tokenizer") or "").strip()
+        datasets.load_dataset(out["dataset"], **{**datasets_filters(out), "tokenizer": tokenizer})
     elif out["dataset_format"] not in datasets.DATASET_FORMATS:
         choices = ", ".join(datasets.DATASET_FORMATS)
         raise ConfigError(f"--llm-dataset-format: expected one of {choices}, got {out['dataset_format']!r}")
@@ -334,12 +335,13 @@ def _workload_options(get: Any) -> dict[str, Any]:
 
 def datasets_filters(options: Any) -> dict[str, Any]:
     """The keyword arguments of ``datasets.load_dataset`` for validated options (or their dict)."""
-    get = options.get if isinstance(options, dict) else lambda name: getattr(options, name)  # noqa: E731
+    get = options.get if isinstance(options, dict) else lambda name: getattr(options, name, None)  # noqa: E731
     bounds = lambda r: None if r is None else (int(r.low), int(r.high))  # noqa: E731
     return {
         "format": get("dataset_format"),
         "input_tokens": bounds(get("dataset_input_tokens")),
         "output_tokens": bounds(get("dataset_output_tokens")),
+        "tokenizer": get("tokenizer") or "",
     }
 
 

@@ -83,6 +83,8 @@ class RequestRecord:
     """Tool calls of the answer (kept with the text): ``{"id", "name", "arguments"}`` each, pieces joined."""
     answer_valid: bool | None = None
     """With tools or a schema asked for: whether a complete tool call or valid answer came (``llmload.structured``)."""
+    output_tokenized: bool = False
+    """``completion_tokens`` was counted with ``--llm-tokenizer`` from the answer's text (no usage came)."""
     kind: str = "stream"
     """``stream`` (chat, completions) or a pooling kind: ``embeddings``, ``score``, ``rerank``."""
     inputs: int = 0

@@ -32,6 +32,7 @@ tokens to the count.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -64,6 +65,10 @@ class TextMaker(Protocol):
     """Tokens the tokenizer adds around any text (a BOS...)."""
     exact: bool
     """True when counts come from a real tokenizer."""
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        """``count`` of each text, in one call."""
+        ...
 
     def count(self, text: str) -> int:
         """Tokens of ``text``, special tokens included (what a ``/v1/completions`` server counts)."""
@@ -243,6 +248,13 @@ class WordText(_PieceText):
         return COMPLETION_OVERHEAD + count_text_tokens(text)
 
 
+def count_content(path: str, texts: Sequence[str]) -> list[int]:
+    """Tokens of each text without the tokenizer's special tokens (an answer's, a dataset entry's)."""
+    tokenizer = load_text_maker(path, seed=0)
+    return [max(n - tokenizer.special_tokens, 0) for n in tokenizer.count_many(list(texts))]
+
+
+@functools.lru_cache(maxsize=8)
 def load_text_maker(path: str, *, seed: int) -> TextMaker:
     """The text maker for ``--llm-tokenizer PATH``: a :class:`TokenizerText`, or :class:`WordText` without a path."""
     return TokenizerText(path, seed=seed) if path else WordText(seed=seed)

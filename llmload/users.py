@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from locust import task
@@ -21,7 +22,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
 from llmload import backends as _backends
-from llmload import datasets, lora, prompts, structured, targets, trace_replay
+from llmload import datasets, lora, prompts, structured, targets, token_text, trace_replay
 from llmload import hooks as _hooks  # noqa: F401  (registers llmload with Locust's events)
 from llmload import images as vision
 from llmload.arrivals import get_arrivals
@@ -33,6 +34,19 @@ from llmload.record import RequestRecord
 
 # A summarization user whose class sets no prompt_tokens summarizes documents of this length.
 SUMMARIZATION_PROMPT_TOKENS = 1000
+
+
+def counter_of(tokenizer: str) -> Callable[[str], int] | None:
+    """With ``--llm-tokenizer``: counts an answer's tokens (when a server sends no usage), off the event loop."""
+    if not tokenizer:
+        return None
+
+    def count(text: str) -> int:
+        import gevent
+
+        return int(gevent.get_hub().threadpool.apply(token_text.count_content, (tokenizer, [text]))[0])
+
+    return count
 
 
 def as_range(value: Any, option: str) -> Range | None:
@@ -143,6 +157,7 @@ class LLMUser(FastHttpUser):
         self._arrivals = get_arrivals(self._plugin) if options.arrival != "closed" else None
         self.arrival_index = 0
         self._replay = trace_replay.replay_for(self._plugin)
+        self._exact = token_text.load_text_maker(options.tokenizer, seed=options.seed) if options.tokenizer else None
         host = self.host or ""
         if self.backend_info is not None:
             target = targets.for_backend(self.backend_info)
@@ -160,6 +175,7 @@ class LLMUser(FastHttpUser):
             streams=self._plugin.streams,
             context=self.context,
             kernel_stamps=options.timestamps == "kernel",
+            count_output=counter_of(options.tokenizer),
         )
 
     def _structured_ask(self, options: Any) -> structured.Ask:
@@ -240,6 +256,8 @@ class LLMUser(FastHttpUser):
         n_tokens = self.draw_prompt_tokens()
         if n_tokens is None:
             return prompts.short_question(self.rng)
+        if self._exact is not None:  # --llm-tokenizer: exactly n tokens on /v1/completions
+            return self._exact.prompt(max(n_tokens, self._exact.special_tokens + 1), rng=self.rng)
         return prompts.question_of_length(n_tokens, self.rng)
 
     def send(

@@ -31,6 +31,8 @@ OVERRIDES = {
     "gke-input-heavy": ["-u", "20", "-r", "20", "-t", "6s", "--stop-timeout", "5"],
     "gke-output-heavy": ["-u", "20", "-r", "20", "-t", "6s", "--stop-timeout", "5"],
     "soak": [*SHORT, "--llm-prometheus-port", "0", "--llm-prometheus-grace", "0"],
+    "bursty-soak": [*SHORT, "--llm-prometheus-port", "0", "--llm-prometheus-grace", "0"],
+    "trace-replay": [*SHORT, "--llm-trace-max-requests", "40"],
     "capacity": [
         "--stop-timeout",
         "5",
@@ -51,6 +53,7 @@ def test_the_expected_scenarios_exist():
         "agent-tools",
         "backprop-long-context",
         "backprop-rtx3090",
+        "bursty-soak",
         "capacity",
         "embeddings",
         "gke-input-heavy",
@@ -61,6 +64,7 @@ def test_the_expected_scenarios_exist():
         "reranker",
         "soak",
         "summarization",
+        "trace-replay",
         "vision-chat",
     ]
     for name in SCENARIOS:
