@@ -158,6 +158,9 @@ class LLMUser(FastHttpUser):
         self.arrival_index = 0
         self._replay = trace_replay.replay_for(self._plugin)
         self._exact = token_text.load_text_maker(options.tokenizer, seed=options.seed) if options.tokenizer else None
+        self.chat_overhead: int | None = None
+        """Chat with ``--llm-tokenizer``: the server's tokens around a prompt's content, learnt from its usage."""
+        self._sent_content: int | None = None
         host = self.host or ""
         if self.backend_info is not None:
             target = targets.for_backend(self.backend_info)
@@ -257,8 +260,23 @@ class LLMUser(FastHttpUser):
         if n_tokens is None:
             return prompts.short_question(self.rng)
         if self._exact is not None:  # --llm-tokenizer: exactly n tokens on /v1/completions
-            return self._exact.prompt(max(n_tokens, self._exact.special_tokens + 1), rng=self.rng)
+            return self._exact_prompt(n_tokens)
         return prompts.question_of_length(n_tokens, self.rng)
+
+    def _exact_prompt(self, n_tokens: int) -> str:
+        """A prompt of ``n_tokens`` tokens as the server counts them.
+
+        On /v1/completions the tokenizer's count is the server's. On chat the template adds
+        tokens the tokenizer cannot apply: the first request's ``usage.prompt_tokens`` minus
+        its content gives them, and later prompts are that much shorter (``chat_overhead``).
+        """
+        assert self._exact is not None
+        special = self._exact.special_tokens
+        if self._endpoint == "completions":
+            return self._exact.prompt(max(n_tokens, special + 1), rng=self.rng)
+        content = max(n_tokens - (self.chat_overhead if self.chat_overhead is not None else special), 1)
+        self._sent_content = content
+        return self._exact.prompt(content + special, rng=self.rng)
 
     def send(
         self,
@@ -329,6 +347,9 @@ class LLMUser(FastHttpUser):
     def _observed(self, record: RequestRecord, t_intended: float | None) -> RequestRecord:
         if t_intended is not None and self._arrivals is not None:
             self._arrivals.observe(record)
+        sent, self._sent_content = self._sent_content, None
+        if sent is not None and self.chat_overhead is None and record.ok and record.prompt_tokens and not record.images:
+            self.chat_overhead = record.prompt_tokens - sent
         return record
 
     @task

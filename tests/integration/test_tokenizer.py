@@ -69,3 +69,22 @@ def test_dataset_filters_compare_exact_counts(tmp_path, tokenizer):
     low, high = exact[0], exact[2]
     kept = datasets.load_dataset(str(path), input_tokens=(min(low, high), max(low, high)), tokenizer=str(tokenizer))
     assert sorted(e.input_tokens for e in kept.entries) == sorted([low, high]) and kept.skipped == 1
+
+
+def test_chat_prompts_are_exact_after_the_first_answer_calibrates_the_template(tmp_path, tokenizer):
+    """On chat the simulator adds 26 + 5 template tokens around a one-message content (its rule, like vLLM's
+    template): the first request is 30 tokens long (the tokenizer's 1 special token is all the client knows),
+    then the user has learnt the difference from the usage and every later prompt is exact."""
+    sim_args = ["--ttft-ms", "5", "--itl-ms", "1", "--tokenizer", str(tokenizer)]
+    with SimulatorProcess(profile="fixed", extra_args=sim_args) as sim:
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            sim.base_url,
+            *("-u", "1", "-r", "1", "-t", "4s", "--stop-timeout", "10", "--llm-think-time", "0"),
+            *("--llm-max-tokens", "4", "--llm-input-tokens", "137", "--llm-tokenizer", str(tokenizer)),
+        )
+    assert run.returncode == 0, run.output[-3000:]
+    total = run.results["total"]
+    ok = total["requests"]["ok"]
+    assert ok > 10 and total["tokens"]["prompt"] == 137 * ok + 30

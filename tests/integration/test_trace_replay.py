@@ -116,3 +116,38 @@ def test_prefix_cache_hit_rate_follows_the_traces_block_reuse(tmp_path):
     assert reused > 100 and total_blocks > reused
     assert hits / queries == pytest.approx(expected_hits / prompt_tokens, abs=0.02)
     assert hits == expected_hits  # exact: every shared chain is whole 16-token blocks
+
+
+def test_sessions_carry_their_conversation_and_lengths_are_exact_on_chat(tmp_path):
+    """The llmload-format sample (60 requests, 10 sessions of 3 turns) on chat: every turn of a session
+    carries the real previous questions and answers. The simulator's chat rule (26 tokens, then 5 per
+    message plus its words) gives the exact prompt tokens that implies; answers are the rows' lengths."""
+    from llmload.simulator.tokens import count_text_tokens
+
+    trace = Path(__file__).resolve().parents[1] / "fixtures" / "traces" / "llmload.jsonl"
+    requests = load_trace(str(trace)).requests
+    history: dict[str, int] = {}
+    expected_prompt = 0
+    for row in requests:
+        content = count_text_tokens(row.prompt) if row.prompt is not None else (row.input_tokens or 2) - 1
+        before = history.get(row.session, 0) if row.session is not None else 0
+        expected_prompt += 26 + before + 5 + content
+        if row.session is not None:
+            history[row.session] = before + 5 + content + 5 + (row.output_tokens or 0)
+    with SimulatorProcess(profile="fixed", extra_args=["--ttft-ms", "5", "--itl-ms", "1"]) as sim:
+        before_counters = scrape(sim.base_url)
+        run = run_locust(
+            tmp_path,
+            "chatbot.py",
+            sim.base_url,
+            *("--processes", "2", "-u", "10", "-r", "10", "-t", "60s", "--stop-timeout", "10"),
+            *("--llm-trace", str(trace), "--llm-trace-speed", "8"),
+        )
+        after = scrape(sim.base_url)
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.results["arrivals"]["sent"] == len(requests) == 60
+    prompt = after["vllm:prompt_tokens_total"] - before_counters["vllm:prompt_tokens_total"]
+    assert prompt == expected_prompt == run.results["total"]["tokens"]["prompt"]
+    output = after["vllm:generation_tokens_total"] - before_counters["vllm:generation_tokens_total"]
+    # A row without an output length gets the user class's max_tokens (ChatbotUser: 100).
+    assert output == sum(row.output_tokens if row.output_tokens is not None else 100 for row in requests)

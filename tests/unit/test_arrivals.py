@@ -309,9 +309,15 @@ def test_master_divides_the_rate_by_worker_index_and_again_when_workers_change(m
             ("w-a", 1, 3, 2),
             ("w-c", 2, 3, 2),
         ]
+        # The new deal goes on from the schedule's offset at its t0 (HANDOVER_S later), never from 0.
+        first, second = arrivals.get_arrivals(environment.llmload).deals
+        assert second[0] >= first[0] and second[1] == pytest.approx(second[0] - first[0])
+        assert [d["start_s"] for _, _, d in sent] == [second[1]] * 3
+        assert {d["t0_wall"] for _, _, d in sent} == {second[0]}
         sent.clear()
         arrivals.get_arrivals(environment.llmload).set_rate(30.0)
         assert {d["rate_rps"] for _, _, d in sent} == {30.0} and len(sent) == 3
+        assert {d["start_s"] for _, _, d in sent} == {0.0}  # a new rate: a new schedule
         sent.clear()
         fire(events.test_stop, environment=environment)
         fire(events.worker_report, client_id="w-a", data=worker_report())
