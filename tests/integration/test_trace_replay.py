@@ -69,6 +69,11 @@ def test_a_2000_request_trace_at_10x_with_3_workers_sends_each_request_once(tmp_
     lag_p99 = arrivals["dispatch_lag_s"]["p99"]
     assert lag_p99 is not None and arrivals["dispatch_lag_s"]["count"] == 2000
     assert (arrivals["warning"] is not None) == (lag_p99 > LAG_WARN_P99_S)
+    # The self-check flags the run when the dispatch lag passes its own (tighter) threshold.
+    generator = doc["generator"]
+    assert generator["dispatch_lag_s"]["p99"] == pytest.approx(lag_p99, rel=0.01)
+    flagged = any("dispatch lag" in reason for reason in generator["reasons"])
+    assert flagged == (lag_p99 > generator["thresholds"]["dispatch_lag_p99_s"]), (lag_p99, generator["reasons"])
     # Latency from the intended time: TTFT as measured plus the dispatch lag.
     assert arrivals["ttft_from_intended_s"]["p50"] >= total["ttft_s"]["p50"] - 0.002
 
