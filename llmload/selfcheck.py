@@ -43,6 +43,10 @@ read later than one gap finds the events queued behind it coalesced by the
 kernel into one segment with the newest stamp (docs/metrics.md, Clocks), and
 since a read's lateness is measured against that newest stamp, the delay of
 the coalesced ones shows only in the loop's lag.
+
+When CPU saturation is found, ``generator.workers_to_add`` says how many
+generator processes (workers) to add so that each stays under 75% of a core
+(``selfcheck_rules.workers_to_add``), and the master logs it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from llmload.selfcheck_rules import (
     DEFAULT_LAG_MS,
     DEFAULT_LATENESS_MS,
     LIVE_WARN_AFTER,
+    WORKER_TARGET_CPU_PERCENT,
     ProcessStats,
     Thresholds,
     cpu_findings,
@@ -70,6 +75,7 @@ from llmload.selfcheck_rules import (
     new_lag_distribution,
     oversleep_s,
     tail_summary,
+    workers_to_add,
 )
 
 if TYPE_CHECKING:
@@ -211,7 +217,17 @@ class SelfCheck(Extension):
         self.stop()
         if self.plugin.is_worker or self.plugin.started_at is None:
             return
-        print(self.console_line(), flush=True)
+        summary = self.summary()
+        add = summary["workers_to_add"]
+        if add and self.plugin.is_master:
+            logger.warning(
+                "llmload: the workers were CPU-saturated: add at least %d worker(s) to the %d this run had "
+                "(each worker under %g%% of a core; results generator.workers_to_add, docs/kubernetes.md)",
+                add,
+                len(summary["cpu_percent"]),
+                WORKER_TARGET_CPU_PERCENT,
+            )
+        print(self.console_line(summary), flush=True)
 
     # -- verdict ----------------------------------------------------------------------------
 
@@ -274,6 +290,7 @@ class SelfCheck(Extension):
             "trustworthy": trustworthy,
             "reasons": reasons,
             "notes": cpu_findings(processes, self.thresholds) if clock == "kernel" else [],
+            "workers_to_add": workers_to_add(processes, self.thresholds),
             "thresholds": self.thresholds.as_dict(),
         }
 

@@ -10,6 +10,7 @@ them).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ CPU_SATURATED_SHARE = 0.25
 MIN_CPU_SAMPLES = 3
 # Consecutive saturated CPU samples before a process warns while the test runs.
 LIVE_WARN_AFTER = 5
+# Sizing: the CPU share of one core a worker should stay under (docs/kubernetes.md, Sizing): below
+# the 90% saturation limit, where queueing delay is still small.
+WORKER_TARGET_CPU_PERCENT = 75.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,26 @@ def cpu_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) -
                 f"samples (mean {cpu['mean']:.0f}%, max {cpu['max']:.0f}%)"
             )
     return findings
+
+
+def workers_to_add(
+    processes: dict[str, dict[str, Any]],
+    thresholds: Thresholds,
+    *,
+    target_percent: float = WORKER_TARGET_CPU_PERCENT,
+) -> int:
+    """How many load-generator processes (workers) to add when CPU saturation was found; else 0.
+
+    The run's CPU demand is the sum of every sampled process's mean CPU (percent of one core); each
+    worker should carry at most ``target_percent`` of it, so the run needed
+    ``ceil(demand / target_percent)`` workers. A saturated process could not show more than its
+    core, so the demand, and this figure, are a lower bound: at least 1 when saturation was found.
+    """
+    if not cpu_findings(processes, thresholds):
+        return 0
+    sampled = [proc["cpu_percent"] for proc in processes.values() if proc["cpu_percent"]["samples"]]
+    demand = float(sum(cpu["mean"] for cpu in sampled))
+    return max(int(math.ceil(demand / target_percent)) - len(sampled), 1)
 
 
 def lag_findings(processes: dict[str, dict[str, Any]], thresholds: Thresholds) -> list[str]:

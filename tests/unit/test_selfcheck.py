@@ -22,6 +22,7 @@ from llmload.selfcheck_rules import (
     judge,
     new_lag_distribution,
     oversleep_s,
+    workers_to_add,
 )
 from tests.support.environments import (
     fire,
@@ -184,6 +185,36 @@ def test_master_summary_merges_workers_and_reads_dispatch_lag_from_the_store():
     assert [r.split(":")[0] for r in s["reasons"]] == ["w-busy", "w-busy"]
     assert "WARNING" in check.console_line(s) and "w-busy: CPU above 90%" in check.console_line(s)
     assert plugin.extensions.results_sections()["generator"] == s
+    # demand 99% + 10% of a core over 75% per worker = 2 workers, which the run had: a saturated
+    # worker still needs at least one more (its demand is capped by its core)
+    assert s["workers_to_add"] == 1
+
+
+def test_workers_to_add_from_the_cpu_demand_and_only_when_saturated():
+    t = Thresholds()
+    assert workers_to_add({"w1": _proc(mean=60), "w2": _proc(mean=70)}, t) == 0  # not saturated
+    saturated = {f"w{i}": _proc(mean=98, peak=100, share=0.9) for i in range(3)}
+    assert workers_to_add(saturated, t) == 1  # ceil(294 / 75) = 4 workers for 3
+    five = {f"w{i}": _proc(mean=99, peak=100, share=1.0) for i in range(5)} | {"w9": _proc(mean=95, share=0.8)}
+    assert workers_to_add(five, t) == 2  # ceil(590 / 75) = 8 for 6
+    assert workers_to_add({"w1": _proc(mean=80, peak=100, share=0.3)}, t) == 1  # never 0 once saturated
+    assert workers_to_add(saturated, t, target_percent=50) == 3
+
+
+def test_master_logs_how_many_workers_to_add(caplog, capsys):
+    with master_environment() as environment:
+        plugin = new_plugin(environment, selfcheck)
+        check = plugin.extensions.get(SelfCheck)
+        busy = ProcessStats(Thresholds())
+        for _ in range(10):
+            busy.cpu.add(100.0)
+        fire(
+            environment.events.worker_report, client_id="w1", data=worker_report({"llmload_selfcheck": busy.to_wire()})
+        )
+        plugin.started_at = time.time()
+        check._on_quit()
+    assert "llmload: the workers were CPU-saturated: add at least 1 worker(s) to the 1 this run had" in caplog.text
+    assert "WARNING: the load generator was a bottleneck" in capsys.readouterr().out
 
 
 def test_malformed_self_check_report_is_ignored_with_a_warning(caplog):
@@ -211,6 +242,7 @@ def test_local_summary_without_samples_is_trustworthy_and_says_so():
     assert s["trustworthy"] is True and s["dispatch_lag_s"] is None
     assert s["cpu_percent"] == {"local": {"mean": None, "max": None, "saturated_share": None, "samples": 0}}
     assert check.console_line(s) == "llmload: generator self-check OK (no CPU samples)"
+    assert s["workers_to_add"] == 0
 
 
 def test_sampler_measures_a_blocked_hub_as_loop_lag():
