@@ -185,11 +185,6 @@ def pooled_body(group: GroupMetrics, *, window_s: float | None = None) -> dict[s
     return body
 
 
-def is_streamed(body: dict[str, Any]) -> bool:
-    """Whether a group body (of any results file) is of streamed requests."""
-    return bool(body.get("kind", STREAM) == STREAM)
-
-
 def reasoning_body(group: GroupMetrics) -> dict[str, Any]:
     """The reasoning figures of a group whose model thought (docs/metrics.md, "Reasoning models")."""
     counters = group.counters

@@ -28,9 +28,6 @@ KINDS = (STREAM, *POOLING_KINDS)
 PATHS = {EMBEDDINGS: "/v1/embeddings", SCORE: "/score", RERANK: "/rerank"}
 """vLLM's paths (``/v1/score`` and ``/v1/rerank`` are aliases there)."""
 
-INPUT_NAMES = {EMBEDDINGS: "inputs", SCORE: "pairs", RERANK: "documents"}
-"""What one input of a request of each kind is, as tables name it."""
-
 
 def batch_distribution(spec: str, *, option: str = "llm-batch-size") -> LengthDistribution:
     """Parse inputs per request (``N``, ``A-B`` or a distribution); every draw must be at least 1."""

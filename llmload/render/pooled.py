@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from llmload.render.cells import cell
+from llmload.render.cells import cell, value_at
 from llmload.render.text import fixed_width, group_label, ms, num
 
 STREAM = "stream"
@@ -64,13 +64,6 @@ def streamed_view(doc: dict[str, Any]) -> dict[str, Any] | None:
     return {**doc, "groups": groups, "total": total}
 
 
-def _value(body: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = body
-    for key in path:
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value
-
-
 def _text(value: Any, form: str) -> str:
     if value is None:
         return "-"
@@ -99,7 +92,7 @@ def text_lines(doc: Mapping[str, Any]) -> list[str]:
     rows = _rows(doc)
     if not rows:
         return []
-    table = [[label, *(_text(_value(body, path), form) for _, path, form, _ in COLUMNS)] for label, body in rows]
+    table = [[label, *(_text(value_at(body, path), form) for _, path, form, _ in COLUMNS)] for label, body in rows]
     header = ["group", *(title for title, *_ in COLUMNS)]
     title = (
         "Embeddings, score and rerank (no token stream; latency in ms: request sent to the answer's last byte; "
@@ -117,7 +110,7 @@ def html_section(doc: Mapping[str, Any]) -> str:
     head = "".join(f"<th{' class=text' if form == 'text' else ''}>{escape(t)}</th>" for t, _, _, form in COLUMNS)
     body = "".join(
         f'<tr><td class="text label">{escape(label)}</td>'
-        + "".join(cell(_value(b, path), form, ".".join(path)) for _, path, _, form in COLUMNS)
+        + "".join(cell(value_at(b, path), form, ".".join(path)) for _, path, _, form in COLUMNS)
         + "</tr>"
         for label, b in rows
     )
