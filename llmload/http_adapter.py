@@ -21,10 +21,14 @@ the installed version.
 * **kernel receive stamps** (Linux, plain HTTP): each socket has
   ``SO_TIMESTAMPNS``; every read is a ``recvmsg`` whose ancillary data carries
   the ``CLOCK_REALTIME`` time the kernel received the last packet the read
-  touched. ``RealtimeClock`` converts it to the ``perf_counter`` clock (an
-  offset sampled at start, refreshed every second, and re-sampled at once
-  when a stamp is implausible, as after a clock step). A read's *lateness*
-  is its user-space time minus that stamp: how late the generator read it.
+  touched. The read notes ``perf_counter`` and ``CLOCK_REALTIME`` together;
+  the data arrived ``realtime_at_read - stamp`` before the read (its
+  *lateness*: how late the generator read it), so its ``perf_counter`` time
+  is ``read_at - lateness``. Only differences of one clock are taken, over
+  the read's own lateness: a step or a slew of the realtime clock at any
+  other moment changes nothing (no offset between the clocks is kept). A
+  step between a packet's arrival and its read makes the lateness
+  implausible (negative, or above a minute): that read takes its own time.
   What the kernel allows: a TCP read reports the stamp of the last segment it
   touched, and while nobody reads, the kernel coalesces each arriving segment
   into the one queued before it, keeping the newer stamp (``tcp_try_coalesce``).
@@ -59,11 +63,10 @@ from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 READ_SIZE = 65536
 # socket.timeout is TimeoutError, an OSError; gevent.Timeout is neither.
 READ_ERRORS = (gevent.Timeout, HTTPConnectionClosed, HTTPParseError, OSError)
-# A converted kernel stamp this much later than the read, or this much earlier, means the realtime
-# clock stepped: the offset is sampled again.
+# A kernel stamp this much later than the read (beyond the two clock reads' jitter), or this much
+# earlier, means the realtime clock stepped between the packet's arrival and the read.
 STAMP_AHEAD_TOLERANCE_S = 0.0005
 STAMP_MAX_LATENESS_S = 60.0
-CLOCK_REFRESH_S = 1.0
 
 # Python's socket module has no SO_TIMESTAMPNS; its value is per Linux architecture (asm-generic
 # 35; sparc 0x21; parisc 0x4013). SCM_TIMESTAMPNS has the same value.
@@ -89,50 +92,30 @@ __all__ = [
     "SO_TIMESTAMPNS",
     "HTTPConnectionClosed",
     "PoolTiming",
-    "RealtimeClock",
     "StampedSocket",
     "StreamingBody",
     "abort_connection",
+    "arrival_time",
     "host_reachable",
     "instrument",
     "raw_response",
 ]
 
 
-class RealtimeClock:
-    """Converts kernel ``CLOCK_REALTIME`` stamps to the ``perf_counter`` clock, surviving clock steps."""
+def arrival_time(stamp_s: float, read_at: float, read_real: float) -> float | None:
+    """The ``perf_counter`` time of data the kernel stamped ``stamp_s`` (realtime), read at ``read_at``.
 
-    def __init__(self) -> None:
-        self.offset = 0.0
-        """realtime - perf_counter, as last sampled."""
-        self.refreshes = 0
-        self._next = 0.0
-        self.sample()
-
-    def sample(self) -> None:
-        """Sample the offset now: the realtime read bracketed by two perf_counter reads."""
-        before = time.perf_counter()
-        real = time.time()
-        after = time.perf_counter()
-        self.offset = real - (before + after) / 2
-        self._next = after + CLOCK_REFRESH_S
-        self.refreshes += 1
-
-    def to_perf(self, realtime_s: float, read_at: float) -> float | None:
-        """The perf_counter time of a stamp taken before a read at ``read_at``; None when it cannot be trusted."""
-        if read_at >= self._next:
-            self.sample()
-        t = realtime_s - self.offset
-        if t > read_at + STAMP_AHEAD_TOLERANCE_S or read_at - t > STAMP_MAX_LATENESS_S:
-            self.sample()
-            t = realtime_s - self.offset
-            if t > read_at + STAMP_AHEAD_TOLERANCE_S or read_at - t > STAMP_MAX_LATENESS_S:
-                return None
-        return t if t < read_at else read_at
-
-
-#: One per process: every stream converts its stamps with the same offset.
-CLOCK = RealtimeClock()
+    ``read_real`` is the realtime clock read together with ``read_at``. None when the lateness
+    is implausible (the realtime clock stepped between the arrival and the read).
+    """
+    lateness = read_real - stamp_s
+    if lateness < 0.0:
+        if lateness < -STAMP_AHEAD_TOLERANCE_S:
+            return None
+        return read_at
+    if lateness > STAMP_MAX_LATENESS_S:
+        return None
+    return read_at - lateness
 
 
 class StampedSocket(gevent.socket.socket):
@@ -326,12 +309,13 @@ class StreamingBody:
     def _recv_stamped(self, inner: socket.socket) -> bytes:
         chunk, ancillary, _flags, _address = inner.recvmsg(READ_SIZE, _CMSG_SPACE)
         read_at = self.read_at = time.perf_counter()
+        read_real = time.time()
         arrived = None
         if ancillary:  # one control message at most: the stamp
             level, kind, data = ancillary[0]
             if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(data) >= 16:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-                arrived = CLOCK.to_perf(seconds + nanoseconds * 1e-9, read_at)
+                arrived = arrival_time(seconds + nanoseconds * 1e-9, read_at, read_real)
         if arrived is None:  # no stamp (data stamped before the option was on), or an implausible one
             self.arrived_at = read_at
             self.unstamped += 1

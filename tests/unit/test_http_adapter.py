@@ -8,7 +8,7 @@ import gevent
 import pytest
 
 from llmload import http_adapter
-from llmload.http_adapter import RealtimeClock, StampedSocket, so_timestampns
+from llmload.http_adapter import StampedSocket, arrival_time, so_timestampns
 
 
 def test_so_timestampns_per_platform(monkeypatch):
@@ -22,31 +22,23 @@ def test_so_timestampns_per_platform(monkeypatch):
     assert so_timestampns() is None
 
 
-def test_realtime_stamps_convert_to_perf_counter_and_survive_a_clock_step(monkeypatch):
-    clock = RealtimeClock()
-    now = time.perf_counter()
-    real = time.time()
-    # A stamp 20 ms before now converts to 20 ms before now (within the sampling bracket).
-    assert clock.to_perf(real - 0.020, now) == pytest.approx(now - 0.020, abs=0.001)
-    # The realtime clock steps forward by an hour: stamps taken after the step look an hour "ahead"
-    # of the read; the bridge samples the offset again and converts them right.
-    stepped = {"offset": 3600.0}
-    real_time = time.time
-    monkeypatch.setattr(http_adapter.time, "time", lambda: real_time() + stepped["offset"])
-    refreshes = clock.refreshes
-    now = time.perf_counter()
-    assert clock.to_perf(real_time() + 3600.0 - 0.005, now) == pytest.approx(now - 0.005, abs=0.001)
-    assert clock.refreshes == refreshes + 1
-    # A stamp that cannot be placed (a day away either way) gives None: the read's own time is used.
-    assert clock.to_perf(real_time() + 3600.0 + 86400, time.perf_counter()) is None
-    assert clock.to_perf(real_time() + 3600.0 - 86400, time.perf_counter()) is None
+def test_a_stamp_becomes_the_read_time_less_its_lateness_in_realtime():
+    read_at, read_real = 1000.0, 1_700_000_000.0  # the two clocks need no known offset
+    # (realtime seconds near 1.7e9 are floats in steps of about 0.2 us)
+    assert arrival_time(read_real - 0.020, read_at, read_real) == pytest.approx(read_at - 0.020, abs=1e-6)
+    # A step of the realtime clock before the packet arrived changes nothing: both the stamp and the
+    # read's realtime are on the stepped clock, and only their difference is used.
+    stepped = read_real + 3600.0
+    assert arrival_time(stepped - 0.005, read_at, stepped) == pytest.approx(read_at - 0.005, abs=1e-6)
 
 
-def test_a_stamp_is_never_later_than_the_read():
-    clock = RealtimeClock()
-    now = time.perf_counter()
-    # Within the tolerance (sampling jitter), a stamp just "after" the read is clamped to it.
-    assert clock.to_perf(time.time() + 0.0002, now) <= now
+def test_a_stamp_that_cannot_be_placed_gives_none_and_is_never_later_than_the_read():
+    read_at, read_real = 50.0, 1_700_000_000.0
+    # Within the two clock reads' jitter, a stamp just "after" the read is the read.
+    assert arrival_time(read_real + 0.0002, read_at, read_real) == read_at
+    # A step between the arrival and the read: the lateness is negative, or more than a minute.
+    assert arrival_time(read_real + 0.5, read_at, read_real) is None
+    assert arrival_time(read_real - 3600.0, read_at, read_real) is None
 
 
 @pytest.mark.skipif(so_timestampns() is None, reason="kernel receive stamps are a Linux feature")
@@ -67,11 +59,11 @@ def test_stamped_socket_notes_the_send_and_reads_carry_the_kernel_stamp():
         peer.sendall(b"data: x\n\n")
         gevent.sleep(0.03)  # the reader is 30 ms late
         data, ancillary, _, _ = client._sock.recvmsg(100, socket.CMSG_SPACE(16))
-        read_at = time.perf_counter()
+        read_at, read_real = time.perf_counter(), time.time()
         (level, kind, raw), *_ = ancillary
         assert (level, kind) == (socket.SOL_SOCKET, so_timestampns())
         seconds, nanoseconds = struct.unpack("qq", raw)
-        arrived = http_adapter.CLOCK.to_perf(seconds + nanoseconds * 1e-9, read_at)
+        arrived = arrival_time(seconds + nanoseconds * 1e-9, read_at, read_real)
         assert data == b"data: x\n\n"
         assert arrived == pytest.approx(sent, abs=0.002)
         assert read_at - arrived >= 0.025
